@@ -1,0 +1,223 @@
+/* util.c - clocks, hashing, hex, JSON and logging helpers (see util.h). */
+#include "core/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t fm_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t fm_mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t fm_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void fm_rfc3339(int64_t wall_ms, char *buf, size_t size) {
+    time_t t = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void fm_hex(const unsigned char *in, size_t len, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+bool fm_random_hex(char *out, size_t nbytes) {
+    unsigned char buf[64];
+    if (nbytes > sizeof(buf) || RAND_bytes(buf, (int)nbytes) != 1) return false;
+    fm_hex(buf, nbytes, out);
+    return true;
+}
+
+bool fm_ct_equal(const void *a, size_t alen, const void *b, size_t blen) {
+    if (alen != blen) return false;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+/* Length of a valid UTF-8 sequence at s (max n bytes), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000;
+    else return 0;
+    if (n < len) return 0;
+    unsigned cp = c & (0xff >> (len + 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+json_t *fm_json_strn(const char *s, size_t len) {
+    json_t *j = json_stringn(s, len);
+    if (j) return j;
+    /* Invalid UTF-8: replace each bad byte with U+FFFD. */
+    char *tmp = malloc(len * 3 + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq((const unsigned char *)s + i, len - i);
+        if (n) {
+            memcpy(tmp + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(tmp + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    j = json_stringn(tmp, o);
+    free(tmp);
+    return j ? j : json_string("");
+}
+
+json_t *fm_json_str(const char *s) {
+    return fm_json_strn(s ? s : "", s ? strlen(s) : 0);
+}
+
+json_t *fm_json_parse(const char *buf, size_t len, fm_err *err) {
+    json_error_t je;
+    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (v) return v;
+    if (strstr(je.text, "too big")) {
+        /* Integers beyond int64: keep them as doubles rather than refusing. */
+        v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+        if (v) return v;
+    }
+    fm_err_set(err, FM_INVALID_JSON, "invalid JSON at line %d, column %d (position %d): %s",
+               je.line, je.column, je.position, je.text);
+    fm_err_detail(err, "position", json_integer(je.position));
+    return NULL;
+}
+
+char *fm_json_dump(const json_t *v, size_t *len_out) {
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!s) s = strdup("null");
+    if (len_out) *len_out = strlen(s);
+    return s;
+}
+
+static fm_log_level log_min = FM_LOG_INFO;
+
+void fm_log_set_level(fm_log_level min) {
+    log_min = min;
+}
+
+const char *fm_log_level_name(fm_log_level lvl) {
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    return (unsigned)lvl < 4 ? names[lvl] : "info";
+}
+
+void fm_log(fm_log_level lvl, json_t *kv, const char *fmt, ...) {
+    if (lvl < log_min) return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char ts[40];
+    int64_t now = fm_wall_ms();
+    time_t t = (time_t)(now / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(now % 1000));
+    json_t *line = json_object();
+    json_object_set_new(line, "ts", json_string(ts));
+    json_object_set_new(line, "level", json_string(fm_log_level_name(lvl)));
+    json_object_set_new(line, "msg", fm_json_str(msg));
+    if (kv) json_object_update(line, kv);
+    char *s = json_dumps(line, JSON_COMPACT);
+    json_decref(line);
+    if (!s) return;
+    size_t len = strlen(s);
+    s[len] = '\n'; /* overwrite NUL: write the line in one call */
+    ssize_t w = write(STDERR_FILENO, s, len + 1);
+    (void)w;
+    free(s);
+}
+
+char *fm_read_file(const char *path, size_t *len_out) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = (size_t)st.st_size + 1, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 1 >= cap) buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            free(buf);
+            close(fd);
+            return NULL;
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    if (len_out) *len_out = len;
+    return buf;
+}
+
+int fm_mkdirs(const char *path, unsigned mode) {
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof(tmp)) return errno = ENAMETOOLONG, -1;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+int fm_rmtree(const char *path) {
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}

@@ -1,0 +1,52 @@
+/* util.h - small shared helpers: clocks, hashing, hex, JSON, logging.
+ *
+ * Everything here is thread-safe and allocation-free unless it says it
+ * returns an owned buffer. */
+#ifndef FM_UTIL_H
+#define FM_UTIL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+/* Monotonic milliseconds / microseconds; wall-clock milliseconds since the epoch. */
+int64_t fm_mono_ms(void);
+int64_t fm_mono_us(void);
+int64_t fm_wall_ms(void);
+/* Formats wall ms as RFC 3339 UTC ("2026-11-22T03:04:05Z") into buf (>= 32 bytes). */
+void fm_rfc3339(int64_t wall_ms, char *buf, size_t size);
+
+/* Lowercase hex of `len` bytes into out (2*len+1 bytes). */
+void fm_hex(const unsigned char *in, size_t len, char *out);
+/* Fills out with `nbytes` random bytes as hex (2*nbytes+1). Returns false on failure. */
+bool fm_random_hex(char *out, size_t nbytes);
+/* Constant-time comparison of two byte strings (length differences leak only length). */
+bool fm_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+
+/* A JSON string from possibly invalid UTF-8 (invalid bytes become U+FFFD). New reference. */
+json_t *fm_json_str(const char *s);
+json_t *fm_json_strn(const char *s, size_t len);
+/* Parses JSON text (any value). On failure returns NULL and sets err to
+ * FM_INVALID_JSON with "line L, column C (position P): reason" and details.position. */
+json_t *fm_json_parse(const char *buf, size_t len, fm_err *err);
+/* Serialises compactly (JSON_COMPACT|JSON_ENCODE_ANY); owned malloc'd string. */
+char *fm_json_dump(const json_t *v, size_t *len_out);
+
+/* Logging: one JSON object per line on stderr. `kv` (may be NULL) is merged
+ * into the line and is borrowed. */
+typedef enum { FM_LOG_DEBUG, FM_LOG_INFO, FM_LOG_WARN, FM_LOG_ERROR } fm_log_level;
+void fm_log_set_level(fm_log_level min);
+void fm_log(fm_log_level lvl, json_t *kv, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const char *fm_log_level_name(fm_log_level lvl);
+
+/* Reads a whole file into an owned NUL-terminated buffer. */
+char *fm_read_file(const char *path, size_t *len_out);
+/* mkdir -p; returns 0 or -1 with errno. */
+int fm_mkdirs(const char *path, unsigned mode);
+/* rm -rf (no symlink following); returns 0 or -1. */
+int fm_rmtree(const char *path);
+
+#endif

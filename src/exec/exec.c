@@ -1,0 +1,323 @@
+/* exec.c - executor threads (see exec.h).
+ *
+ * Each thread loops: run runtime timers, take the whole inbox under its
+ * mutex, run the jobs. The mutex is shared only by that thread and whoever
+ * submits to it, and a submitter signals only when the thread sleeps, so a
+ * busy executor takes batches without any wake-up at all. */
+#include "exec/exec.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/util.h"
+#include "registry/registry.h"
+#include "runtime/runtime.h"
+
+#define FM_MAX_RUNTIMES 8
+
+typedef struct exthread {
+    pthread_t tid;
+    int index;
+    fm_exec *ex;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    fm_job *head, *tail; /* inbox, guarded by mu */
+    bool sleeping;       /* guarded by mu */
+    atomic_int inflight;
+    void *rt_state[FM_MAX_RUNTIMES];
+    atomic_uint_fast64_t calls, cold_starts;
+} exthread;
+
+struct fm_exec {
+    int n;
+    exthread *t;
+    atomic_bool stop;
+    atomic_uint rr;
+};
+
+fm_exec *fm_exec_global;
+
+fm_job *fm_job_new(fm_job_kind kind, fm_version *v, const fm_function *fn) {
+    fm_job *j = calloc(1, sizeof(*j));
+    j->kind = kind;
+    j->version = v;
+    j->fn = fn;
+    j->thread = -1;
+    return j;
+}
+
+void fm_job_free(fm_job *job) {
+    if (!job) return;
+    for (size_t i = 0; i < job->argc; i++) json_decref(job->argv[i]);
+    free(job->argv);
+    free(job->result);
+    json_decref(job->error);
+    if (job->kind != FM_JOB_RETIRE) fm_version_release(job->version);
+    fm_exports_free(job->ud_exports, job->ud_nexports);
+    free(job);
+}
+
+void fm_job_succeed(fm_job *job, char *json, size_t len) {
+    job->status = FM_OK;
+    free(job->result);
+    job->result = json;
+    job->result_len = len;
+}
+
+void fm_job_fail(fm_job *job, fm_status st, const char *message, const char *name,
+                 const char *stack) {
+    job->status = st;
+    json_decref(job->error);
+    job->error = json_object();
+    json_object_set_new(job->error, "message", fm_json_str(message ? message : "error"));
+    if (name) json_object_set_new(job->error, "name", fm_json_str(name));
+    if (stack) json_object_set_new(job->error, "stack", fm_json_str(stack));
+}
+
+void fm_job_finish(fm_job *job) {
+    job->finished_us = fm_mono_us();
+    if (job->kind == FM_JOB_CALL && fm_exec_global && job->thread >= 0) {
+        exthread *t = &fm_exec_global->t[job->thread];
+        atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->calls, 1, memory_order_relaxed);
+    }
+    if (job->on_done) job->on_done(job);
+    else fm_job_free(job);
+}
+
+static void **slot(fm_version *v, int thread, uint32_t unit) {
+    return &v->instances[(size_t)thread * v->nunits + unit];
+}
+
+/* Returns this thread's instance of (v, unit), creating it if needed. */
+static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold, fm_export **ex,
+                          size_t *nex, fm_err *err) {
+    void **s = slot(v, t->index, unit);
+    if (*s && !ex) return *s;
+    const fm_unit *u = &v->units[unit];
+    int ri = fm_runtime_index(u->rt);
+    void *inst = NULL;
+    if (*s) { /* exports wanted from an existing instance: make a scratch one */
+        if (u->rt->instance_create(t->rt_state[ri], v->deployment, u->artifact, u->artifact_len,
+                                   &inst, ex, nex, err) != FM_OK)
+            return NULL;
+        u->rt->instance_destroy(t->rt_state[ri], inst);
+        return *s;
+    }
+    if (u->rt->instance_create(t->rt_state[ri], v->deployment, u->artifact, u->artifact_len, &inst,
+                               ex, nex, err) != FM_OK)
+        return NULL;
+    if (cold) *cold = true;
+    atomic_fetch_add_explicit(&t->cold_starts, 1, memory_order_relaxed);
+    *s = inst;
+    return inst;
+}
+
+static void run_job(exthread *t, fm_job *job) {
+    fm_version *v = job->version;
+    fm_err err = FM_ERR_INIT;
+    switch (job->kind) {
+    case FM_JOB_CALL: {
+        job->started_us = fm_mono_us();
+        if (job->deadline_us && job->started_us >= job->deadline_us) {
+            fm_job_fail(job, FM_TIMEOUT, "deadline exceeded before the call started", NULL, NULL);
+            fm_job_finish(job);
+            return;
+        }
+        void *inst = get_instance(t, v, job->fn->unit, &job->cold_start, NULL, NULL, &err);
+        if (!inst) {
+            fm_job_fail(job, FM_INTERNAL, err.msg, NULL, NULL);
+            fm_err_clear(&err);
+            fm_job_finish(job);
+            return;
+        }
+        const fm_runtime *rt = job->fn->rt;
+        rt->call(t->rt_state[fm_runtime_index(rt)], inst, job->fn->index, job);
+        return;
+    }
+    case FM_JOB_INSTANTIATE: {
+        job->status = FM_OK;
+        for (uint32_t u = 0; u < v->nunits; u++) {
+            fm_export *ex = NULL;
+            size_t nex = 0;
+            void *inst = get_instance(t, v, u, NULL, job->want_exports ? &ex : NULL,
+                                      job->want_exports ? &nex : NULL, &err);
+            if (!inst) {
+                job->status = err.status ? err.status : FM_INTERNAL;
+                fm_job_fail(job, job->status, err.msg, NULL, NULL);
+                fm_err_clear(&err);
+                fm_exports_free(ex, nex);
+                break;
+            }
+            if (job->want_exports) {
+                job->ud_exports = realloc(job->ud_exports,
+                                          (job->ud_nexports + nex + 1) * sizeof(fm_export));
+                for (size_t i = 0; i < nex; i++) {
+                    ex[i].unit = u;
+                    ex[i].index = (uint32_t)i;
+                    job->ud_exports[job->ud_nexports++] = ex[i];
+                }
+                free(ex);
+            }
+        }
+        fm_job_finish(job);
+        return;
+    }
+    case FM_JOB_RETIRE:
+        for (uint32_t u = 0; u < v->nunits; u++) {
+            void **s = slot(v, t->index, u);
+            if (*s) {
+                const fm_runtime *rt = v->units[u].rt;
+                rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
+                *s = NULL;
+            }
+        }
+        if (atomic_fetch_sub(&v->retire_left, 1) == 1) fm_version_free(v);
+        free(job);
+        return;
+    }
+}
+
+static void *thread_main(void *arg) {
+    exthread *t = arg;
+    fm_exec *ex = t->ex;
+    for (size_t i = 0; i < fm_runtime_count; i++)
+        t->rt_state[i] = fm_runtimes[i]->thread_init(t->index);
+    for (;;) {
+        int64_t wait_us = -1;
+        for (size_t i = 0; i < fm_runtime_count; i++) {
+            int64_t w = fm_runtimes[i]->poll(t->rt_state[i]);
+            if (w >= 0 && (wait_us < 0 || w < wait_us)) wait_us = w;
+        }
+        pthread_mutex_lock(&t->mu);
+        while (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {
+            t->sleeping = true;
+            if (wait_us < 0) {
+                pthread_cond_wait(&t->cv, &t->mu);
+            } else {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                int64_t ns = ts.tv_nsec + (wait_us % 1000000) * 1000;
+                ts.tv_sec += wait_us / 1000000 + ns / 1000000000;
+                ts.tv_nsec = ns % 1000000000;
+                if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) == ETIMEDOUT) wait_us = 0;
+            }
+            t->sleeping = false;
+        }
+        fm_job *list = t->head;
+        t->head = t->tail = NULL;
+        pthread_mutex_unlock(&t->mu);
+        if (!list && atomic_load(&ex->stop)) break;
+        while (list) {
+            fm_job *next = list->next;
+            list->next = NULL;
+            run_job(t, list);
+            list = next;
+        }
+    }
+    for (size_t i = 0; i < fm_runtime_count; i++) fm_runtimes[i]->thread_dispose(t->rt_state[i]);
+    return NULL;
+}
+
+fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err) {
+    if (nthreads < 1) nthreads = 1;
+    fm_exec *ex = calloc(1, sizeof(*ex));
+    ex->n = nthreads;
+    ex->t = calloc((size_t)nthreads, sizeof(exthread));
+    fm_exec_global = ex;
+    for (int i = 0; i < nthreads; i++) {
+        exthread *t = &ex->t[i];
+        t->index = i;
+        t->ex = ex;
+        pthread_mutex_init(&t->mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&t->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        if (pthread_create(&t->tid, NULL, thread_main, t) != 0) {
+            ex->n = i;
+            fm_exec_destroy(ex);
+            return fm_err_set(err, FM_INTERNAL, "cannot start executor thread %d", i);
+        }
+        char name[16];
+        snprintf(name, sizeof(name), "fm-exec-%d", i & 0xffff);
+        pthread_setname_np(t->tid, name);
+    }
+    *out = ex;
+    return FM_OK;
+}
+
+void fm_exec_destroy(fm_exec *ex) {
+    if (!ex) return;
+    atomic_store(&ex->stop, true);
+    for (int i = 0; i < ex->n; i++) {
+        exthread *t = &ex->t[i];
+        pthread_mutex_lock(&t->mu);
+        pthread_cond_signal(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->tid, NULL);
+        pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cv);
+    }
+    if (fm_exec_global == ex) fm_exec_global = NULL;
+    free(ex->t);
+    free(ex);
+}
+
+int fm_exec_threads(const fm_exec *ex) {
+    return ex->n;
+}
+
+int fm_exec_pick(fm_exec *ex) {
+    unsigned start = atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed);
+    int best = (int)(start % (unsigned)ex->n);
+    int best_load = atomic_load_explicit(&ex->t[best].inflight, memory_order_relaxed);
+    for (int k = 1; k < ex->n && best_load > 0; k++) {
+        int i = (int)((start + (unsigned)k) % (unsigned)ex->n);
+        int load = atomic_load_explicit(&ex->t[i].inflight, memory_order_relaxed);
+        if (load < best_load) best = i, best_load = load;
+    }
+    return best;
+}
+
+void fm_exec_submit(fm_exec *ex, int ti, fm_job *head, fm_job *tail, int ncalls) {
+    exthread *t = &ex->t[ti];
+    for (fm_job *j = head; j; j = j->next) j->thread = ti;
+    if (ncalls) atomic_fetch_add_explicit(&t->inflight, ncalls, memory_order_relaxed);
+    pthread_mutex_lock(&t->mu);
+    if (t->tail) t->tail->next = head;
+    else t->head = head;
+    t->tail = tail;
+    bool wake = t->sleeping;
+    pthread_mutex_unlock(&t->mu);
+    if (wake) pthread_cond_signal(&t->cv);
+}
+
+int fm_exec_inflight(fm_exec *ex, int t) {
+    return atomic_load(&ex->t[t].inflight);
+}
+
+void fm_exec_get_stats(fm_exec *ex, fm_exec_stats *out) {
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < ex->n; i++) {
+        out->calls += atomic_load(&ex->t[i].calls);
+        out->cold_starts += atomic_load(&ex->t[i].cold_starts);
+    }
+}
+
+void fm_exec_retire_version(fm_version *v) {
+    fm_exec *ex = fm_exec_global;
+    if (!ex) {
+        fm_version_free(v);
+        return;
+    }
+    atomic_store(&v->retire_left, ex->n);
+    for (int i = 0; i < ex->n; i++) {
+        fm_job *j = fm_job_new(FM_JOB_RETIRE, v, NULL);
+        fm_exec_submit(ex, i, j, j, 0);
+    }
+}

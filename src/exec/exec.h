@@ -1,0 +1,101 @@
+/* exec.h - executor threads: where function code runs, off the I/O threads.
+ *
+ * Each executor thread owns the per-thread state of every runtime (for JS,
+ * its own JSC context group) and the instances it created; nothing in an
+ * instance is ever touched by another thread, so calls take no lock. Work
+ * arrives as batches of jobs in a per-thread inbox (one mutex shared only by
+ * the submitter and that thread, one wake per batch). A finished job is
+ * handed to its `on_done` callback on the executor thread, which routes the
+ * result back (to an I/O thread's queue, or to a waiting control thread).
+ *
+ * Ownership: a job owns its arguments, result and error; the submitter owns
+ * the job itself and frees it with fm_job_free after on_done has run. */
+#ifndef FM_EXEC_H
+#define FM_EXEC_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define H2O_USE_LIBUV 0
+#include <h2o/multithread.h>
+
+#include "core/status.h"
+#include "runtime/runtime.h"
+
+typedef struct fm_version fm_version;
+typedef struct fm_function fm_function;
+typedef struct fm_exec fm_exec;
+
+typedef enum {
+    FM_JOB_CALL,        /* call version->fns[fn] */
+    FM_JOB_INSTANTIATE, /* make sure this thread has instances of version (warm) */
+    FM_JOB_RETIRE,      /* destroy this thread's instances of version */
+} fm_job_kind;
+
+struct fm_job {
+    h2o_multithread_message_t msg; /* link for the reply queue of an I/O thread */
+    fm_job *next;                  /* inbox link */
+    fm_job_kind kind;
+    int thread;              /* executor thread it runs on */
+    fm_version *version;     /* a reference is held by the job (released by fm_job_free) */
+    const fm_function *fn;   /* borrowed from version */
+    json_t **argv;           /* owned; NULL entries mean `undefined` */
+    size_t argc;
+    int64_t deadline_us;     /* monotonic, 0 = none */
+    char request_id[72];
+
+    /* result */
+    fm_status status;
+    char *result;  /* owned JSON text of the return value */
+    size_t result_len;
+    json_t *error; /* owned {message, name?, stack?} when status != OK */
+    int64_t started_us, finished_us;
+    bool cold_start;
+
+    /* routing */
+    void (*on_done)(fm_job *job); /* called once, on the executor thread */
+    void *ud;
+    uint64_t async_id; /* runtime-private: pending async call id */
+
+    /* FM_JOB_INSTANTIATE: when want_exports, the exports found (owned). */
+    bool want_exports;
+    struct fm_export *ud_exports;
+    size_t ud_nexports;
+};
+
+typedef struct fm_exec_stats {
+    uint64_t calls, cold_starts;
+} fm_exec_stats;
+
+/* Starts `nthreads` executor threads. */
+fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err);
+/* Stops the threads after their current jobs; fails queued jobs. */
+void fm_exec_destroy(fm_exec *ex);
+int fm_exec_threads(const fm_exec *ex);
+
+/* Picks the thread for a new call: least in-flight, ties by rotation. Any thread. */
+int fm_exec_pick(fm_exec *ex);
+/* Appends a chain of jobs (linked by ->next, all for thread `t`) and wakes
+ * the thread once. Any thread. */
+void fm_exec_submit(fm_exec *ex, int t, fm_job *head, fm_job *tail, int count);
+
+/* Job helpers. */
+fm_job *fm_job_new(fm_job_kind kind, fm_version *v_ref_taken, const fm_function *fn);
+void fm_job_free(fm_job *job);
+/* Result setters for runtimes (executor thread). `json` is owned. */
+void fm_job_succeed(fm_job *job, char *json, size_t len);
+void fm_job_fail(fm_job *job, fm_status st, const char *message, const char *name,
+                 const char *stack);
+/* Completes the job: records the finish time, updates counters, calls on_done. */
+void fm_job_finish(fm_job *job);
+
+/* Number of calls queued or running on thread t. */
+int fm_exec_inflight(fm_exec *ex, int t);
+void fm_exec_get_stats(fm_exec *ex, fm_exec_stats *out);
+
+/* The executor a version's retire jobs go to (set once at start-up). */
+extern fm_exec *fm_exec_global;
+
+#endif

@@ -1,0 +1,1182 @@
+/* server.c - a fnmesh node: h2o I/O threads in front of the executor and
+ * the control thread.
+ *
+ * Request flow for a call: an I/O thread parses and binds the arguments,
+ * takes a reference on the active version (lock-free registry snapshot),
+ * and appends a job to its per-executor batch. Batches are handed over once
+ * per event-loop pass (from h2o's zero timeout), not per request, so a busy
+ * node pays one wake-up per batch. The executor sends the finished job back
+ * through the I/O thread's h2o multithread queue, where the response is
+ * written. A pool guard marks the job orphaned if the client goes away
+ * first. A per-thread watchdog answers 504 for calls whose executor is stuck
+ * past the deadline (code JSC cannot interrupt), so the client always gets
+ * an answer.
+ *
+ * Control-plane requests (which block on archives, compilers and SQLite)
+ * go to the single control thread and come back the same way. */
+#include "gateway/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "exec/exec.h"
+#include "gateway/control.h"
+#include "gateway/http.h"
+#include "registry/registry.h"
+#include "store/store.h"
+
+#define FM_DEFAULT_BODY_LIMIT (6u * 1024 * 1024)
+#define FM_DEFAULT_DEPLOY_LIMIT (64u * 1024 * 1024)
+#define FM_WATCHDOG_MS 100
+#define FM_WATCHDOG_GRACE_US 1000000
+#define FM_DRAIN_TIMEOUT_MS 60000
+
+typedef struct io_thread io_thread;
+typedef struct fm_node fm_node;
+
+typedef struct fm_handler {
+    h2o_handler_t super;
+    fm_node *node;
+} fm_handler;
+
+struct io_thread {
+    int index;
+    pthread_t tid;
+    fm_node *node;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept;
+    int listen_fd;
+    h2o_socket_t *listener;
+    h2o_multithread_queue_t *queue;
+    h2o_multithread_receiver_t replies;     /* finished jobs */
+    h2o_multithread_receiver_t ctl_replies; /* finished control requests */
+    /* deferred hand-off: one chain per executor thread */
+    fm_job **batch_head, **batch_tail;
+    int *batch_calls;
+    h2o_timeout_entry_t flush_entry;
+    /* in-flight calls, for the watchdog */
+    h2o_linklist_t inflight;
+    h2o_timeout_t watchdog_timeout;
+    h2o_timeout_entry_t watchdog_entry;
+    uint64_t reqid_counter;
+};
+
+struct fm_node {
+    /* configuration */
+    char host[256];
+    int port;
+    char data_dir[1024];
+    int threads, io_threads;
+    size_t body_limit;
+    char token[256];
+    /* parts */
+    fm_store *store;
+    fm_registry *registry;
+    fm_exec *exec;
+    fm_control control;
+    h2o_globalconf_t h2o;
+    io_thread *io;
+    /* control thread */
+    pthread_t ctl_tid;
+    pthread_mutex_t ctl_mu;
+    pthread_cond_t ctl_cv;
+    struct ctl_req *ctl_head, *ctl_tail;
+    bool ctl_stop;
+    /* state */
+    atomic_bool ready, draining, stop;
+    atomic_int outstanding; /* calls and control requests not yet finished */
+    char reqid_prefix[9];
+};
+
+/* ------------------------------------------------------------ responses */
+
+static const char *reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+typedef struct reqinfo {
+    char id[72];
+} reqinfo;
+
+/* Sends a JSON body (copied). `extra_name/value` is an optional extra header. */
+static void send_json(h2o_req_t *req, const reqinfo *ri, int status, const char *body, size_t len,
+                      const char *extra_name, const char *extra_value) {
+    req->res.status = status;
+    req->res.reason = reason(status);
+    if (status != 204)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("application/json"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                          ri->id, strlen(ri->id));
+    if (extra_name)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, extra_name, strlen(extra_name), 0,
+                              NULL, extra_value, strlen(extra_value));
+    req->res.content_length = status == 204 ? 0 : len;
+    h2o_send_inline(req, status == 204 ? "" : body, status == 204 ? 0 : len);
+}
+
+static void send_doc(h2o_req_t *req, const reqinfo *ri, int status, json_t *doc) {
+    size_t len;
+    char *s = fm_json_dump(doc, &len);
+    send_json(req, ri, status, s, len, NULL, NULL);
+    free(s);
+}
+
+static void send_err(h2o_req_t *req, const reqinfo *ri, fm_err *err) {
+    json_t *doc = fm_err_to_json(err, ri->id);
+    size_t len;
+    char *s = fm_json_dump(doc, &len);
+    const char *hn = NULL, *hv = NULL;
+    if (err->status == FM_METHOD_NOT_ALLOWED) {
+        hn = "allow";
+        hv = json_string_value(json_object_get(err->details, "allow"));
+    } else if (err->status == FM_DRAINING || err->status == FM_OVERLOADED) {
+        hn = "retry-after";
+        hv = "1";
+    }
+    send_json(req, ri, fm_status_http(err->status), s, len, hn, hv);
+    free(s);
+    json_decref(doc);
+    fm_err_clear(err);
+}
+
+static void send_status(h2o_req_t *req, const reqinfo *ri, fm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void send_status(h2o_req_t *req, const reqinfo *ri, fm_status st, const char *fmt, ...) {
+    fm_err err = FM_ERR_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    fm_err_vset(&err, st, fmt, ap);
+    va_end(ap);
+    send_err(req, ri, &err);
+}
+
+static void method_not_allowed(h2o_req_t *req, const reqinfo *ri, const char *allow) {
+    fm_err err = FM_ERR_INIT;
+    fm_err_set(&err, FM_METHOD_NOT_ALLOWED, "method %.*s not allowed here (allowed: %s)",
+               (int)req->method.len, req->method.base, allow);
+    fm_err_detail(&err, "allow", json_string(allow));
+    send_err(req, ri, &err);
+}
+
+static bool method_is(h2o_req_t *req, const char *m) {
+    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+static void make_reqid(io_thread *io, h2o_req_t *req, reqinfo *ri) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        bool ok = v.len > 0 && v.len <= 64;
+        for (size_t k = 0; ok && k < v.len; k++) {
+            char c = v.base[k];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_' || c == '.' || c == ':';
+        }
+        if (ok) {
+            memcpy(ri->id, v.base, v.len);
+            ri->id[v.len] = '\0';
+            return;
+        }
+    }
+    snprintf(ri->id, sizeof(ri->id), "%s-%d-%llx", io->node->reqid_prefix, io->index,
+             (unsigned long long)++io->reqid_counter);
+}
+
+/* ------------------------------------------------------------ calls */
+
+typedef struct rpc_batch rpc_batch;
+
+/* One call in flight, owned by the I/O thread. */
+typedef struct pend {
+    io_thread *io;
+    h2o_req_t *req; /* plain call: NULL once the client left */
+    void **guard;   /* slot in req's pool pointing back here, NULL once cleared */
+    rpc_batch *batch;
+    size_t slot;
+    json_t *rpc_id; /* owned */
+    fm_job *job;
+    h2o_linklist_t link; /* io->inflight */
+    int64_t hard_deadline_us;
+    bool answered;
+    reqinfo ri;
+} pend;
+
+struct rpc_batch {
+    h2o_req_t *req; /* NULL once the client left */
+    void **guard;   /* slot in req's pool pointing back here */
+    reqinfo ri;
+    bool is_batch;
+    size_t n, remaining;
+    char **slots; /* response objects (JSON text), NULL for notifications */
+};
+
+static void rpc_maybe_finish(rpc_batch *b);
+
+/* Pool guards: h2o disposes the request's pool when the client leaves (or
+ * after the response went out); the guard tells the owner. An owner that
+ * answers or goes away first clears the guard, so it never dangles. */
+static void on_req_gone(void *p) {
+    pend **slot = p;
+    if (*slot) (*slot)->req = NULL, (*slot)->guard = NULL;
+}
+
+static void on_batch_gone(void *p) {
+    rpc_batch **slot = p;
+    if (*slot) (*slot)->req = NULL, (*slot)->guard = NULL;
+}
+
+static void clear_guard(void ***guard) {
+    if (*guard) **guard = NULL;
+    *guard = NULL;
+}
+
+/* executor thread: route the finished job back to its I/O thread */
+static void job_done(fm_job *job) {
+    pend *p = job->ud;
+    h2o_multithread_send_message(&p->io->replies, &job->msg);
+}
+
+static void flush_batches(h2o_timeout_entry_t *entry) {
+    io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, flush_entry, entry);
+    for (int t = 0; t < fm_exec_threads(io->node->exec); t++) {
+        if (!io->batch_head[t]) continue;
+        fm_exec_submit(io->node->exec, t, io->batch_head[t], io->batch_tail[t],
+                       io->batch_calls[t]);
+        io->batch_head[t] = io->batch_tail[t] = NULL;
+        io->batch_calls[t] = 0;
+    }
+}
+
+/* Queues a call (takes the version reference and argv). */
+static pend *submit_call(io_thread *io, fm_version *v, const fm_function *fn, json_t **argv,
+                         size_t argc, const reqinfo *ri) {
+    fm_node *node = io->node;
+    fm_job *job = fm_job_new(FM_JOB_CALL, v, fn);
+    job->argv = argv;
+    job->argc = argc;
+    int64_t now = fm_mono_us();
+    job->deadline_us = now + fn->timeout_ms * 1000;
+    snprintf(job->request_id, sizeof(job->request_id), "%s", ri->id);
+    job->on_done = job_done;
+    pend *p = calloc(1, sizeof(*p));
+    p->io = io;
+    p->job = job;
+    p->ri = *ri;
+    p->hard_deadline_us = job->deadline_us + FM_WATCHDOG_GRACE_US;
+    job->ud = p;
+    h2o_linklist_insert(&io->inflight, &p->link);
+    atomic_fetch_add_explicit(&node->outstanding, 1, memory_order_relaxed);
+    int t = fm_exec_pick(node->exec);
+    if (io->batch_tail[t]) io->batch_tail[t]->next = job;
+    else io->batch_head[t] = job;
+    io->batch_tail[t] = job;
+    io->batch_calls[t]++;
+    if (!h2o_timeout_is_linked(&io->flush_entry))
+        h2o_timeout_link(io->loop, &io->ctx.zero_timeout, &io->flush_entry);
+    return p;
+}
+
+/* Error document of a failed job. */
+static void job_err(const fm_job *job, fm_err *err) {
+    const char *m = json_string_value(json_object_get(job->error, "message"));
+    fm_err_set(err, job->status, "%s", m ? m : "error");
+    const char *k;
+    json_t *v;
+    json_object_foreach(job->error, k, v) {
+        if (strcmp(k, "message") != 0) fm_err_detail(err, k, json_incref(v));
+    }
+}
+
+static char *rpc_error_text(json_t *id, int code, const char *msg, json_t *data) {
+    json_t *e = json_pack("{s:i, s:o}", "code", code, "message", fm_json_str(msg));
+    if (data) json_object_set(e, "data", data);
+    json_t *doc = json_pack("{s:s, s:o, s:O}", "jsonrpc", "2.0", "error", e, "id",
+                            id ? id : json_null());
+    char *s = fm_json_dump(doc, NULL);
+    json_decref(doc);
+    return s;
+}
+
+static char *rpc_result_text(json_t *id, const char *result, size_t len) {
+    char *ids = fm_json_dump(id ? id : json_null(), NULL);
+    size_t n = len + strlen(ids) + 48;
+    char *s = malloc(n);
+    snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"result\":%.*s,\"id\":%s}", (int)len, result, ids);
+    free(ids);
+    return s;
+}
+
+static char *rpc_from_job(pend *p, const fm_job *job) {
+    if (job->status == FM_OK) return rpc_result_text(p->rpc_id, job->result, job->result_len);
+    const char *m = json_string_value(json_object_get(job->error, "message"));
+    json_t *data = json_deep_copy(job->error);
+    json_object_del(data, "message");
+    json_object_set_new(data, "code", json_string(fm_status_code(job->status)));
+    int code = job->status == FM_FUNCTION_ERROR ? -32000
+               : job->status == FM_TIMEOUT      ? -32001
+               : job->status == FM_OVERLOADED   ? -32002
+                                                : -32603;
+    char *s = rpc_error_text(p->rpc_id, code, m ? m : "error", data);
+    json_decref(data);
+    return s;
+}
+
+static void rpc_send(rpc_batch *b) {
+    h2o_req_t *req = b->req;
+    size_t total = 2, count = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->slots[i]) total += strlen(b->slots[i]) + 1, count++;
+    if (count == 0) {
+        send_json(req, &b->ri, 204, "", 0, NULL, NULL);
+        return;
+    }
+    char *out = malloc(total + 1);
+    size_t o = 0;
+    if (b->is_batch) out[o++] = '[';
+    bool first = true;
+    for (size_t i = 0; i < b->n; i++) {
+        if (!b->slots[i]) continue;
+        if (!first) out[o++] = ',';
+        first = false;
+        size_t l = strlen(b->slots[i]);
+        memcpy(out + o, b->slots[i], l);
+        o += l;
+    }
+    if (b->is_batch) out[o++] = ']';
+    send_json(req, &b->ri, 200, out, o, NULL, NULL);
+    free(out);
+}
+
+static void rpc_batch_free(rpc_batch *b) {
+    for (size_t i = 0; i < b->n; i++) free(b->slots[i]);
+    free(b->slots);
+    free(b);
+}
+
+/* Sends the batch's response once every call is in; frees it once the
+ * response went out or the client left. */
+static void rpc_maybe_finish(rpc_batch *b) {
+    if (b->remaining > 0) return;
+    clear_guard(&b->guard);
+    if (b->req) rpc_send(b);
+    rpc_batch_free(b);
+}
+
+static void pend_answer(pend *p, fm_job *job) {
+    if (p->answered) return;
+    p->answered = true;
+    if (p->batch) {
+        p->batch->slots[p->slot] = rpc_from_job(p, job);
+        p->batch->remaining--;
+        rpc_maybe_finish(p->batch);
+        p->batch = NULL;
+        return;
+    }
+    if (!p->req) return;
+    clear_guard(&p->guard);
+    if (job->status == FM_OK) {
+        send_json(p->req, &p->ri, 200, job->result, job->result_len, NULL, NULL);
+    } else {
+        fm_err err = FM_ERR_INIT;
+        job_err(job, &err);
+        send_err(p->req, &p->ri, &err);
+    }
+}
+
+static void pend_free(pend *p) {
+    clear_guard(&p->guard);
+    json_decref(p->rpc_id);
+    free(p);
+}
+
+static void on_replies(h2o_multithread_receiver_t *r, h2o_linklist_t *messages) {
+    io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, replies, r);
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        fm_job *job = H2O_STRUCT_FROM_MEMBER(fm_job, msg, m);
+        pend *p = job->ud;
+        if (h2o_linklist_is_linked(&p->link)) h2o_linklist_unlink(&p->link);
+        pend_answer(p, job);
+        pend_free(p);
+        fm_job_free(job);
+        atomic_fetch_sub_explicit(&io->node->outstanding, 1, memory_order_relaxed);
+    }
+}
+
+/* Answers calls whose executor did not finish them by the deadline. */
+static void on_watchdog(h2o_timeout_entry_t *entry) {
+    io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, watchdog_entry, entry);
+    int64_t now = fm_mono_us();
+    h2o_linklist_t *node = io->inflight.next;
+    while (node != &io->inflight) {
+        pend *p = H2O_STRUCT_FROM_MEMBER(pend, link, node);
+        node = node->next;
+        if (now < p->hard_deadline_us || p->answered) continue;
+        h2o_linklist_unlink(&p->link);
+        fm_job tmp = {.status = FM_TIMEOUT};
+        tmp.error = json_pack("{s:s}", "message",
+                              "deadline exceeded: the function did not yield (it cannot be "
+                              "interrupted in-process)");
+        pend_answer(p, &tmp);
+        json_decref(tmp.error);
+        json_t *kv = json_pack("{s:s}", "request_id", p->ri.id);
+        fm_log(FM_LOG_WARN, kv, "call answered by the watchdog: executor did not finish it");
+        json_decref(kv);
+    }
+    h2o_timeout_link(io->loop, &io->watchdog_timeout, &io->watchdog_entry);
+}
+
+/* ------------------------------------------------------------ data plane */
+
+static bool body_is_empty(h2o_iovec_t b) {
+    for (size_t i = 0; i < b.len; i++)
+        if (b.base[i] != ' ' && b.base[i] != '\t' && b.base[i] != '\r' && b.base[i] != '\n')
+            return false;
+    return true;
+}
+
+static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const char *path,
+                      size_t len) {
+    fm_node *node = io->node;
+    const char *dep = path, *slash = memchr(path, '/', len);
+    if (!slash || slash == path || slash + 1 == path + len ||
+        memchr(slash + 1, '/', (size_t)(path + len - slash - 1))) {
+        send_status(req, ri, FM_NOT_FOUND, "use /fn/<deployment>/<function>");
+        return;
+    }
+    size_t dlen = (size_t)(slash - dep);
+    const char *fname = slash + 1;
+    size_t flen = (size_t)(path + len - fname);
+    bool get = method_is(req, "GET") || method_is(req, "HEAD");
+    if (!get && !method_is(req, "POST")) {
+        method_not_allowed(req, ri, "GET, POST");
+        return;
+    }
+    if (atomic_load(&node->draining)) {
+        send_status(req, ri, FM_DRAINING, "the node is shutting down");
+        return;
+    }
+    fm_version *v = fm_registry_acquire(node->registry, dep, dlen);
+    if (!v) {
+        send_status(req, ri, FM_NOT_FOUND, "deployment \"%.*s\" not found", (int)(dlen > 100 ? 100 : dlen), dep);
+        return;
+    }
+    const fm_function *fn = fm_version_find(v, fname, flen);
+    if (!fn) {
+        send_status(req, ri, FM_NOT_FOUND, "function \"%.*s\" not found in deployment \"%s\"",
+                    (int)(flen > 100 ? 100 : flen), fname, v->deployment);
+        fm_version_release(v);
+        return;
+    }
+    if (req->entity.len > node->body_limit) {
+        send_status(req, ri, FM_TOO_LARGE, "request body of %zu bytes exceeds the limit of %zu",
+                    req->entity.len, node->body_limit);
+        fm_version_release(v);
+        return;
+    }
+    json_t **argv = NULL;
+    size_t argc = 0;
+    fm_err err = FM_ERR_INIT;
+    fm_status st = FM_OK;
+    if (!get && req->entity.base && !body_is_empty(req->entity)) {
+        json_t *body = fm_json_parse(req->entity.base, req->entity.len, &err);
+        st = body ? fm_bind_body(fn, body, &argv, &argc, &err) : err.status;
+    } else if (req->query_at != SIZE_MAX) {
+        const char *q = req->path.base + req->query_at + 1;
+        size_t ql = req->path.len - req->query_at - 1;
+        st = fm_bind_query(fn, q, ql, &argv, &argc, &err);
+    }
+    if (st != FM_OK) {
+        send_err(req, ri, &err);
+        fm_version_release(v);
+        return;
+    }
+    pend *p = submit_call(io, v, fn, argv, argc, ri);
+    p->req = req;
+    pend **guard = h2o_mem_alloc_shared(&req->pool, sizeof(pend *), on_req_gone);
+    *guard = p;
+    p->guard = (void **)guard;
+}
+
+/* ------------------------------------------------------------ JSON-RPC */
+
+static char *rpc_item(io_thread *io, rpc_batch *b, size_t slot, json_t *item, bool *pending) {
+    *pending = false;
+    if (!json_is_object(item))
+        return rpc_error_text(NULL, -32600, "Invalid Request: expected an object", NULL);
+    json_t *id = json_object_get(item, "id");
+    bool notify = id == NULL;
+    if (id && !json_is_string(id) && !json_is_number(id) && !json_is_null(id))
+        return rpc_error_text(NULL, -32600, "Invalid Request: id must be a string, number or null",
+                              NULL);
+    const char *ver = json_string_value(json_object_get(item, "jsonrpc"));
+    const char *method = json_string_value(json_object_get(item, "method"));
+    if (!ver || strcmp(ver, "2.0") != 0)
+        return rpc_error_text(id, -32600, "Invalid Request: jsonrpc must be \"2.0\"", NULL);
+    if (!method)
+        return rpc_error_text(id, -32600, "Invalid Request: method must be a string", NULL);
+    json_t *params = json_object_get(item, "params");
+    if (params && !json_is_array(params) && !json_is_object(params))
+        return notify ? NULL
+                      : rpc_error_text(id, -32602, "Invalid params: must be an array or object",
+                                       NULL);
+    const char *dot = strchr(method, '.');
+    fm_version *v = dot ? fm_registry_acquire(io->node->registry, method, (size_t)(dot - method))
+                        : NULL;
+    const fm_function *fn = v ? fm_version_find(v, dot + 1, strlen(dot + 1)) : NULL;
+    if (!fn) {
+        fm_version_release(v);
+        if (notify) return NULL;
+        char msg[256];
+        snprintf(msg, sizeof(msg), "Method not found: %.200s (use \"<deployment>.<function>\")",
+                 method);
+        return rpc_error_text(id, -32601, msg, NULL);
+    }
+    json_t **argv = NULL;
+    size_t argc = 0;
+    fm_err err = FM_ERR_INIT;
+    if (json_is_array(params)) {
+        argc = json_array_size(params);
+        argv = calloc(argc ? argc : 1, sizeof(json_t *));
+        for (size_t i = 0; i < argc; i++) argv[i] = json_incref(json_array_get(params, i));
+    } else if (params && fm_bind_named(fn, params, &argv, &argc, &err) != FM_OK) {
+        fm_version_release(v);
+        char *s = notify ? NULL : rpc_error_text(id, -32602, err.msg, NULL);
+        fm_err_clear(&err);
+        return s;
+    }
+    if (atomic_load(&io->node->draining)) {
+        fm_version_release(v);
+        for (size_t i = 0; i < argc; i++) json_decref(argv[i]);
+        free(argv);
+        return notify ? NULL : rpc_error_text(id, -32603, "the node is shutting down", NULL);
+    }
+    pend *p = submit_call(io, v, fn, argv, argc, &b->ri);
+    if (!notify) {
+        p->batch = b;
+        p->slot = slot;
+        p->rpc_id = json_incref(id);
+        *pending = true;
+    } else {
+        p->answered = true; /* nobody waits for a notification */
+    }
+    return NULL;
+}
+
+static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
+    if (!method_is(req, "POST")) {
+        method_not_allowed(req, ri, "POST");
+        return;
+    }
+    if (req->entity.len > io->node->body_limit) {
+        send_status(req, ri, FM_TOO_LARGE, "request body of %zu bytes exceeds the limit of %zu",
+                    req->entity.len, io->node->body_limit);
+        return;
+    }
+    fm_err err = FM_ERR_INIT;
+    json_t *doc = fm_json_parse(req->entity.base ? req->entity.base : "", req->entity.len, &err);
+    if (!doc) {
+        char *s = rpc_error_text(NULL, -32700, err.msg, NULL);
+        send_json(req, ri, 200, s, strlen(s), NULL, NULL);
+        free(s);
+        fm_err_clear(&err);
+        return;
+    }
+    rpc_batch *b = calloc(1, sizeof(*b));
+    b->ri = *ri;
+    b->is_batch = json_is_array(doc);
+    if (b->is_batch && json_array_size(doc) == 0) {
+        b->is_batch = false;
+        json_decref(doc);
+        doc = json_string("");
+    }
+    b->n = b->is_batch ? json_array_size(doc) : 1;
+    b->slots = calloc(b->n, sizeof(char *));
+    for (size_t i = 0; i < b->n; i++) {
+        bool pending;
+        json_t *item = b->is_batch ? json_array_get(doc, i) : doc;
+        b->slots[i] = rpc_item(io, b, i, item, &pending);
+        if (pending) b->remaining++;
+    }
+    json_decref(doc);
+    if (b->remaining == 0) {
+        b->req = req;
+        rpc_maybe_finish(b);
+        return;
+    }
+    b->req = req;
+    rpc_batch **guard = h2o_mem_alloc_shared(&req->pool, sizeof(rpc_batch *), on_batch_gone);
+    *guard = b;
+    b->guard = (void **)guard;
+}
+
+/* ------------------------------------------------------------ control plane */
+
+typedef enum { CTL_DEPLOY, CTL_LIST, CTL_SHOW, CTL_DELETE, CTL_VERSIONS, CTL_ROLLBACK } ctl_op;
+
+typedef struct ctl_req {
+    h2o_multithread_message_t msg;
+    struct ctl_req *next;
+    ctl_op op;
+    char name[128];
+    char *body;
+    size_t len;
+    io_thread *io;
+    h2o_req_t *req;
+    void **guard;
+    reqinfo ri;
+    /* result */
+    int http;
+    json_t *doc;
+    fm_err err;
+} ctl_req;
+
+static void on_ctl_gone(void *p) {
+    ctl_req **slot = p;
+    if (*slot) (*slot)->req = NULL, (*slot)->guard = NULL;
+}
+
+static void ctl_run(fm_node *node, ctl_req *c) {
+    fm_control *ctl = &node->control;
+    fm_status st = FM_OK;
+    c->http = 200;
+    switch (c->op) {
+    case CTL_DEPLOY:
+        st = fm_control_deploy(ctl, c->name, c->body, c->len, &c->doc, &c->http, &c->err);
+        break;
+    case CTL_LIST: st = fm_control_list(ctl, &c->doc, &c->err); break;
+    case CTL_SHOW: st = fm_control_show(ctl, c->name, &c->doc, &c->err); break;
+    case CTL_DELETE: st = fm_control_delete(ctl, c->name, &c->doc, &c->err); break;
+    case CTL_VERSIONS: st = fm_control_versions(ctl, c->name, &c->doc, &c->err); break;
+    case CTL_ROLLBACK:
+        st = fm_control_rollback(ctl, c->name, c->body, c->len, &c->doc, &c->err);
+        break;
+    }
+    if (st != FM_OK && c->err.status == FM_OK) fm_err_set(&c->err, st, "failed");
+}
+
+static void *ctl_main(void *arg) {
+    fm_node *node = arg;
+    pthread_mutex_lock(&node->ctl_mu);
+    for (;;) {
+        while (!node->ctl_head && !node->ctl_stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (pthread_cond_timedwait(&node->ctl_cv, &node->ctl_mu, &ts) == ETIMEDOUT) {
+                pthread_mutex_unlock(&node->ctl_mu);
+                fm_registry_gc(node->registry, false);
+                pthread_mutex_lock(&node->ctl_mu);
+            }
+        }
+        if (!node->ctl_head && node->ctl_stop) break;
+        ctl_req *c = node->ctl_head;
+        node->ctl_head = c->next;
+        if (!node->ctl_head) node->ctl_tail = NULL;
+        pthread_mutex_unlock(&node->ctl_mu);
+        ctl_run(node, c);
+        h2o_multithread_send_message(&c->io->ctl_replies, &c->msg);
+        pthread_mutex_lock(&node->ctl_mu);
+    }
+    pthread_mutex_unlock(&node->ctl_mu);
+    return NULL;
+}
+
+static void on_ctl_replies(h2o_multithread_receiver_t *r, h2o_linklist_t *messages) {
+    io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, ctl_replies, r);
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        ctl_req *c = H2O_STRUCT_FROM_MEMBER(ctl_req, msg, m);
+        clear_guard(&c->guard);
+        if (c->req) {
+            h2o_req_t *req = c->req;
+            c->req = NULL;
+            if (c->err.status != FM_OK) send_err(req, &c->ri, &c->err);
+            else send_doc(req, &c->ri, c->http, c->doc);
+        }
+        json_decref(c->doc);
+        fm_err_clear(&c->err);
+        free(c->body);
+        free(c);
+        atomic_fetch_sub_explicit(&io->node->outstanding, 1, memory_order_relaxed);
+    }
+}
+
+static void ctl_submit(io_thread *io, h2o_req_t *req, const reqinfo *ri, ctl_op op,
+                       const char *name, size_t nlen, bool with_body) {
+    fm_node *node = io->node;
+    ctl_req *c = calloc(1, sizeof(*c));
+    c->op = op;
+    snprintf(c->name, sizeof(c->name), "%.*s", (int)(nlen < 127 ? nlen : 127), name ? name : "");
+    if (with_body && req->entity.base) {
+        c->body = malloc(req->entity.len + 1);
+        memcpy(c->body, req->entity.base, req->entity.len);
+        c->body[req->entity.len] = '\0';
+        c->len = req->entity.len;
+    }
+    c->io = io;
+    c->req = req;
+    c->ri = *ri;
+    ctl_req **guard = h2o_mem_alloc_shared(&req->pool, sizeof(ctl_req *), on_ctl_gone);
+    *guard = c;
+    c->guard = (void **)guard;
+    atomic_fetch_add_explicit(&node->outstanding, 1, memory_order_relaxed);
+    pthread_mutex_lock(&node->ctl_mu);
+    if (node->ctl_tail) node->ctl_tail->next = c;
+    else node->ctl_head = c;
+    node->ctl_tail = c;
+    pthread_cond_signal(&node->ctl_cv);
+    pthread_mutex_unlock(&node->ctl_mu);
+}
+
+static bool authorized(fm_node *node, h2o_req_t *req) {
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i < 0) return false;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0) return false;
+    const char *tok = v.base + 7;
+    size_t tlen = v.len - 7;
+    while (tlen && *tok == ' ') tok++, tlen--;
+    return fm_ct_equal(tok, tlen, node->token, strlen(node->token));
+}
+
+static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, const char *path,
+                          size_t len) {
+    if (!authorized(io->node, req)) {
+        send_status(req, ri, FM_UNAUTHORIZED,
+                    "missing or invalid token: send Authorization: Bearer <admin token>");
+        return;
+    }
+    static const char pfx[] = "deployments";
+    if (len < sizeof(pfx) - 1 || memcmp(path, pfx, sizeof(pfx) - 1) != 0 ||
+        (len > sizeof(pfx) - 1 && path[sizeof(pfx) - 1] != '/')) {
+        send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource");
+        return;
+    }
+    path += sizeof(pfx) - 1;
+    len -= sizeof(pfx) - 1;
+    if (len && *path == '/') path++, len--;
+    if (len && path[len - 1] == '/') len--;
+    if (len == 0) {
+        if (method_is(req, "GET")) ctl_submit(io, req, ri, CTL_LIST, NULL, 0, false);
+        else method_not_allowed(req, ri, "GET");
+        return;
+    }
+    const char *slash = memchr(path, '/', len);
+    size_t nlen = slash ? (size_t)(slash - path) : len;
+    if (nlen > 100) {
+        send_status(req, ri, FM_BAD_REQUEST, "deployment name too long");
+        return;
+    }
+    if (!slash) {
+        if (method_is(req, "GET")) ctl_submit(io, req, ri, CTL_SHOW, path, nlen, false);
+        else if (method_is(req, "PUT")) ctl_submit(io, req, ri, CTL_DEPLOY, path, nlen, true);
+        else if (method_is(req, "DELETE")) ctl_submit(io, req, ri, CTL_DELETE, path, nlen, false);
+        else method_not_allowed(req, ri, "GET, PUT, DELETE");
+        return;
+    }
+    const char *sub = slash + 1;
+    size_t slen = (size_t)(path + len - sub);
+    if (h2o_memis(sub, slen, H2O_STRLIT("versions"))) {
+        if (method_is(req, "GET")) ctl_submit(io, req, ri, CTL_VERSIONS, path, nlen, false);
+        else method_not_allowed(req, ri, "GET");
+    } else if (h2o_memis(sub, slen, H2O_STRLIT("rollback"))) {
+        if (method_is(req, "POST")) ctl_submit(io, req, ri, CTL_ROLLBACK, path, nlen, true);
+        else method_not_allowed(req, ri, "POST");
+    } else {
+        send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource");
+    }
+}
+
+/* ------------------------------------------------------------ routing */
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req) {
+    fm_node *node = ((fm_handler *)self)->node;
+    io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, ctx, req->conn->ctx);
+    reqinfo ri;
+    make_reqid(io, req, &ri);
+    const char *p = req->path_normalized.base;
+    size_t n = req->path_normalized.len;
+#define PFX(s) (n >= sizeof(s) - 1 && memcmp(p, s, sizeof(s) - 1) == 0)
+    if (PFX("/fn/")) {
+        handle_fn(io, req, &ri, p + 4, n - 4);
+    } else if (h2o_memis(p, n, H2O_STRLIT("/rpc"))) {
+        handle_rpc(io, req, &ri);
+    } else if (PFX("/system/v1/")) {
+        handle_system(io, req, &ri, p + 11, n - 11);
+    } else if (h2o_memis(p, n, H2O_STRLIT("/healthz"))) {
+        send_json(req, &ri, 200, H2O_STRLIT("{\"status\":\"ok\"}"), NULL, NULL);
+    } else if (h2o_memis(p, n, H2O_STRLIT("/readyz"))) {
+        if (atomic_load(&node->draining))
+            send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"draining\"}"), NULL, NULL);
+        else if (!atomic_load(&node->ready))
+            send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"starting\"}"), NULL, NULL);
+        else send_json(req, &ri, 200, H2O_STRLIT("{\"status\":\"ready\"}"), NULL, NULL);
+    } else {
+        send_status(req, &ri, FM_NOT_FOUND, "no such path: %.*s", (int)(n > 200 ? 200 : n), p);
+    }
+#undef PFX
+    return 0;
+}
+
+/* ------------------------------------------------------------ I/O threads */
+
+static void on_accept(h2o_socket_t *listener, const char *err) {
+    if (err) return;
+    io_thread *io = listener->data;
+    h2o_socket_t *sock;
+    for (int i = 0; i < 64 && (sock = h2o_evloop_socket_accept(listener)); i++)
+        h2o_accept(&io->accept, sock);
+}
+
+static int open_listener(const char *host, int port, char *errbuf, size_t errlen) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int on = 1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+    }
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void *io_main(void *arg) {
+    io_thread *io = arg;
+    fm_node *node = io->node;
+    while (!atomic_load(&node->stop)) {
+        h2o_evloop_run(io->loop, 50);
+        if (atomic_load(&node->draining) && io->listener) {
+            h2o_socket_read_stop(io->listener);
+            h2o_socket_close(io->listener);
+            io->listener = NULL;
+        }
+    }
+    return NULL;
+}
+
+static fm_status io_init(fm_node *node, io_thread *io, int index, fm_err *err) {
+    io->index = index;
+    io->node = node;
+    io->loop = h2o_evloop_create();
+    h2o_context_init(&io->ctx, io->loop, &node->h2o);
+    io->accept.ctx = &io->ctx;
+    io->accept.hosts = node->h2o.hosts;
+    io->queue = h2o_multithread_create_queue(io->loop);
+    h2o_multithread_register_receiver(io->queue, &io->replies, on_replies);
+    h2o_multithread_register_receiver(io->queue, &io->ctl_replies, on_ctl_replies);
+    int n = fm_exec_threads(node->exec);
+    io->batch_head = calloc((size_t)n, sizeof(fm_job *));
+    io->batch_tail = calloc((size_t)n, sizeof(fm_job *));
+    io->batch_calls = calloc((size_t)n, sizeof(int));
+    io->flush_entry.cb = flush_batches;
+    h2o_linklist_init_anchor(&io->inflight);
+    h2o_timeout_init(io->loop, &io->watchdog_timeout, FM_WATCHDOG_MS);
+    io->watchdog_entry.cb = on_watchdog;
+    h2o_timeout_link(io->loop, &io->watchdog_timeout, &io->watchdog_entry);
+    char eb[512];
+    io->listen_fd = open_listener(node->host, node->port, eb, sizeof(eb));
+    if (io->listen_fd < 0) return fm_err_set(err, FM_INTERNAL, "%s", eb);
+    io->listener = h2o_evloop_socket_create(io->loop, io->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    io->listener->data = io;
+    h2o_socket_read_start(io->listener, on_accept);
+    return FM_OK;
+}
+
+static void io_dispose(io_thread *io) {
+    if (io->listener) {
+        h2o_socket_read_stop(io->listener);
+        h2o_socket_close(io->listener);
+        io->listener = NULL;
+    }
+    if (h2o_timeout_is_linked(&io->watchdog_entry)) h2o_timeout_unlink(&io->watchdog_entry);
+    if (h2o_timeout_is_linked(&io->flush_entry)) h2o_timeout_unlink(&io->flush_entry);
+    free(io->batch_head);
+    free(io->batch_tail);
+    free(io->batch_calls);
+}
+
+/* ------------------------------------------------------------ set-up */
+
+static int usage(FILE *f) {
+    fprintf(f,
+            "usage: fnmesh serve [options]\n"
+            "\n"
+            "Runs a node: deploys come in on /system/v1, calls on /fn and /rpc.\n"
+            "\n"
+            "options:\n"
+            "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080)\n"
+            "  --data DIR           data directory (default ./fnmesh-data)\n"
+            "  --threads N          executor threads running functions (default: CPU count)\n"
+            "  --io-threads N       HTTP event-loop threads (default 1)\n"
+            "  --body-limit BYTES   largest call body accepted (default 6291456)\n"
+            "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+            "  -h, --help           this help\n"
+            "\n"
+            "environment:\n"
+            "  FNMESH_ADMIN_TOKEN   admin token; otherwise read from (or generated into)\n"
+            "                       DIR/admin.token with mode 0600\n");
+    return f == stdout ? 0 : 2;
+}
+
+static int parse_listen(const char *s, char *host, size_t hlen, int *port) {
+    const char *colon = strrchr(s, ':');
+    if (!colon) return -1;
+    const char *h = s;
+    size_t n = (size_t)(colon - s);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') h++, n -= 2;
+    if (n == 0 || n >= hlen) return -1;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535) return -1;
+    *port = (int)p;
+    return 0;
+}
+
+static fm_status load_token(fm_node *node, fm_err *err) {
+    const char *env = getenv("FNMESH_ADMIN_TOKEN");
+    if (env && *env) {
+        snprintf(node->token, sizeof(node->token), "%s", env);
+        return FM_OK;
+    }
+    char path[2048];
+    snprintf(path, sizeof(path), "%s/admin.token", node->data_dir);
+    size_t len = 0;
+    char *t = fm_read_file(path, &len);
+    if (t) {
+        while (len && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' ')) len--;
+        t[len] = '\0';
+        snprintf(node->token, sizeof(node->token), "%s", t);
+        free(t);
+        if (node->token[0]) return FM_OK;
+    }
+    if (!fm_random_hex(node->token, 32)) return fm_err_set(err, FM_INTERNAL, "no randomness");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return fm_err_set(err, FM_INTERNAL, "cannot write %s: %s", path, strerror(errno));
+    fchmod(fd, 0600);
+    char line[300];
+    int l = snprintf(line, sizeof(line), "%s\n", node->token);
+    bool ok = write(fd, line, (size_t)l) == l && fsync(fd) == 0;
+    close(fd);
+    if (!ok) return fm_err_set(err, FM_INTERNAL, "cannot write %s", path);
+    fm_log(FM_LOG_INFO, NULL, "generated admin token in %s", path);
+    return FM_OK;
+}
+
+int fm_serve_main(int argc, char **argv) {
+    static fm_node node_storage;
+    fm_node *node = &node_storage;
+    snprintf(node->host, sizeof(node->host), "127.0.0.1");
+    node->port = 8080;
+    snprintf(node->data_dir, sizeof(node->data_dir), "./fnmesh-data");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    node->threads = ncpu > 0 ? (int)ncpu : 1;
+    node->io_threads = 1;
+    node->body_limit = FM_DEFAULT_BODY_LIMIT;
+
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"data", required_argument, NULL, 'd'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {"io-threads", required_argument, NULL, 'i'},
+                                         {"body-limit", required_argument, NULL, 'b'},
+                                         {"log-level", required_argument, NULL, 'L'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case 'l':
+            if (parse_listen(optarg, node->host, sizeof(node->host), &node->port) != 0) {
+                fprintf(stderr, "fnmesh serve: --listen wants HOST:PORT, got %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'd': snprintf(node->data_dir, sizeof(node->data_dir), "%s", optarg); break;
+        case 't':
+        case 'i': {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 256) {
+                fprintf(stderr, "fnmesh serve: --%s wants a number 1-256\n",
+                        c == 't' ? "threads" : "io-threads");
+                return 2;
+            }
+            if (c == 't') node->threads = (int)v;
+            else node->io_threads = (int)v;
+            break;
+        }
+        case 'b': {
+            long long v = strtoll(optarg, &end, 10);
+            if (*end || v < 1) {
+                fprintf(stderr, "fnmesh serve: --body-limit wants a positive byte count\n");
+                return 2;
+            }
+            node->body_limit = (size_t)v;
+            break;
+        }
+        case 'L':
+            if (strcmp(optarg, "debug") == 0) fm_log_set_level(FM_LOG_DEBUG);
+            else if (strcmp(optarg, "info") == 0) fm_log_set_level(FM_LOG_INFO);
+            else if (strcmp(optarg, "warn") == 0) fm_log_set_level(FM_LOG_WARN);
+            else if (strcmp(optarg, "error") == 0) fm_log_set_level(FM_LOG_ERROR);
+            else {
+                fprintf(stderr, "fnmesh serve: unknown log level %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': return usage(stdout);
+        default: return usage(stderr);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fnmesh serve: unexpected argument %s\n", argv[optind]);
+        return usage(stderr);
+    }
+
+    /* Signals are taken by sigwait in this thread; every other thread blocks them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    fm_err err = FM_ERR_INIT;
+    char path[2048];
+    if (fm_mkdirs(node->data_dir, 0700) != 0) {
+        fprintf(stderr, "fnmesh serve: cannot create %s: %s\n", node->data_dir, strerror(errno));
+        return 1;
+    }
+    if (load_token(node, &err) != FM_OK) goto fatal;
+    snprintf(path, sizeof(path), "%s/fnmesh.db", node->data_dir);
+    if (fm_store_open_sqlite(path, &node->store, &err) != FM_OK) goto fatal;
+    fm_random_hex(node->reqid_prefix, 4);
+    node->registry = fm_registry_create();
+    if (fm_exec_create(node->threads, &node->exec, &err) != FM_OK) goto fatal;
+    node->control =
+        (fm_control){.store = node->store, .registry = node->registry, .exec = node->exec};
+
+    h2o_config_init(&node->h2o);
+    node->h2o.max_request_entity_size = FM_DEFAULT_DEPLOY_LIMIT;
+    node->h2o.http1.req_timeout = 30000;
+    node->h2o.http2.idle_timeout = 30000;
+    node->h2o.http2.max_concurrent_requests_per_connection = 64;
+    node->h2o.server_name = h2o_iovec_init(H2O_STRLIT("fnmesh"));
+    h2o_hostconf_t *host = h2o_config_register_host(&node->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
+    fm_handler *h = (fm_handler *)h2o_create_handler(pc, sizeof(*h));
+    h->super.on_req = on_req;
+    h->node = node;
+
+    node->io = calloc((size_t)node->io_threads, sizeof(io_thread));
+    for (int i = 0; i < node->io_threads; i++)
+        if (io_init(node, &node->io[i], i, &err) != FM_OK) goto fatal;
+
+    pthread_mutex_init(&node->ctl_mu, NULL);
+    pthread_cond_init(&node->ctl_cv, NULL);
+    pthread_create(&node->ctl_tid, NULL, ctl_main, node);
+    pthread_setname_np(node->ctl_tid, "fm-control");
+    for (int i = 0; i < node->io_threads; i++) {
+        pthread_create(&node->io[i].tid, NULL, io_main, &node->io[i]);
+        pthread_setname_np(node->io[i].tid, "fm-io");
+    }
+    json_t *kv = json_pack("{s:s, s:i, s:s, s:i, s:i}", "host", node->host, "port", node->port,
+                           "data", node->data_dir, "threads", node->threads, "io_threads",
+                           node->io_threads);
+    fm_log(FM_LOG_INFO, kv, "listening on http://%s:%d", node->host, node->port);
+    json_decref(kv);
+
+    /* Load stored deployments on the control thread's behalf (nothing else
+     * writes the registry yet: control requests wait in its queue). */
+    pthread_mutex_lock(&node->ctl_mu);
+    if (fm_control_load(&node->control, &err) != FM_OK) {
+        fm_log(FM_LOG_ERROR, NULL, "loading deployments: %s", err.msg);
+        fm_err_clear(&err);
+    }
+    pthread_mutex_unlock(&node->ctl_mu);
+    atomic_store(&node->ready, true);
+    fm_log(FM_LOG_INFO, NULL, "ready");
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fm_log(FM_LOG_INFO, NULL, "received %s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    atomic_store(&node->draining, true);
+    int64_t until = fm_mono_ms() + FM_DRAIN_TIMEOUT_MS;
+    while (atomic_load(&node->outstanding) > 0 && fm_mono_ms() < until) usleep(10000);
+    usleep(50000); /* let the I/O threads write the last responses */
+    int left = atomic_load(&node->outstanding);
+    atomic_store(&node->stop, true);
+    for (int i = 0; i < node->io_threads; i++) pthread_join(node->io[i].tid, NULL);
+    pthread_mutex_lock(&node->ctl_mu);
+    node->ctl_stop = true;
+    pthread_cond_signal(&node->ctl_cv);
+    pthread_mutex_unlock(&node->ctl_mu);
+    pthread_join(node->ctl_tid, NULL);
+    if (left > 0) {
+        /* An executor is stuck in code that cannot be interrupted: do not wait for it. */
+        fm_log(FM_LOG_WARN, NULL, "%d call(s) still running after the drain timeout; exiting", left);
+        _exit(0);
+    }
+    fm_registry_destroy(node->registry);
+    fm_exec_destroy(node->exec);
+    for (int i = 0; i < node->io_threads; i++) io_dispose(&node->io[i]);
+    node->store->ops->close(node->store);
+    fm_log(FM_LOG_INFO, NULL, "stopped");
+    return 0;
+
+fatal:
+    fprintf(stderr, "fnmesh serve: %s\n", err.msg);
+    fm_err_clear(&err);
+    return 1;
+}

@@ -1,0 +1,16 @@
+/* main.c - the fnmesh binary: one command with verbs.
+ *
+ * `fnmesh serve` runs a node (src/gateway/server.c); every other verb is the
+ * HTTP client in src/cli/. This file only dispatches; all logic lives in the
+ * fnmesh_core library that the tests link too. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "gateway/server.h"
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0)
+        return fm_serve_main(argc - 1, argv + 1);
+    return fm_cli_main(argc, argv);
+}

@@ -1,0 +1,33 @@
+/* manifest.h - the optional fnmesh.json of a deployment.
+ *
+ *   {"timeout_ms": N, "entry": ["a.js", ...],
+ *    "functions": {"<name>": {"timeout_ms": N}}}
+ *
+ * Unknown keys and wrong types are refused, so a typo never silently turns
+ * into a default. The parsed manifest owns its jansson value. */
+#ifndef FM_MANIFEST_H
+#define FM_MANIFEST_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+#define FM_DEFAULT_TIMEOUT_MS 30000
+#define FM_MAX_TIMEOUT_MS (15 * 60 * 1000)
+
+typedef struct fm_manifest {
+    json_t *root;       /* owned; {} when the bundle has no manifest */
+    int64_t timeout_ms; /* deployment default */
+    json_t *entry;      /* borrowed from root: array of strings, or NULL */
+    json_t *functions;  /* borrowed from root: object, or NULL */
+} fm_manifest;
+
+/* Parses `text` (may be NULL: no manifest). Errors are FM_INVALID_BUNDLE
+ * with a message naming the key. */
+fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *out, fm_err *err);
+void fm_manifest_dispose(fm_manifest *m);
+/* Timeout of one function: its own, else the deployment's. */
+int64_t fm_manifest_timeout(const fm_manifest *m, const char *fn);
+
+#endif

@@ -1,0 +1,787 @@
+/* js.c - the JavaScript runtime on JavaScriptCore's C API.
+ *
+ * Deploy: esbuild (Debian package) bundles the entry files, with their
+ * relative imports and pure-JS node_modules packages, into one classic
+ * script (JSC cannot evaluate ES modules), so module syntax and CommonJS are
+ * both accepted and syntax errors come back as file:line:column.
+ *
+ * Run: one JSContextGroup per executor thread (two threads sharing a group
+ * would be serialised by its lock); an instance is a global context in that
+ * group with the prelude (prelude.js) and the bundle evaluated, and the
+ * exported function objects kept protected. Deadlines: JSC's watchdog
+ * (thread CPU time, re-armed every tick) terminates running code once the
+ * call's wall-clock deadline passes; async calls waiting on timers expire
+ * from poll(). What cannot be stopped in-process (an endless microtask
+ * chain, a catastrophic regex) is documented in docs/runtimes.md.
+ *
+ * Everything here runs on the owning executor thread, except compile(). */
+#include <JavaScriptCore/JavaScript.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "exec/exec.h"
+#include "registry/registry.h"
+#include "runtime/runtime.h"
+
+extern char **environ;
+
+/* Exported by libjavascriptcoregtk but declared only in WebKit's private
+ * JSContextRefPrivate.h, which Debian does not ship. */
+typedef bool (*JSShouldTerminateCallback)(JSContextRef ctx, void *context);
+void JSContextGroupSetExecutionTimeLimit(JSContextGroupRef group, double limit,
+                                         JSShouldTerminateCallback callback, void *context);
+extern const char fm_js_prelude[]; /* prelude.js, NUL-terminated (embedded below) */
+
+__asm__(".section .rodata\n"
+        ".global fm_js_prelude\n"
+        ".type fm_js_prelude, @object\n"
+        "fm_js_prelude:\n"
+        ".incbin \"" FM_JS_PRELUDE_PATH "\"\n"
+        ".byte 0\n"
+        ".previous\n");
+
+#define ENTRY_NAME ".fnmesh-entry.cjs"
+#define WATCHDOG_TICK_S 0.02
+
+/* ---------------------------------------------------------------- compile */
+
+static const char *const js_extensions[] = {".js", ".mjs", ".cjs", NULL};
+
+/* Turns esbuild's first error into "file:line:col: message" (1-based column). */
+static void esbuild_error(const char *out, fm_err *err) {
+    const char *e = strstr(out, "[ERROR] ");
+    if (!e) {
+        fm_err_set(err, FM_INVALID_BUNDLE, "build failed: %.900s", out);
+        return;
+    }
+    e += 8;
+    const char *eol = strchr(e, '\n');
+    int mlen = (int)(eol ? eol - e : (ptrdiff_t)strlen(e));
+    const char *p = eol;
+    while (p && *p) {
+        p++;
+        const char *q = p;
+        while (*q == ' ') q++;
+        const char *end = strchr(q, '\n');
+        size_t len = end ? (size_t)(end - q) : strlen(q);
+        if (len > 1 && q[len - 1] == ':') {
+            /* "file:line:col:" */
+            char loc[512];
+            snprintf(loc, sizeof(loc), "%.*s", (int)(len - 1), q);
+            char *c2 = strrchr(loc, ':');
+            if (c2) {
+                *c2 = '\0';
+                char *c1 = strrchr(loc, ':');
+                if (c1) {
+                    long col = strtol(c2 + 1, NULL, 10) + 1;
+                    fm_err_set(err, FM_INVALID_BUNDLE, "%s:%ld: %.*s", loc, col, mlen, e);
+                    fm_err_detail(err, "compiler_output", fm_json_str(out));
+                    return;
+                }
+            }
+        }
+        if (len > 0 && q[0] != ' ') break;
+        p = end;
+    }
+    fm_err_set(err, FM_INVALID_BUNDLE, "%.*s", mlen, e);
+    fm_err_detail(err, "compiler_output", fm_json_str(out));
+}
+
+static fm_status js_compile(const fm_bundle *b, const char *const *entries, size_t n,
+                            char **artifact, size_t *artifact_len, fm_err *err) {
+    char dir[] = "/tmp/fnmesh-build-XXXXXX";
+    if (!mkdtemp(dir)) return fm_err_set(err, FM_INTERNAL, "mkdtemp: %s", strerror(errno));
+    char src[sizeof(dir) + 8], path[4096];
+    snprintf(src, sizeof(src), "%s/src", dir);
+    fm_status st = FM_OK;
+    char *out = NULL;
+    if (mkdir(src, 0700) != 0) {
+        st = fm_err_set(err, FM_INTERNAL, "mkdir: %s", strerror(errno));
+        goto done;
+    }
+    if ((st = fm_bundle_write(b, src, err)) != FM_OK) goto done;
+
+    /* The synthetic entry requires every entry file, keyed by its path. */
+    json_t *keys = json_object();
+    size_t cap = 64;
+    char *entry = malloc(cap), *w;
+    size_t len = (size_t)snprintf(entry, cap, "module.exports = {\n");
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = fm_json_str(entries[i]);
+        char *q = json_dumps(s, JSON_ENCODE_ANY);
+        char *r = json_dumps(json_string_value(s) ? s : s, JSON_ENCODE_ANY);
+        size_t need = len + strlen(q) * 2 + 64;
+        if (need > cap) entry = realloc(entry, cap = need * 2);
+        /* require("./<path>") : the path is JSON-quoted, so any name is safe */
+        len += (size_t)sprintf(entry + len, "  %s: require(\"./\" + %s),\n", q, r);
+        free(q);
+        free(r);
+        json_decref(s);
+    }
+    json_decref(keys);
+    len += (size_t)sprintf(entry + len, "};\n");
+    snprintf(path, sizeof(path), "%s/" ENTRY_NAME, src);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, entry, len) != (ssize_t)len) {
+        st = fm_err_set(err, FM_INTERNAL, "cannot write build entry: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        free(entry);
+        goto done;
+    }
+    close(fd);
+    free(entry);
+    (void)w;
+
+    char errpath[4096], outfile[4096];
+    snprintf(errpath, sizeof(errpath), "%s/esbuild.err", dir);
+    snprintf(outfile, sizeof(outfile), "--outfile=%s/out.js", dir);
+    const char *esbuild = getenv("FNMESH_ESBUILD");
+    if (!esbuild || !*esbuild) esbuild = "esbuild";
+    char *argv[] = {(char *)esbuild,
+                    ENTRY_NAME,
+                    "--bundle",
+                    "--format=iife",
+                    "--global-name=__fm_bundle",
+                    "--platform=neutral",
+                    "--main-fields=module,main",
+                    "--log-level=error",
+                    "--color=false",
+                    "--charset=utf8",
+                    "--external:fnmesh:*",
+                    outfile,
+                    NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addchdir_np(&fa, src);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, esbuild, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+        st = fm_err_set(err, FM_INTERNAL, "cannot run %s (is the esbuild package installed?): %s",
+                        esbuild, strerror(rc));
+        goto done;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char *msg = fm_read_file(errpath, NULL);
+        esbuild_error(msg ? msg : "esbuild failed", err);
+        free(msg);
+        st = FM_INVALID_BUNDLE;
+        goto done;
+    }
+    snprintf(path, sizeof(path), "%s/out.js", dir);
+    out = fm_read_file(path, artifact_len);
+    if (!out) {
+        st = fm_err_set(err, FM_INTERNAL, "esbuild produced no output");
+        goto done;
+    }
+    *artifact = out;
+done:
+    fm_rmtree(dir);
+    return st;
+}
+
+/* ---------------------------------------------------------------- run time */
+
+typedef struct js_instance js_instance;
+
+typedef struct js_timer {
+    uint32_t id;
+    int64_t due_us, interval_us, deadline_us;
+    js_instance *inst;
+    JSObjectRef cb; /* protected */
+} js_timer;
+
+typedef struct js_thread {
+    JSContextGroupRef group;
+    int64_t deadline_us; /* of the code running now */
+    bool fired;          /* the watchdog terminated code */
+    fm_job *cur_job;
+    js_instance *cur_inst;
+    fm_job *pending; /* async calls awaiting settlement, linked by ->next */
+    uint64_t next_async;
+    js_timer *timers;
+    size_t ntimers, timers_cap;
+    uint32_t next_timer;
+    JSStringRef s_then, s_bundle;
+} js_thread;
+
+struct js_instance {
+    JSGlobalContextRef ctx;
+    js_thread *ts;
+    char *deployment;
+    size_t nfns;
+    JSObjectRef *fns; /* protected */
+    JSObjectRef await_fn, errinfo_fn;
+};
+
+/* The executor thread's state, for the native hooks (which get no user data). */
+static __thread js_thread *tls_ts;
+
+static bool watchdog(JSContextRef ctx, void *ud) {
+    js_thread *ts = ud;
+    if (fm_mono_us() >= ts->deadline_us) {
+        ts->fired = true;
+        return true;
+    }
+    JSContextGroupSetExecutionTimeLimit(ts->group, WATCHDOG_TICK_S, watchdog, ts);
+    return false;
+}
+
+static void *js_thread_init(int index) {
+    js_thread *ts = calloc(1, sizeof(*ts));
+    ts->group = JSContextGroupCreate();
+    ts->deadline_us = INT64_MAX;
+    JSContextGroupSetExecutionTimeLimit(ts->group, WATCHDOG_TICK_S, watchdog, ts);
+    ts->s_then = JSStringCreateWithUTF8CString("then");
+    ts->s_bundle = JSStringCreateWithUTF8CString("__fm_bundle");
+    tls_ts = ts;
+    return ts;
+}
+
+static void js_thread_dispose(void *p) {
+    js_thread *ts = p;
+    JSStringRelease(ts->s_then);
+    JSStringRelease(ts->s_bundle);
+    free(ts->timers);
+    JSContextGroupRelease(ts->group);
+    free(ts);
+}
+
+/* UTF-8 (valid, may contain NUL) to a JS string. */
+static JSStringRef js_str(const char *s, size_t len) {
+    if (strlen(s) == len) return JSStringCreateWithUTF8CString(s);
+    JSChar *u = malloc((len + 1) * sizeof(JSChar));
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        uint32_t cp;
+        int k;
+        if (c < 0x80) cp = c, k = 1;
+        else if (c < 0xe0) cp = c & 0x1f, k = 2;
+        else if (c < 0xf0) cp = c & 0x0f, k = 3;
+        else cp = c & 0x07, k = 4;
+        for (int j = 1; j < k && i + (size_t)j < len; j++) cp = (cp << 6) | (s[i + j] & 0x3f);
+        i += (size_t)k;
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            u[o++] = (JSChar)(0xd800 + (cp >> 10));
+            u[o++] = (JSChar)(0xdc00 + (cp & 0x3ff));
+        } else {
+            u[o++] = (JSChar)cp;
+        }
+    }
+    JSStringRef r = JSStringCreateWithCharacters(u, o);
+    free(u);
+    return r;
+}
+
+/* JS string to owned UTF-8. */
+static char *js_cstr(JSStringRef s, size_t *len_out) {
+    size_t max = JSStringGetMaximumUTF8CStringSize(s);
+    char *buf = malloc(max);
+    size_t n = JSStringGetUTF8CString(s, buf, max);
+    if (len_out) *len_out = n ? n - 1 : 0;
+    return buf;
+}
+
+static char *js_value_cstr(JSContextRef ctx, JSValueRef v) {
+    JSStringRef s = JSValueToStringCopy(ctx, v, NULL);
+    if (!s) return strdup("");
+    char *r = js_cstr(s, NULL);
+    JSStringRelease(s);
+    return r;
+}
+
+static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
+    switch (json_typeof(j)) {
+    case JSON_NULL:
+        return JSValueMakeNull(ctx);
+    case JSON_TRUE:
+        return JSValueMakeBoolean(ctx, true);
+    case JSON_FALSE:
+        return JSValueMakeBoolean(ctx, false);
+    case JSON_INTEGER:
+        return JSValueMakeNumber(ctx, (double)json_integer_value(j));
+    case JSON_REAL:
+        return JSValueMakeNumber(ctx, json_real_value(j));
+    case JSON_STRING: {
+        JSStringRef s = js_str(json_string_value(j), json_string_length(j));
+        JSValueRef v = JSValueMakeString(ctx, s);
+        JSStringRelease(s);
+        return v;
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(j);
+        JSValueRef small[16] = {0};
+        JSValueRef *items = n <= 16 ? small : malloc(n * sizeof(JSValueRef));
+        for (size_t i = 0; i < n; i++) items[i] = json_to_js(ctx, json_array_get(j, i));
+        JSObjectRef a = JSObjectMakeArray(ctx, n, items, NULL);
+        if (items != small) free(items);
+        return a;
+    }
+    case JSON_OBJECT: {
+        JSObjectRef o = JSObjectMake(ctx, NULL, NULL);
+        const char *key;
+        size_t klen;
+        json_t *v;
+        void *tmp;
+        json_object_keylen_foreach_safe((json_t *)j, tmp, key, klen, v) {
+            JSStringRef k = js_str(key, klen);
+            JSObjectSetProperty(ctx, o, k, json_to_js(ctx, v), kJSPropertyAttributeNone, NULL);
+            JSStringRelease(k);
+        }
+        return o;
+    }
+    }
+    return JSValueMakeUndefined(ctx);
+}
+
+/* Fills job's error from a thrown value. */
+static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) {
+    js_thread *ts = inst->ts;
+    if (ts->fired || fm_mono_us() >= ts->deadline_us) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
+                 (long long)(job->fn ? job->fn->timeout_ms : 0));
+        fm_job_fail(job, FM_TIMEOUT, msg, NULL, NULL);
+        return;
+    }
+    JSValueRef args[1] = {exc ? exc : JSValueMakeUndefined(inst->ctx)};
+    JSValueRef info = JSObjectCallAsFunction(inst->ctx, inst->errinfo_fn, NULL, 1, args, NULL);
+    if (!info || !JSValueIsObject(inst->ctx, info)) {
+        fm_job_fail(job, FM_FUNCTION_ERROR, "the function threw", NULL, NULL);
+        return;
+    }
+    JSObjectRef arr = (JSObjectRef)info;
+    char *name = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 0, NULL));
+    char *msg = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 1, NULL));
+    char *stack = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 2, NULL));
+    fm_job_fail(job, FM_FUNCTION_ERROR, msg, name, *stack ? stack : NULL);
+    free(name);
+    free(msg);
+    free(stack);
+}
+
+static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
+    JSValueRef exc = NULL;
+    JSStringRef s = JSValueCreateJSONString(inst->ctx, v, 0, &exc);
+    if (!s) {
+        if (exc) {
+            fail_from_exception(inst, job, exc);
+            if (job->error) {
+                const char *m = json_string_value(json_object_get(job->error, "message"));
+                char buf[512];
+                snprintf(buf, sizeof(buf), "the return value cannot be serialised to JSON: %s",
+                         m ? m : "");
+                json_object_set_new(job->error, "message", fm_json_str(buf));
+            }
+            return;
+        }
+        fm_job_succeed(job, strdup("null"), 4);
+        return;
+    }
+    size_t len;
+    char *out = js_cstr(s, &len);
+    JSStringRelease(s);
+    fm_job_succeed(job, out, len);
+}
+
+/* After code was terminated during a microtask drain, JSC reports the
+ * termination on the next API call: absorb it here. */
+static void absorb_termination(js_instance *inst) {
+    js_thread *ts = inst->ts;
+    if (!ts->fired) return;
+    ts->deadline_us = INT64_MAX;
+    JSStringRef s = JSStringCreateWithUTF8CString("0");
+    JSEvaluateScript(inst->ctx, s, NULL, NULL, 1, NULL);
+    JSStringRelease(s);
+    ts->fired = false;
+}
+
+static fm_job *pending_take(js_thread *ts, uint64_t id) {
+    for (fm_job **pp = &ts->pending; *pp; pp = &(*pp)->next) {
+        if ((*pp)->async_id == id) {
+            fm_job *j = *pp;
+            *pp = j->next;
+            j->next = NULL;
+            return j;
+        }
+    }
+    return NULL;
+}
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+static JSValueRef native_log(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                             const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    if (argc < 2) return JSValueMakeUndefined(ctx);
+    int lvl = (int)JSValueToNumber(ctx, argv[0], NULL);
+    if (lvl < 0 || lvl > 3) lvl = 1;
+    char *msg = js_value_cstr(ctx, argv[1]);
+    json_t *kv = json_object();
+    json_object_set_new(kv, "src", json_string("function"));
+    if (ts->cur_inst) json_object_set_new(kv, "deployment", json_string(ts->cur_inst->deployment));
+    if (ts->cur_job && ts->cur_job->fn) {
+        json_object_set_new(kv, "function", json_string(ts->cur_job->fn->name));
+        json_object_set_new(kv, "version", json_stringn(ts->cur_job->version->id, 12));
+        json_object_set_new(kv, "request_id", json_string(ts->cur_job->request_id));
+    }
+    json_object_set_new(kv, "stream", json_string(level_names[lvl]));
+    fm_log(lvl == 0 ? FM_LOG_INFO : (fm_log_level)lvl, kv, "%s", msg);
+    json_decref(kv);
+    free(msg);
+    return JSValueMakeUndefined(ctx);
+}
+
+static void timer_push(js_thread *ts, js_timer t) {
+    if (ts->ntimers == ts->timers_cap) {
+        ts->timers_cap = ts->timers_cap ? ts->timers_cap * 2 : 16;
+        ts->timers = realloc(ts->timers, ts->timers_cap * sizeof(js_timer));
+    }
+    ts->timers[ts->ntimers++] = t;
+}
+
+static JSValueRef native_timer(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                               const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    if (argc < 3 || !JSValueIsObject(ctx, argv[0]) || !ts->cur_inst)
+        return JSValueMakeUndefined(ctx);
+    double ms = JSValueToNumber(ctx, argv[1], NULL);
+    if (!(ms >= 0)) ms = 0;
+    if (ms > 2147483647.0) ms = 2147483647.0;
+    bool repeat = JSValueToBoolean(ctx, argv[2]);
+    int64_t now = fm_mono_us();
+    js_timer t = {.id = ++ts->next_timer,
+                  .due_us = now + (int64_t)(ms * 1000),
+                  .interval_us = repeat ? (ms < 1 ? 1000 : (int64_t)(ms * 1000)) : 0,
+                  .deadline_us = ts->deadline_us,
+                  .inst = ts->cur_inst,
+                  .cb = (JSObjectRef)argv[0]};
+    if (t.id == 0) t.id = ++ts->next_timer;
+    JSValueProtect(ctx, t.cb);
+    timer_push(ts, t);
+    return JSValueMakeNumber(ctx, t.id);
+}
+
+static void timer_remove_at(js_thread *ts, size_t i) {
+    JSValueUnprotect(ts->timers[i].inst->ctx, ts->timers[i].cb);
+    ts->timers[i] = ts->timers[--ts->ntimers];
+}
+
+static JSValueRef native_clear(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                               const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    if (argc < 1) return JSValueMakeUndefined(ctx);
+    uint32_t id = (uint32_t)JSValueToNumber(ctx, argv[0], NULL);
+    for (size_t i = 0; i < ts->ntimers; i++) {
+        if (ts->timers[i].id == id && ts->timers[i].inst == ts->cur_inst) {
+            timer_remove_at(ts, i);
+            break;
+        }
+    }
+    return JSValueMakeUndefined(ctx);
+}
+
+static JSValueRef native_done(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                              const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    if (argc < 3) return JSValueMakeUndefined(ctx);
+    uint64_t id = (uint64_t)JSValueToNumber(ctx, argv[0], NULL);
+    fm_job *job = pending_take(ts, id);
+    if (!job) return JSValueMakeUndefined(ctx); /* already expired */
+    js_instance *inst = ts->cur_inst;
+    if (JSValueToBoolean(ctx, argv[1])) complete_value(inst, job, argv[2]);
+    else fail_from_exception(inst, job, argv[2]);
+    fm_job_finish(job);
+    return JSValueMakeUndefined(ctx);
+}
+
+static void install_native(js_instance *inst, const char *name, JSObjectCallAsFunctionCallback cb) {
+    JSStringRef n = JSStringCreateWithUTF8CString(name);
+    JSObjectRef f = JSObjectMakeFunctionWithCallback(inst->ctx, n, cb);
+    JSObjectSetProperty(inst->ctx, JSContextGetGlobalObject(inst->ctx), n, f,
+                        kJSPropertyAttributeNone, NULL);
+    JSStringRelease(n);
+}
+
+static JSObjectRef get_fn(JSContextRef ctx, const char *name) {
+    JSStringRef n = JSStringCreateWithUTF8CString(name);
+    JSValueRef v = JSObjectGetProperty(ctx, JSContextGetGlobalObject(ctx), n, NULL);
+    JSStringRelease(n);
+    return v && JSValueIsObject(ctx, v) ? (JSObjectRef)v : NULL;
+}
+
+static void js_instance_destroy(void *tsp, void *p);
+
+static fm_status eval(js_instance *inst, const char *src, size_t len, const char *url,
+                      fm_err *err) {
+    JSStringRef s = js_str(src, len);
+    JSStringRef u = JSStringCreateWithUTF8CString(url);
+    JSValueRef exc = NULL;
+    JSValueRef r = JSEvaluateScript(inst->ctx, s, NULL, u, 1, &exc);
+    JSStringRelease(s);
+    JSStringRelease(u);
+    if (r) return FM_OK;
+    fm_job tmp = {0};
+    fail_from_exception(inst, &tmp, exc);
+    const char *m = tmp.error ? json_string_value(json_object_get(tmp.error, "message")) : NULL;
+    const char *st = tmp.error ? json_string_value(json_object_get(tmp.error, "stack")) : NULL;
+    fm_err_set(err, tmp.status == FM_TIMEOUT ? FM_INVALID_BUNDLE : FM_INVALID_BUNDLE,
+               "%s: top-level code threw: %s", url, m ? m : "error");
+    if (st) fm_err_detail(err, "stack", fm_json_str(st));
+    json_decref(tmp.error);
+    absorb_termination(inst);
+    return FM_INVALID_BUNDLE;
+}
+
+static fm_status js_instance_create(void *tsp, const char *deployment, const char *artifact,
+                                    size_t artifact_len, void **out, fm_export **exports,
+                                    size_t *nexports, fm_err *err) {
+    js_thread *ts = tsp;
+    js_instance *inst = calloc(1, sizeof(*inst));
+    inst->ts = ts;
+    inst->deployment = strdup(deployment);
+    inst->ctx = JSGlobalContextCreateInGroup(ts->group, NULL);
+    js_instance *saved = ts->cur_inst;
+    int64_t saved_deadline = ts->deadline_us;
+    ts->cur_inst = inst;
+    ts->deadline_us = fm_mono_us() + 10 * 1000000; /* top-level code: 10 s */
+
+    static const struct {
+        const char *name;
+        JSObjectCallAsFunctionCallback cb;
+    } hooks[] = {{"__fm_native_log", native_log},
+                 {"__fm_native_timer", native_timer},
+                 {"__fm_native_clear", native_clear},
+                 {"__fm_native_done", native_done}};
+    for (size_t i = 0; i < sizeof(hooks) / sizeof(hooks[0]); i++)
+        install_native(inst, hooks[i].name, hooks[i].cb);
+
+    fm_status st = eval(inst, fm_js_prelude, strlen(fm_js_prelude), "fnmesh:prelude", err);
+    if (st == FM_OK) {
+        inst->await_fn = get_fn(inst->ctx, "__fm_await");
+        inst->errinfo_fn = get_fn(inst->ctx, "__fm_errinfo");
+        JSValueProtect(inst->ctx, inst->await_fn);
+        JSValueProtect(inst->ctx, inst->errinfo_fn);
+        st = eval(inst, artifact, artifact_len, "bundle.js", err);
+    }
+    if (st == FM_OK) {
+        JSObjectRef collect = get_fn(inst->ctx, "__fm_collect");
+        JSValueRef bundle =
+            JSObjectGetProperty(inst->ctx, JSContextGetGlobalObject(inst->ctx), ts->s_bundle, NULL);
+        JSValueRef exc = NULL;
+        JSValueRef list =
+            collect ? JSObjectCallAsFunction(inst->ctx, collect, NULL, 1, &bundle, &exc) : NULL;
+        if (!list || !JSValueIsObject(inst->ctx, list)) {
+            st = fm_err_set(err, FM_INVALID_BUNDLE, "cannot list the exports of the bundle");
+        } else {
+            JSObjectRef arr = (JSObjectRef)list;
+            JSStringRef lenname = JSStringCreateWithUTF8CString("length");
+            size_t n = (size_t)JSValueToNumber(
+                inst->ctx, JSObjectGetProperty(inst->ctx, arr, lenname, NULL), NULL);
+            JSStringRelease(lenname);
+            inst->fns = calloc(n ? n : 1, sizeof(JSObjectRef));
+            inst->nfns = n;
+            fm_export *ex = exports ? calloc(n ? n : 1, sizeof(fm_export)) : NULL;
+            for (size_t i = 0; i < n; i++) {
+                JSObjectRef item =
+                    (JSObjectRef)JSObjectGetPropertyAtIndex(inst->ctx, arr, (unsigned)i, NULL);
+                inst->fns[i] =
+                    (JSObjectRef)JSObjectGetPropertyAtIndex(inst->ctx, item, 2, NULL);
+                JSValueProtect(inst->ctx, inst->fns[i]);
+                if (ex) {
+                    ex[i].name =
+                        js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, item, 0, NULL));
+                    ex[i].file =
+                        js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, item, 1, NULL));
+                    JSStringRef pj = JSValueCreateJSONString(
+                        inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, item, 3, NULL), 0, NULL);
+                    char *pjs = pj ? js_cstr(pj, NULL) : strdup("[]");
+                    if (pj) JSStringRelease(pj);
+                    ex[i].params = json_loads(pjs, 0, NULL);
+                    if (!ex[i].params) ex[i].params = json_array();
+                    free(pjs);
+                }
+            }
+            if (ex) {
+                *exports = ex;
+                *nexports = n;
+            }
+        }
+    }
+    ts->cur_inst = saved;
+    ts->deadline_us = saved_deadline;
+    if (st != FM_OK) {
+        js_instance_destroy(ts, inst);
+        return st;
+    }
+    *out = inst;
+    return FM_OK;
+}
+
+static void js_instance_destroy(void *tsp, void *p) {
+    js_thread *ts = tsp;
+    js_instance *inst = p;
+    if (!inst) return;
+    for (size_t i = 0; i < ts->ntimers;) {
+        if (ts->timers[i].inst == inst) timer_remove_at(ts, i);
+        else i++;
+    }
+    for (size_t i = 0; i < inst->nfns; i++) JSValueUnprotect(inst->ctx, inst->fns[i]);
+    if (inst->await_fn) JSValueUnprotect(inst->ctx, inst->await_fn);
+    if (inst->errinfo_fn) JSValueUnprotect(inst->ctx, inst->errinfo_fn);
+    free(inst->fns);
+    JSGlobalContextRelease(inst->ctx);
+    free(inst->deployment);
+    free(inst);
+}
+
+static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadline) {
+    ts->cur_inst = inst;
+    ts->cur_job = job;
+    ts->deadline_us = deadline ? deadline : INT64_MAX;
+    ts->fired = false;
+}
+
+static void leave(js_thread *ts, js_instance *inst) {
+    absorb_termination(inst);
+    ts->cur_inst = NULL;
+    ts->cur_job = NULL;
+    ts->deadline_us = INT64_MAX;
+}
+
+static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
+    js_thread *ts = tsp;
+    js_instance *inst = ip;
+    JSContextRef ctx = inst->ctx;
+    if (index >= inst->nfns) {
+        fm_job_fail(job, FM_INTERNAL, "function index out of range", NULL, NULL);
+        fm_job_finish(job);
+        return;
+    }
+    enter(ts, inst, job, job->deadline_us);
+    JSValueRef small[8] = {0};
+    JSValueRef *args = job->argc <= 8 ? small : malloc(job->argc * sizeof(JSValueRef));
+    for (size_t i = 0; i < job->argc; i++)
+        args[i] = job->argv[i] ? json_to_js(ctx, job->argv[i]) : JSValueMakeUndefined(ctx);
+    JSValueRef exc = NULL;
+    JSValueRef r = JSObjectCallAsFunction(ctx, inst->fns[index], NULL, job->argc, args, &exc);
+    if (args != small) free(args);
+    if (!r) {
+        fail_from_exception(inst, job, exc);
+        leave(ts, inst);
+        fm_job_finish(job);
+        return;
+    }
+    if (JSValueIsObject(ctx, r)) {
+        JSValueRef then = JSObjectGetProperty(ctx, (JSObjectRef)r, ts->s_then, NULL);
+        if (then && JSValueIsObject(ctx, then) && JSObjectIsFunction(ctx, (JSObjectRef)then)) {
+            job->async_id = ++ts->next_async;
+            job->next = ts->pending;
+            ts->pending = job;
+            JSValueRef a[2] = {r, JSValueMakeNumber(ctx, (double)job->async_id)};
+            exc = NULL;
+            JSValueRef ok = JSObjectCallAsFunction(ctx, inst->await_fn, NULL, 2, a, &exc);
+            fm_job *still = NULL;
+            if (!ok || ts->fired) {
+                still = pending_take(ts, job->async_id);
+                if (still) {
+                    fail_from_exception(inst, still, exc);
+                    if (ts->fired) still->status = FM_TIMEOUT;
+                }
+            }
+            leave(ts, inst);
+            if (still) fm_job_finish(still);
+            return;
+        }
+    }
+    complete_value(inst, job, r);
+    leave(ts, inst);
+    fm_job_finish(job);
+}
+
+static int64_t js_poll(void *tsp) {
+    js_thread *ts = tsp;
+    int64_t now = fm_mono_us();
+    int64_t next = -1;
+    /* expire async calls past their deadline */
+    for (fm_job **pp = &ts->pending; *pp;) {
+        fm_job *j = *pp;
+        if (j->deadline_us && now >= j->deadline_us) {
+            *pp = j->next;
+            j->next = NULL;
+            char msg[128];
+            snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
+                     (long long)(j->fn ? j->fn->timeout_ms : 0));
+            fm_job_fail(j, FM_TIMEOUT, msg, NULL, NULL);
+            fm_job_finish(j);
+            continue;
+        }
+        if (j->deadline_us && (next < 0 || j->deadline_us - now < next)) next = j->deadline_us - now;
+        pp = &j->next;
+    }
+    /* run due timers (a bounded number per poll, so new calls are not starved) */
+    for (int rounds = 0; rounds < 64; rounds++) {
+        size_t best = SIZE_MAX;
+        for (size_t i = 0; i < ts->ntimers; i++)
+            if (best == SIZE_MAX || ts->timers[i].due_us < ts->timers[best].due_us) best = i;
+        if (best == SIZE_MAX) break;
+        now = fm_mono_us();
+        if (ts->timers[best].due_us > now) {
+            int64_t w = ts->timers[best].due_us - now;
+            if (next < 0 || w < next) next = w;
+            break;
+        }
+        js_timer t = ts->timers[best];
+        if (t.interval_us) {
+            ts->timers[best].due_us = now + t.interval_us;
+            JSValueProtect(t.inst->ctx, t.cb); /* keep it across the call below */
+        } else {
+            ts->ntimers--;
+            ts->timers[best] = ts->timers[ts->ntimers];
+        }
+        int64_t dl = t.deadline_us > now && t.deadline_us != INT64_MAX ? t.deadline_us
+                                                                          : now + 1000000;
+        enter(ts, t.inst, NULL, dl);
+        JSValueRef exc = NULL;
+        JSObjectCallAsFunction(t.inst->ctx, t.cb, NULL, 0, NULL, &exc);
+        if (exc && !ts->fired) {
+            char *m = js_value_cstr(t.inst->ctx, exc);
+            json_t *kv = json_pack("{s:s, s:s}", "src", "function", "deployment", t.inst->deployment);
+            fm_log(FM_LOG_ERROR, kv, "uncaught exception in timer callback: %s", m);
+            json_decref(kv);
+            free(m);
+        }
+        JSValueUnprotect(t.inst->ctx, t.cb);
+        leave(ts, t.inst);
+        next = 0; /* re-evaluate after this pass */
+    }
+    return next;
+}
+
+const fm_runtime fm_runtime_js = {
+    .name = "js",
+    .extensions = js_extensions,
+    .compile = js_compile,
+    .thread_init = js_thread_init,
+    .thread_dispose = js_thread_dispose,
+    .instance_create = js_instance_create,
+    .instance_destroy = js_instance_destroy,
+    .call = js_call,
+    .poll = js_poll,
+};

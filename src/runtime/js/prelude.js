@@ -1,0 +1,127 @@
+// prelude.js - evaluated in every JavaScript instance before the bundle.
+//
+// Defines the Web-style globals the host provides (console, timers,
+// queueMicrotask) on top of the native hooks the C side installs
+// (__fm_native_log, __fm_native_timer, __fm_native_clear, __fm_native_done),
+// reads parameter names from function sources, and collects the exports of
+// the bundle. Everything private lives in the closure; the native hooks are
+// deleted from the global object once captured.
+(function (g) {
+  "use strict";
+  const nlog = g.__fm_native_log, ntimer = g.__fm_native_timer,
+        nclear = g.__fm_native_clear, ndone = g.__fm_native_done;
+  delete g.__fm_native_log; delete g.__fm_native_timer;
+  delete g.__fm_native_clear; delete g.__fm_native_done;
+
+  function fmt(v, depth) {
+    if (typeof v === "string") return depth ? JSON.stringify(v) : v;
+    if (v instanceof Error) return v.stack ? v.name + ": " + v.message + "\n" + v.stack : String(v);
+    if (typeof v === "function") return "[Function " + (v.name || "anonymous") + "]";
+    if (typeof v === "bigint") return v + "n";
+    if (v === undefined || typeof v === "symbol") return String(v);
+    try { const s = JSON.stringify(v, (k, x) => typeof x === "bigint" ? x.toString() : x); return s === undefined ? String(v) : s; }
+    catch (e) { return String(v); }
+  }
+  function format(args) {
+    let out = "";
+    for (let i = 0; i < args.length; i++) out += (i ? " " : "") + fmt(args[i], 0);
+    return out;
+  }
+  const levels = { debug: 0, log: 1, info: 1, warn: 2, error: 3, trace: 0 };
+  const con = {};
+  for (const k of Object.keys(levels)) con[k] = (...a) => nlog(levels[k], format(a));
+  con.dir = (v) => nlog(1, fmt(v, 1));
+  con.assert = (c, ...a) => { if (!c) nlog(3, "Assertion failed" + (a.length ? ": " + format(a) : "")); };
+  Object.defineProperty(g, "console", { value: con, writable: true, configurable: true });
+
+  function check(cb) { if (typeof cb !== "function") throw new TypeError("callback must be a function"); }
+  g.setTimeout = (cb, ms, ...args) => { check(cb); return ntimer(() => cb(...args), +ms || 0, false); };
+  g.setInterval = (cb, ms, ...args) => { check(cb); return ntimer(() => cb(...args), +ms || 0, true); };
+  g.setImmediate = (cb, ...args) => { check(cb); return ntimer(() => cb(...args), 0, false); };
+  g.clearTimeout = g.clearInterval = g.clearImmediate = (id) => { if (typeof id === "number") nclear(id); };
+  g.queueMicrotask = (cb) => { check(cb); Promise.resolve().then(cb); };
+  g.globalThis = g;
+
+  // Parameter names from a function's source: identifiers as written,
+  // "...rest" for rest parameters, the pattern text for destructuring.
+  function params(fn) {
+    const src = Function.prototype.toString.call(fn);
+    let i = 0;
+    const n = src.length;
+    function skipTrivia() {
+      for (;;) {
+        while (i < n && /\s/.test(src[i])) i++;
+        if (src.startsWith("//", i)) { while (i < n && src[i] !== "\n") i++; continue; }
+        if (src.startsWith("/*", i)) { const e = src.indexOf("*/", i + 2); i = e < 0 ? n : e + 2; continue; }
+        return;
+      }
+    }
+    // Find the parameter list: the first "(" at top level, unless an arrow
+    // with a single bare parameter comes first.
+    skipTrivia();
+    if (src.startsWith("class", i) && !/[\w$]/.test(src[i + 5] || "")) return [];
+    let start = -1;
+    for (let j = i; j < n; j++) {
+      const c = src[j];
+      if (c === "(") { start = j; break; }
+      if (c === "=" && src[j + 1] === ">") {
+        let p = src.slice(i, j).trim().replace(/^async\s+/, "");
+        return p ? [p] : [];
+      }
+      if (c === "{" || c === '"' || c === "'" || c === "`") break;
+    }
+    if (start < 0) return [];
+    const out = [];
+    let depth = 0, cur = "", inDefault = false;
+    for (i = start + 1; i < n; i++) {
+      const c = src[i];
+      if (c === '"' || c === "'" || c === "`") {
+        let j = i + 1;
+        while (j < n && src[j] !== c) { if (src[j] === "\\") j++; j++; }
+        if (!inDefault) cur += src.slice(i, j + 1);
+        i = j; continue;
+      }
+      if (c === "/" && (src[i + 1] === "/" || src[i + 1] === "*")) { skipTrivia(); i--; continue; }
+      if (c === "(" || c === "[" || c === "{") depth++;
+      if (c === ")" || c === "]" || c === "}") {
+        if (depth === 0) break;
+        depth--;
+      }
+      if (depth === 0 && c === ",") { out.push(cur); cur = ""; inDefault = false; continue; }
+      if (depth === 0 && c === "=" && src[i + 1] !== ">" && src[i + 1] !== "=") { inDefault = true; continue; }
+      if (!inDefault) cur += c;
+    }
+    out.push(cur);
+    return out.map((p) => p.replace(/\s+/g, " ").trim()).filter((p) => p.length > 0);
+  }
+
+  const NAME = /^[A-Za-z_$][\w$]*$/;
+  // [[name, file, fn, params], ...] for every function exported by an entry file.
+  g.__fm_collect = function (bundle) {
+    const out = [];
+    for (const file of Object.keys(bundle)) {
+      const mod = bundle[file];
+      if (mod === null || mod === undefined) continue;
+      if (typeof mod === "function") { out.push(["default", file, mod, params(mod)]); continue; }
+      if (typeof mod !== "object") continue;
+      for (const key of Object.keys(mod)) {
+        if (key === "__esModule" || !NAME.test(key)) continue;
+        const v = mod[key];
+        if (typeof v === "function") out.push([key, file, v, params(v)]);
+      }
+    }
+    return out;
+  };
+
+  // Completion of an async call: settles through the native hook.
+  g.__fm_await = function (p, id) {
+    Promise.resolve(p).then((v) => ndone(id, true, v), (e) => ndone(id, false, e));
+  };
+  g.__fm_errinfo = function (e) {
+    if (e instanceof Error || (e && typeof e === "object" && "message" in e))
+      return [String(e.name || "Error"), String(e.message), e.stack ? String(e.stack) : ""];
+    let s;
+    try { s = typeof e === "string" ? e : JSON.stringify(e); } catch (x) { s = String(e); }
+    return ["Error", s === undefined ? String(e) : s, ""];
+  };
+})(globalThis);

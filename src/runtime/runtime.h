@@ -1,0 +1,76 @@
+/* runtime.h - the interface every language runtime implements.
+ *
+ * A runtime has two halves:
+ *  - deploy time (any thread, may block): `compile` turns the bundle's entry
+ *    files of its language into an artifact (bytes that the store keeps, so
+ *    a restart never compiles again);
+ *  - run time (executor threads only): per-thread state from `thread_init`,
+ *    instances made from the artifact, calls, timers.
+ * A call either completes inside `call` or later from `poll`/a host
+ * callback; either way the runtime fills the job's result through
+ * fm_job_succeed / fm_job_fail and hands it to fm_job_finish exactly once.
+ *
+ * Runtimes are listed in one const table (runtime.c); adding one means a
+ * folder and a line there. */
+#ifndef FM_RUNTIME_H
+#define FM_RUNTIME_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "registry/bundle.h"
+#include "registry/manifest.h"
+
+typedef struct fm_job fm_job;
+
+/* One export, as a runtime reports it after evaluating an artifact. */
+typedef struct fm_export {
+    char *name;
+    char *file;
+    json_t *params; /* array of strings (owned) */
+    uint32_t unit;  /* set by the executor: which unit of the version */
+    uint32_t index; /* position in the instance's export list */
+} fm_export;
+
+typedef struct fm_runtime {
+    const char *name;              /* "js" */
+    const char *const *extensions; /* NULL-terminated: ".js", ".mjs", ... */
+
+    /* Compiles `entries` (bundle paths of this runtime's entry files) into an
+     * artifact (owned malloc'd bytes). Errors: FM_INVALID_BUNDLE with file:line:col. */
+    fm_status (*compile)(const fm_bundle *b, const char *const *entries, size_t nentries,
+                         char **artifact, size_t *artifact_len, fm_err *err);
+
+    /* Executor-thread state. */
+    void *(*thread_init)(int thread_index);
+    void (*thread_dispose)(void *ts);
+
+    /* Creates an instance from an artifact. When `exports` is non-NULL, the
+     * list of exports is returned (owned array, *nexports entries) in the
+     * order `call` indexes them. */
+    fm_status (*instance_create)(void *ts, const char *deployment, const char *artifact,
+                                 size_t artifact_len, void **instance, fm_export **exports,
+                                 size_t *nexports, fm_err *err);
+    void (*instance_destroy)(void *ts, void *instance);
+
+    /* Calls export number `index` with the job's arguments. */
+    void (*call)(void *ts, void *instance, uint32_t index, fm_job *job);
+
+    /* Runs due timers and expires async calls past their deadline. Returns
+     * the number of microseconds until it wants to run again, or -1. */
+    int64_t (*poll)(void *ts);
+} fm_runtime;
+
+/* The runtime table. */
+extern const fm_runtime *const fm_runtimes[];
+extern const size_t fm_runtime_count;
+/* Runtime serving files with this path's extension, or NULL. */
+const fm_runtime *fm_runtime_for_path(const char *path);
+int fm_runtime_index(const fm_runtime *rt);
+
+void fm_exports_free(fm_export *e, size_t n);
+
+#endif
