@@ -8,6 +8,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -77,6 +80,80 @@ void fm_job_fail(fm_job *job, fm_status st, const char *message, const char *nam
     if (stack) json_object_set_new(job->error, "stack", fm_json_str(stack));
 }
 
+int fm_reply_queue_init(fm_reply_queue *q) {
+    memset(q, 0, sizeof(*q));
+    pthread_mutex_init(&q->mu, NULL);
+    q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    return q->efd < 0 ? -1 : 0;
+}
+
+void fm_reply_queue_dispose(fm_reply_queue *q) {
+    if (q->efd >= 0) close(q->efd);
+    q->efd = -1;
+    pthread_mutex_destroy(&q->mu);
+}
+
+fm_job *fm_reply_queue_take(fm_reply_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    fm_job *list = q->head;
+    q->head = q->tail = NULL;
+    q->signalled = false;
+    pthread_mutex_unlock(&q->mu);
+    return list;
+}
+
+/* Replies finished during the current pass of this executor thread, per queue. */
+#define OUTBOX_QUEUES 8
+typedef struct outbox {
+    fm_reply_queue *q;
+    fm_job *head, *tail;
+} outbox;
+static __thread outbox tls_out[OUTBOX_QUEUES];
+static __thread int tls_nout;
+static __thread int64_t tls_out_since;
+
+static void flush_replies(void) {
+    for (int i = 0; i < tls_nout; i++) {
+        outbox *o = &tls_out[i];
+        fm_reply_queue *q = o->q;
+        pthread_mutex_lock(&q->mu);
+        if (q->tail) q->tail->next = o->head;
+        else q->head = o->head;
+        q->tail = o->tail;
+        bool wake = !q->signalled;
+        q->signalled = true;
+        pthread_mutex_unlock(&q->mu);
+        if (wake) {
+            uint64_t one = 1;
+            ssize_t w = write(q->efd, &one, sizeof(one));
+            (void)w;
+        }
+        o->q = NULL;
+        o->head = o->tail = NULL;
+    }
+    tls_nout = 0;
+}
+
+static void outbox_add(fm_job *job) {
+    int i;
+    for (i = 0; i < tls_nout; i++)
+        if (tls_out[i].q == job->reply_to) break;
+    if (i == tls_nout) {
+        if (tls_nout == OUTBOX_QUEUES) {
+            flush_replies();
+            i = 0;
+        }
+        if (tls_nout == 0) tls_out_since = fm_mono_us();
+        tls_out[i].q = job->reply_to;
+        tls_nout = i + 1;
+    }
+    job->next = NULL;
+    outbox *o = &tls_out[i];
+    if (o->tail) o->tail->next = job;
+    else o->head = job;
+    o->tail = job;
+}
+
 void fm_job_finish(fm_job *job) {
     job->finished_us = fm_mono_us();
     if (job->kind == FM_JOB_CALL && fm_exec_global && job->thread >= 0) {
@@ -84,7 +161,8 @@ void fm_job_finish(fm_job *job) {
         atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&t->calls, 1, memory_order_relaxed);
     }
-    if (job->on_done) job->on_done(job);
+    if (job->reply_to) outbox_add(job);
+    else if (job->on_done) job->on_done(job);
     else fm_job_free(job);
 }
 
@@ -184,6 +262,11 @@ static void run_job(exthread *t, fm_job *job) {
 static void *thread_main(void *arg) {
     exthread *t = arg;
     fm_exec *ex = t->ex;
+    /* SCHED_BATCH: a woken executor does not preempt the I/O thread that
+     * woke it (same core), so the I/O thread finishes its event-loop pass
+     * and hands over a whole batch instead of one job per context switch. */
+    struct sched_param sp = {0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
     for (size_t i = 0; i < fm_runtime_count; i++)
         t->rt_state[i] = fm_runtimes[i]->thread_init(t->index);
     for (;;) {
@@ -192,6 +275,7 @@ static void *thread_main(void *arg) {
             int64_t w = fm_runtimes[i]->poll(t->rt_state[i]);
             if (w >= 0 && (wait_us < 0 || w < wait_us)) wait_us = w;
         }
+        flush_replies();
         pthread_mutex_lock(&t->mu);
         while (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {
             t->sleeping = true;
@@ -216,7 +300,10 @@ static void *thread_main(void *arg) {
             list->next = NULL;
             run_job(t, list);
             list = next;
+            /* don't hold finished replies back behind a long batch */
+            if (tls_nout && fm_mono_us() - tls_out_since > 200) flush_replies();
         }
+        flush_replies();
     }
     for (size_t i = 0; i < fm_runtime_count; i++) fm_runtimes[i]->thread_dispose(t->rt_state[i]);
     return NULL;

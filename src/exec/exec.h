@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #define H2O_USE_LIBUV 0
@@ -27,6 +28,23 @@
 typedef struct fm_version fm_version;
 typedef struct fm_function fm_function;
 typedef struct fm_exec fm_exec;
+
+/* Where finished jobs go when they must reach an event loop: a list under
+ * a mutex plus an eventfd. An executor appends everything it finished in
+ * one pass under one lock and writes the eventfd once, and only when the
+ * consumer has not been signalled yet, so a busy node pays one wake-up per
+ * batch rather than one per call. */
+typedef struct fm_reply_queue {
+    pthread_mutex_t mu;
+    fm_job *head, *tail; /* guarded by mu */
+    bool signalled;      /* guarded by mu: eventfd written, not yet taken */
+    int efd;             /* eventfd the consumer polls */
+} fm_reply_queue;
+
+int fm_reply_queue_init(fm_reply_queue *q);
+void fm_reply_queue_dispose(fm_reply_queue *q);
+/* Consumer: takes every queued job (linked by ->next) and re-arms the signal. */
+fm_job *fm_reply_queue_take(fm_reply_queue *q);
 
 typedef enum {
     FM_JOB_CALL,        /* call version->fns[fn] */
@@ -54,7 +72,8 @@ struct fm_job {
     int64_t started_us, finished_us;
     bool cold_start;
 
-    /* routing */
+    /* routing: a job goes to reply_to when set (batched), else to on_done */
+    fm_reply_queue *reply_to;
     void (*on_done)(fm_job *job); /* called once, on the executor thread */
     void *ud;
     uint64_t async_id; /* runtime-private: pending async call id */

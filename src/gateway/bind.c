@@ -128,7 +128,8 @@ fm_status fm_bind_query(const fm_function *fn, const char *q, size_t len, json_t
             char *key = fm_url_decode(q + i, klen, &kdl);
             char *val = eq ? fm_url_decode(eq + 1, (size_t)(q + end - eq - 1), &vdl) : strdup("");
             json_t *v = NULL;
-            if (vdl) {
+            /* only text that can start a JSON value is tried as JSON */
+            if (vdl && strchr("{[\"-0123456789tfn", val[0])) {
                 json_error_t je;
                 v = json_loadb(val, vdl, JSON_DECODE_ANY, &je);
             }

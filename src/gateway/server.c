@@ -62,7 +62,8 @@ struct io_thread {
     int listen_fd;
     h2o_socket_t *listener;
     h2o_multithread_queue_t *queue;
-    h2o_multithread_receiver_t replies;     /* finished jobs */
+    fm_reply_queue replies;                 /* finished jobs, from executors */
+    h2o_socket_t *replies_sock;             /* its eventfd in this loop */
     h2o_multithread_receiver_t ctl_replies; /* finished control requests */
     /* deferred hand-off: one chain per executor thread */
     fm_job **batch_head, **batch_tail;
@@ -208,8 +209,22 @@ static void make_reqid(io_thread *io, h2o_req_t *req, reqinfo *ri) {
             return;
         }
     }
-    snprintf(ri->id, sizeof(ri->id), "%s-%d-%llx", io->node->reqid_prefix, io->index,
-             (unsigned long long)++io->reqid_counter);
+    /* "<node prefix>-<io thread>-<counter>" without printf on the hot path */
+    char *o = ri->id;
+    memcpy(o, io->node->reqid_prefix, 8);
+    o += 8;
+    *o++ = '-';
+    *o++ = "0123456789abcdefghijklmnopqrstuv"[io->index & 31];
+    *o++ = '-';
+    uint64_t n = ++io->reqid_counter;
+    char tmp[20];
+    int k = 0;
+    do {
+        tmp[k++] = "0123456789abcdef"[n & 15];
+        n >>= 4;
+    } while (n);
+    while (k) *o++ = tmp[--k];
+    *o = '\0';
 }
 
 /* ------------------------------------------------------------ calls */
@@ -260,12 +275,6 @@ static void clear_guard(void ***guard) {
     *guard = NULL;
 }
 
-/* executor thread: route the finished job back to its I/O thread */
-static void job_done(fm_job *job) {
-    pend *p = job->ud;
-    h2o_multithread_send_message(&p->io->replies, &job->msg);
-}
-
 static void flush_batches(h2o_timeout_entry_t *entry) {
     io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, flush_entry, entry);
     for (int t = 0; t < fm_exec_threads(io->node->exec); t++) {
@@ -287,7 +296,7 @@ static pend *submit_call(io_thread *io, fm_version *v, const fm_function *fn, js
     int64_t now = fm_mono_us();
     job->deadline_us = now + fn->timeout_ms * 1000;
     snprintf(job->request_id, sizeof(job->request_id), "%s", ri->id);
-    job->on_done = job_done;
+    job->reply_to = &io->replies;
     pend *p = calloc(1, sizeof(*p));
     p->io = io;
     p->job = job;
@@ -419,13 +428,12 @@ static void pend_free(pend *p) {
     free(p);
 }
 
-static void on_replies(h2o_multithread_receiver_t *r, h2o_linklist_t *messages) {
-    io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, replies, r);
-    while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *m =
-            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
-        h2o_linklist_unlink(&m->link);
-        fm_job *job = H2O_STRUCT_FROM_MEMBER(fm_job, msg, m);
+static void on_replies(h2o_socket_t *sock, const char *errstr) {
+    io_thread *io = sock->data;
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    fm_job *next;
+    for (fm_job *job = fm_reply_queue_take(&io->replies); job; job = next) {
+        next = job->next;
         pend *p = job->ud;
         if (h2o_linklist_is_linked(&p->link)) h2o_linklist_unlink(&p->link);
         pend_answer(p, job);
@@ -911,7 +919,11 @@ static fm_status io_init(fm_node *node, io_thread *io, int index, fm_err *err) {
     io->accept.ctx = &io->ctx;
     io->accept.hosts = node->h2o.hosts;
     io->queue = h2o_multithread_create_queue(io->loop);
-    h2o_multithread_register_receiver(io->queue, &io->replies, on_replies);
+    if (fm_reply_queue_init(&io->replies) != 0)
+        return fm_err_set(err, FM_INTERNAL, "eventfd: %s", strerror(errno));
+    io->replies_sock = h2o_evloop_socket_create(io->loop, io->replies.efd, 0);
+    io->replies_sock->data = io;
+    h2o_socket_read_start(io->replies_sock, on_replies);
     h2o_multithread_register_receiver(io->queue, &io->ctl_replies, on_ctl_replies);
     int n = fm_exec_threads(node->exec);
     io->batch_head = calloc((size_t)n, sizeof(fm_job *));

@@ -355,6 +355,16 @@ class Node:
             r = c.getresponse()
             data = r.read()
             return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        except (ConnectionError, http.client.RemoteDisconnected):
+            if self.proc is not None:
+                try:
+                    self.proc.wait(0.5)  # a crash resets connections first
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("%s %s: the node (pid %d) is gone, exit status %s" % (
+                    method, path, self.proc.pid, self.proc.returncode)) from None
+            raise
         finally:
             if own:
                 c.close()
@@ -482,6 +492,12 @@ class FnTestCase(unittest.TestCase):
     def _dump_logs(self):
         nodes = list(self._nodes) + list(type(self).__dict__.get("_class_nodes") or ())
         for n in nodes:
+            size = len(n.log_text())
+            if getattr(n, "_dumped_size", None) == size:
+                sys.stderr.write("\n----- %s: log unchanged since the last dump -----\n"
+                                 % n.log_path)
+                continue
+            n._dumped_size = size
             sys.stderr.write("\n----- tail of %s (pid %s, %s) for %s -----\n%s\n-----\n" % (
                 n.log_path, n.proc.pid if n.proc else "-", n.url if n.port else "-",
                 self.id(), n.log_tail()))

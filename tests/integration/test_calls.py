@@ -270,9 +270,12 @@ class TimeoutTest(FnTestCase):
             "index.js": TIMEOUT_SRC, "fnmesh.json": '{"timeout_ms": 2500}'})
         cls.must_deploy(cls.node, "other", {"index.js": "exports.ok = () => 'other';\n"})
 
-    def timed_call(self, dep, fn):
+    def timed_call(self, dep, fn, limit=10):
         t0 = time.monotonic()
-        st, body = self.node.call(dep, fn)
+        try:
+            st, body = self.node.call(dep, fn, timeout=limit)
+        except TimeoutError:
+            self.fail("%s/%s: no answer within %ss" % (dep, fn, limit))
         return st, body, time.monotonic() - t0
 
     def test_manifest_timeout_stops_endless_loop(self):
@@ -301,7 +304,10 @@ class TimeoutTest(FnTestCase):
         out = {}
 
         def spin():
-            out["spin"] = self.timed_call("slowdl", "spin")
+            try:
+                out["spin"] = self.timed_call("slowdl", "spin")
+            except AssertionError as e:
+                out["spin"] = e
 
         t = threading.Thread(target=spin)
         t.start()
@@ -313,6 +319,7 @@ class TimeoutTest(FnTestCase):
                 self.assertLess(dt, 1.0, "a call waited %.2fs behind a spinning one" % dt)
         finally:
             t.join(15)
+        self.assertNotIsInstance(out["spin"], AssertionError, out["spin"])
         st, body, dt = out["spin"]
         self.assertError(st, body, 504, "timeout")
         self.assertGreaterEqual(dt, 2.0)
@@ -335,7 +342,10 @@ class MicrotaskLoopTest(FnTestCase):
         st, body = node.deploy("bystander", {"index.js": "exports.ok = () => 'fine';\n"})
         self.assertEqual(st, 201, body)
         t0 = time.monotonic()
-        st, body = node.call("micro", "loop")
+        try:
+            st, body = node.call("micro", "loop", timeout=10)
+        except TimeoutError:
+            self.fail("micro/loop: no answer within 10 s (deadline 300 ms)")
         self.assertError(st, body, 504, "timeout")
         self.assertLess(time.monotonic() - t0, 5.0)
         for _ in range(3):
