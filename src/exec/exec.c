@@ -30,6 +30,7 @@ typedef struct exthread {
     fm_job *head, *tail; /* inbox, guarded by mu */
     bool sleeping;       /* guarded by mu */
     atomic_int inflight;
+    _Atomic int64_t busy_since_us; /* start of the job running now, 0 when idle */
     void *rt_state[FM_MAX_RUNTIMES];
     atomic_uint_fast64_t calls, cold_starts;
 } exthread;
@@ -298,7 +299,9 @@ static void *thread_main(void *arg) {
         while (list) {
             fm_job *next = list->next;
             list->next = NULL;
+            atomic_store_explicit(&t->busy_since_us, fm_mono_us(), memory_order_relaxed);
             run_job(t, list);
+            atomic_store_explicit(&t->busy_since_us, 0, memory_order_relaxed);
             list = next;
             /* don't hold finished replies back behind a long batch */
             if (tls_nout && fm_mono_us() - tls_out_since > 200) flush_replies();
@@ -359,13 +362,26 @@ int fm_exec_threads(const fm_exec *ex) {
     return ex->n;
 }
 
+/* A thread stuck in one job for this long (code the engine cannot
+ * interrupt) gets no new calls while another thread can take them. */
+#define FM_STUCK_US 1000000
+
+static int effective_load(exthread *t, int64_t now) {
+    int load = atomic_load_explicit(&t->inflight, memory_order_relaxed);
+    int64_t since = atomic_load_explicit(&t->busy_since_us, memory_order_relaxed);
+    if (since && now - since > FM_STUCK_US) load += 1 << 20;
+    return load;
+}
+
 int fm_exec_pick(fm_exec *ex) {
     unsigned start = atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed);
     int best = (int)(start % (unsigned)ex->n);
-    int best_load = atomic_load_explicit(&ex->t[best].inflight, memory_order_relaxed);
+    if (ex->n == 1) return best;
+    int64_t now = fm_mono_us();
+    int best_load = effective_load(&ex->t[best], now);
     for (int k = 1; k < ex->n && best_load > 0; k++) {
         int i = (int)((start + (unsigned)k) % (unsigned)ex->n);
-        int load = atomic_load_explicit(&ex->t[i].inflight, memory_order_relaxed);
+        int load = effective_load(&ex->t[i], now);
         if (load < best_load) best = i, best_load = load;
     }
     return best;

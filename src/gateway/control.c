@@ -28,7 +28,8 @@ static void wake_waiter(fm_job *job) {
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Instantiates v on executor thread 0, waiting; installs its exports. */
+/* Instantiates v on one executor thread (not a stuck one), waiting;
+ * installs its exports. */
 static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
     waiter w = {.done = false};
     pthread_mutex_init(&w.mu, NULL);
@@ -38,7 +39,9 @@ static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
     job->want_exports = true;
     job->on_done = wake_waiter;
     job->ud = &w;
-    fm_exec_submit(c->exec, 0, job, job, 0);
+    int t = fm_exec_pick(c->exec);
+    v->warm_thread = t;
+    fm_exec_submit(c->exec, t, job, job, 0);
     pthread_mutex_lock(&w.mu);
     while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
@@ -58,7 +61,8 @@ static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
 
 /* Warms the version on every other executor thread (fire and forget). */
 static void warm_others(fm_control *c, fm_version *v) {
-    for (int t = 1; t < fm_exec_threads(c->exec); t++) {
+    for (int t = 0; t < fm_exec_threads(c->exec); t++) {
+        if (t == v->warm_thread) continue;
         fm_version_ref(v);
         fm_job *job = fm_job_new(FM_JOB_INSTANTIATE, v, NULL);
         fm_exec_submit(c->exec, t, job, job, 0);

@@ -57,6 +57,7 @@ struct fm_version {
     fm_unit *units;
     size_t nunits;
     int nthreads;
+    int warm_thread;       /* executor thread that instantiated it first */
     void **instances;      /* [nthreads * nunits] */
     atomic_int retire_left;
     json_t *functions_json; /* [{name,file,runtime,params}] (owned) */

@@ -30,6 +30,7 @@
 #include "exec/exec.h"
 #include "registry/registry.h"
 #include "runtime/runtime.h"
+#include "runtime/js/sourcemap.h"
 
 extern char **environ;
 
@@ -156,6 +157,8 @@ static fm_status js_compile(const fm_bundle *b, const char *const *entries, size
                     "--color=false",
                     "--charset=utf8",
                     "--external:fnmesh:*",
+                    "--sourcemap=external",
+                    "--sources-content=false",
                     outfile,
                     NULL};
     posix_spawn_file_actions_t fa;
@@ -182,13 +185,24 @@ static fm_status js_compile(const fm_bundle *b, const char *const *entries, size
         st = FM_INVALID_BUNDLE;
         goto done;
     }
+    /* artifact = script, NUL, source map */
+    size_t slen = 0, mlen = 0;
     snprintf(path, sizeof(path), "%s/out.js", dir);
-    out = fm_read_file(path, artifact_len);
-    if (!out) {
-        st = fm_err_set(err, FM_INTERNAL, "esbuild produced no output");
+    out = fm_read_file(path, &slen);
+    snprintf(path, sizeof(path), "%s/out.js.map", dir);
+    char *map = fm_read_file(path, &mlen);
+    if (!out || memchr(out, '\0', slen)) {
+        free(out);
+        free(map);
+        st = fm_err_set(err, FM_INTERNAL, "esbuild produced no usable output");
         goto done;
     }
+    out = realloc(out, slen + 1 + mlen + 1);
+    if (map) memcpy(out + slen + 1, map, mlen);
+    out[slen + 1 + mlen] = '\0';
+    free(map);
     *artifact = out;
+    *artifact_len = slen + 1 + mlen;
 done:
     fm_rmtree(dir);
     return st;
@@ -219,8 +233,13 @@ typedef struct js_thread {
     JSStringRef s_then, s_bundle;
 } js_thread;
 
+#define BUNDLE_URL "fnmesh:bundle"
+
 struct js_instance {
     JSGlobalContextRef ctx;
+    const char *map_json; /* borrowed from the version's artifact; may be NULL */
+    size_t map_len;
+    fm_sourcemap *map;    /* decoded on the first error */
     js_thread *ts;
     char *deployment;
     size_t nfns;
@@ -370,6 +389,15 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
     char *name = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 0, NULL));
     char *msg = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 1, NULL));
     char *stack = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 2, NULL));
+    if (*stack && inst->map_json) {
+        if (!inst->map)
+            inst->map = fm_sourcemap_parse(inst->map_json, inst->map_len, "src/");
+        if (inst->map) {
+            char *mapped = fm_sourcemap_rewrite(inst->map, stack, BUNDLE_URL);
+            free(stack);
+            stack = mapped;
+        }
+    }
     fm_job_fail(job, FM_FUNCTION_ERROR, msg, name, *stack ? stack : NULL);
     free(name);
     free(msg);
@@ -541,8 +569,18 @@ static fm_status eval(js_instance *inst, const char *src, size_t len, const char
     fail_from_exception(inst, &tmp, exc);
     const char *m = tmp.error ? json_string_value(json_object_get(tmp.error, "message")) : NULL;
     const char *st = tmp.error ? json_string_value(json_object_get(tmp.error, "stack")) : NULL;
-    fm_err_set(err, tmp.status == FM_TIMEOUT ? FM_INVALID_BUNDLE : FM_INVALID_BUNDLE,
-               "%s: top-level code threw: %s", url, m ? m : "error");
+    /* name the place: the first stack frame ("fn@file:line:col") */
+    char where[300] = "";
+    if (st) {
+        const char *at = strchr(st, '@');
+        const char *eol = strchr(st, '\n');
+        if (at && (!eol || at < eol))
+            snprintf(where, sizeof(where), "%.*s: ", (int)(eol ? eol - at - 1 : (ptrdiff_t)strlen(at + 1)), at + 1);
+    }
+    if (tmp.status == FM_TIMEOUT)
+        fm_err_set(err, FM_INVALID_BUNDLE, "top-level code ran longer than 10 s");
+    else
+        fm_err_set(err, FM_INVALID_BUNDLE, "%stop-level code threw: %s", where, m ? m : "error");
     if (st) fm_err_detail(err, "stack", fm_json_str(st));
     json_decref(tmp.error);
     absorb_termination(inst);
@@ -578,7 +616,12 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
         inst->errinfo_fn = get_fn(inst->ctx, "__fm_errinfo");
         JSValueProtect(inst->ctx, inst->await_fn);
         JSValueProtect(inst->ctx, inst->errinfo_fn);
-        st = eval(inst, artifact, artifact_len, "bundle.js", err);
+        size_t script_len = strnlen(artifact, artifact_len);
+        if (script_len + 1 < artifact_len) {
+            inst->map_json = artifact + script_len + 1;
+            inst->map_len = artifact_len - script_len - 1;
+        }
+        st = eval(inst, artifact, script_len, BUNDLE_URL, err);
     }
     if (st == FM_OK) {
         JSObjectRef collect = get_fn(inst->ctx, "__fm_collect");
@@ -646,6 +689,7 @@ static void js_instance_destroy(void *tsp, void *p) {
     if (inst->await_fn) JSValueUnprotect(inst->ctx, inst->await_fn);
     if (inst->errinfo_fn) JSValueUnprotect(inst->ctx, inst->errinfo_fn);
     free(inst->fns);
+    fm_sourcemap_free(inst->map);
     JSGlobalContextRelease(inst->ctx);
     free(inst->deployment);
     free(inst);
