@@ -280,6 +280,10 @@ static int set_option(fm_cli_opts *o, enum fm_cli_optid id, const char *val, cha
         o->data = val;
         break;
     case OPT_URL:
+        if (!*val) {
+            snprintf(err, errlen, "option --url needs a value (URL)");
+            return FM_CLI_USAGE;
+        }
         o->url = val;
         break;
     case OPT_TOKEN:

@@ -92,7 +92,7 @@ typedef struct fm_cli_opts {
     bool json;          /* --json */
     bool help;          /* --help / -h */
     bool version;       /* --version */
-    unsigned verb_opts; /* FM_CLI_VOPT_* bits of the verb options seen */
+    unsigned verb_opts; /* bits (FM_CLI_VOPT_*, cli.c) of the verb options seen */
 } fm_cli_opts;
 
 /* Prints "error: <message>" and the usage of `verb` to stderr; returns

@@ -71,10 +71,9 @@ static int default_name(const char *dir, char **out) {
     char *resolved = NULL;
     const char *base = dir + start;
     size_t len = end - start;
-    if (len == 0 || (len == 1 && base[0] == '.') || (len == 2 && !strncmp(base, "..", 2)) ||
-        (len == 1 && base[0] == '/')) {
+    if (len == 0 || (len == 1 && base[0] == '.') || (len == 2 && !strncmp(base, "..", 2))) {
         if (!(resolved = realpath(dir, NULL))) {
-            fprintf(stderr, "error: cannot resolve %s\n", dir);
+            fprintf(stderr, "error: cannot resolve %s: %s\n", dir, strerror(errno));
             return FM_CLI_ERR;
         }
         base = strrchr(resolved, '/') ? strrchr(resolved, '/') + 1 : resolved;

@@ -135,6 +135,7 @@ fm_status fm_bind_query(const fm_function *fn, const char *q, size_t len, json_t
             }
             if (!v) v = fm_json_strn(val, vdl);
             /* keys with NUL or invalid UTF-8 cannot be parameter names */
+            if (strlen(key) != kdl) json_decref(v);
             if (strlen(key) != kdl || json_object_set_new(obj, key, v) != 0) {
                 free(key);
                 free(val);

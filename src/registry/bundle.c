@@ -29,34 +29,38 @@ bool fm_name_valid(const char *name) {
     return true;
 }
 
-/* Normalises a relative path in place: drops "." and empty components.
- * Returns false for absolute paths or any ".." component that climbs out. */
-static bool normalise(char *path, bool allow_dotdot_inside) {
+/* Normalises a relative path in place: drops "." and empty components and,
+ * when allowed, resolves ".." lexically. Returns false for absolute paths
+ * and for any ".." that is not allowed or would climb out of the root. */
+static bool normalise(char *path, bool allow_dotdot) {
     if (path[0] == '/') return false;
-    char *out = path, *p = path;
-    size_t depth = 0;
-    while (*p) {
-        char *end = strchr(p, '/');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
+    size_t len = strlen(path), o = 0, depth = 0;
+    char *out = malloc(len + 1);
+    const char *p = path, *end = path + len;
+    while (p < end) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        size_t n = slash ? (size_t)(slash - p) : (size_t)(end - p);
         if (n == 0 || (n == 1 && p[0] == '.')) {
             /* skip */
         } else if (n == 2 && p[0] == '.' && p[1] == '.') {
-            if (!allow_dotdot_inside || depth == 0) return false;
-            /* pop one component from out */
-            if (out > path) out--; /* at '/' or end of last component */
-            while (out > path && out[-1] != '/') out--;
+            if (!allow_dotdot || depth == 0) {
+                free(out);
+                return false;
+            }
+            while (o > 0 && out[o - 1] != '/') o--; /* drop the last component */
+            if (o > 0) o--;                         /* and its separator */
             depth--;
         } else {
-            memmove(out, p, n);
-            out += n;
-            *out++ = '/';
+            if (o > 0) out[o++] = '/';
+            memcpy(out + o, p, n);
+            o += n;
             depth++;
         }
-        p += n;
-        if (*p == '/') p++;
+        p += n + 1;
     }
-    if (out > path && out[-1] == '/') out--;
-    *out = '\0';
+    memcpy(path, out, o);
+    path[o] = '\0';
+    free(out);
     return true;
 }
 
@@ -81,17 +85,66 @@ const fm_bundle_file *fm_bundle_find(const fm_bundle *b, const char *path) {
     return f && !f->link ? f : NULL;
 }
 
-/* Resolves a symlink target lexically; true when it stays inside the bundle. */
-static bool link_inside(const char *link_path, const char *target) {
+static bool is_link(const fm_bundle *b, const char *path, size_t len) {
+    size_t lo = 0, hi = b->nfiles;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *m = b->files[mid].path;
+        size_t ml = strlen(m);
+        int c = memcmp(m, path, ml < len ? ml : len);
+        if (c == 0) c = (ml > len) - (ml < len);
+        if (c == 0) return b->files[mid].link != NULL;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return false;
+}
+
+/* True when a directory on the way to `path` (not `path` itself) is a link. */
+static bool under_link(const fm_bundle *b, const char *path) {
+    for (const char *s = strchr(path, '/'); s; s = strchr(s + 1, '/'))
+        if (is_link(b, path, (size_t)(s - path))) return true;
+    return false;
+}
+
+/* Resolves a link target against the bundle: lexically, but refusing to
+ * walk through another link (the kernel would follow it, and its own
+ * target could lead anywhere). True when the target stays inside. */
+static bool link_inside(const fm_bundle *b, const char *link_path, const char *target) {
     if (target[0] == '/' || target[0] == '\0') return false;
     size_t n = strlen(link_path) + strlen(target) + 2;
-    char *joined = malloc(n);
+    char *cur = malloc(n);
     const char *slash = strrchr(link_path, '/');
-    size_t dirlen = slash ? (size_t)(slash - link_path) + 1 : 0;
-    memcpy(joined, link_path, dirlen);
-    strcpy(joined + dirlen, target);
-    bool ok = normalise(joined, true) && joined[0] != '\0';
-    free(joined);
+    size_t o = slash ? (size_t)(slash - link_path) : 0;
+    memcpy(cur, link_path, o);
+    cur[o] = '\0';
+    bool ok = true;
+    const char *p = target;
+    while (*p && ok) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 0 || (len == 1 && p[0] == '.')) {
+            /* skip */
+        } else if (len == 2 && p[0] == '.' && p[1] == '.') {
+            if (o == 0) ok = false;
+            else {
+                while (o > 0 && cur[o - 1] != '/') o--;
+                if (o > 0) o--;
+                cur[o] = '\0';
+            }
+        } else {
+            if (o > 0) cur[o++] = '/';
+            memcpy(cur + o, p, len);
+            o += len;
+            cur[o] = '\0';
+            /* a link in the middle of the path would be followed first */
+            if ((e && e[1]) && is_link(b, cur, o)) ok = false;
+        }
+        p += len;
+        if (*p == '/') p++;
+    }
+    if (o == 0) ok = false;
+    free(cur);
     return ok;
 }
 
@@ -208,12 +261,7 @@ fm_status fm_bundle_from_archive(const void *data, size_t len, fm_bundle **out, 
         f->path = path;
         if (type == AE_IFLNK) {
             const char *target = archive_entry_symlink(e);
-            if (!target || !link_inside(path, target)) {
-                st = fm_err_set(err, FM_INVALID_BUNDLE, "link leaves the bundle: %s -> %s", path,
-                                target ? target : "");
-                goto done;
-            }
-            f->link = strdup(target);
+            f->link = strdup(target ? target : ""); /* checked once all entries are known */
             continue;
         }
         size_t fcap = 4096, flen = 0;
@@ -245,6 +293,38 @@ fm_status fm_bundle_from_archive(const void *data, size_t len, fm_bundle **out, 
         f->len = flen;
         b->total_bytes += flen;
     }
+    /* Hard links become copies of their (regular) target. */
+    if (b->nfiles + nhl > FM_BUNDLE_MAX_FILES) {
+        st = fm_err_set(err, FM_INVALID_BUNDLE, "too many files in bundle (more than %d)",
+                        FM_BUNDLE_MAX_FILES);
+        goto done;
+    }
+    qsort(b->files, b->nfiles, sizeof(*b->files), cmp_files);
+    size_t nregular = b->nfiles;
+    b->files = realloc(b->files, (b->nfiles + nhl + 1) * sizeof(*b->files));
+    for (size_t i = 0; i < nhl; i++) {
+        fm_bundle_file key = {.path = hl[i].target};
+        const fm_bundle_file *t = bsearch(&key, b->files, nregular, sizeof(key), cmp_files);
+        if (!t || t->link) {
+            st = fm_err_set(err, FM_INVALID_BUNDLE,
+                            "hard link to a missing or non-regular file: %s -> %s", hl[i].path,
+                            hl[i].target);
+            goto done;
+        }
+        if (b->total_bytes + t->len > FM_BUNDLE_MAX_BYTES) {
+            st = fm_err_set(err, FM_INVALID_BUNDLE, "bundle too large: more than %u MiB unpacked",
+                            FM_BUNDLE_MAX_BYTES >> 20);
+            goto done;
+        }
+        fm_bundle_file *f = &b->files[b->nfiles++]; /* no realloc: t stays valid */
+        f->path = hl[i].path;
+        hl[i].path = NULL;
+        f->data = malloc(t->len + 1);
+        memcpy(f->data, t->data, t->len + 1);
+        f->len = t->len;
+        f->link = NULL;
+        b->total_bytes += t->len;
+    }
     qsort(b->files, b->nfiles, sizeof(*b->files), cmp_files);
     for (size_t i = 1; i < b->nfiles; i++) {
         if (strcmp(b->files[i - 1].path, b->files[i].path) == 0) {
@@ -253,32 +333,19 @@ fm_status fm_bundle_from_archive(const void *data, size_t len, fm_bundle **out, 
             goto done;
         }
     }
-    /* Hard links become copies of their (regular) target. */
-    for (size_t i = 0; i < nhl; i++) {
-        const fm_bundle_file *t = fm_bundle_find(b, hl[i].target);
-        if (!t) {
-            st = fm_err_set(err, FM_INVALID_BUNDLE, "hard link to a missing file: %s -> %s",
-                            hl[i].path, hl[i].target);
+    /* Links: nothing may live under a link, and targets must stay inside
+     * without passing through another link. */
+    for (size_t i = 0; i < b->nfiles; i++) {
+        const fm_bundle_file *f = &b->files[i];
+        if (under_link(b, f->path)) {
+            st = fm_err_set(err, FM_INVALID_BUNDLE, "entry under a linked directory: %s", f->path);
             goto done;
         }
-        if (b->total_bytes + t->len > FM_BUNDLE_MAX_BYTES) {
-            st = fm_err_set(err, FM_INVALID_BUNDLE, "bundle too large: more than %u MiB unpacked",
-                            FM_BUNDLE_MAX_BYTES >> 20);
+        if (f->link && !link_inside(b, f->path, f->link)) {
+            st = fm_err_set(err, FM_INVALID_BUNDLE, "link leaves the bundle: %s -> %s", f->path,
+                            f->link);
             goto done;
         }
-        if (b->nfiles == cap) {
-            cap = cap ? cap * 2 : 64;
-            b->files = realloc(b->files, cap * sizeof(*b->files));
-        }
-        fm_bundle_file *f = &b->files[b->nfiles++];
-        f->path = hl[i].path;
-        hl[i].path = NULL;
-        f->data = malloc(t->len + 1);
-        memcpy(f->data, t->data, t->len + 1);
-        f->len = t->len;
-        f->link = NULL;
-        b->total_bytes += t->len;
-        qsort(b->files, b->nfiles, sizeof(*b->files), cmp_files);
     }
     hash_bundle(b);
 done:

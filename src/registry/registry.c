@@ -9,6 +9,14 @@
 
 #define FM_SNAPSHOT_GRACE_MS 30000
 
+/* strcmp of a NUL-terminated name against a length-delimited one (which
+ * may contain NUL bytes). */
+static int cmp_name(const char *m, const char *name, size_t len) {
+    size_t ml = strlen(m);
+    int c = memcmp(m, name, ml < len ? ml : len);
+    return c ? c : (ml > len) - (ml < len);
+}
+
 static int cmp_fn(const void *a, const void *b) {
     return strcmp(((const fm_function *)a)->name, ((const fm_function *)b)->name);
 }
@@ -93,9 +101,7 @@ const fm_function *fm_version_find(const fm_version *v, const char *name, size_t
     size_t lo = 0, hi = v->nfns;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        const char *m = v->fns[mid].name;
-        int c = strncmp(m, name, len);
-        if (c == 0 && m[len] != '\0') c = 1;
+        int c = cmp_name(v->fns[mid].name, name, len);
         if (c == 0) return &v->fns[mid];
         if (c < 0) lo = mid + 1;
         else hi = mid;
@@ -197,9 +203,7 @@ static ssize_t snap_find(const snapshot *s, const char *name, size_t len, size_t
     size_t lo = 0, hi = s->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        const char *m = s->v[mid]->deployment;
-        int c = strncmp(m, name, len);
-        if (c == 0 && m[len] != '\0') c = 1;
+        int c = cmp_name(s->v[mid]->deployment, name, len);
         if (c == 0) return (ssize_t)mid;
         if (c < 0) lo = mid + 1;
         else hi = mid;

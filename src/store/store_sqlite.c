@@ -112,17 +112,22 @@ static fm_status sq_activate(fm_store *base, const char *dep, const char *versio
                              fm_err *err) {
     sqlite_store *s = (sqlite_store *)base;
     sqlite3_stmt *st;
+    /* only a stored version can become active */
     if (sqlite3_prepare_v2(s->db,
                            "INSERT OR REPLACE INTO deployments(name, active, updated_at) "
-                           "VALUES(?1, ?2, ?3)",
+                           "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM versions WHERE "
+                           "deployment = ?1 AND version = ?2)",
                            -1, &st, NULL) != SQLITE_OK)
         return db_err(s, err, "activate");
     sqlite3_bind_text(st, 1, dep, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, version, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
     int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(s->db);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? FM_OK : db_err(s, err, "activate");
+    if (rc != SQLITE_DONE) return db_err(s, err, "activate");
+    if (!changed) return fm_err_set(err, FM_NOT_FOUND, "version %s of %s not found", version, dep);
+    return FM_OK;
 }
 
 static fm_status sq_remove(fm_store *base, const char *dep, fm_err *err) {

@@ -281,7 +281,7 @@ class Node:
         try:
             if self.running():
                 try:
-                    self.stop(timeout=10)
+                    self.stop(timeout=5)
                 except AssertionError:
                     pass
         finally:
@@ -426,6 +426,111 @@ def err_field(body, key):
     if isinstance(d, dict) and key in d:
         return d[key]
     raise KeyError("error envelope has no %r: %r" % (key, body))
+
+
+# --------------------------------------------------------------------------
+# a minimal HTTP/2 (h2c, prior knowledge) client: enough to send many
+# concurrent streams on one connection and read the answers. Request headers
+# are sent as HPACK literals (no Huffman, no dynamic table); of the response
+# headers only an indexed :status is decoded (0x88 = 200 and friends).
+
+_H2_STATUS = {0x88: 200, 0x89: 204, 0x8A: 206, 0x8B: 304, 0x8C: 400, 0x8D: 404, 0x8E: 500}
+
+
+def _hpack_int(value, prefix_bits, first=0):
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = [first | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _hpack_literal(name, value):
+    name, value = name.encode(), value.encode()
+    return (b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value)
+
+
+def _h2_frame(ftype, flags, stream, payload=b""):
+    return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+            stream.to_bytes(4, "big") + payload)
+
+
+def h2_requests(port, reqs, timeout=20):
+    """Sends every (method, path, body|None, headers) of `reqs` as its own
+    stream on ONE h2c connection, all before reading any answer. Returns
+    [(status or None, body bytes, completion order index)] in request order.
+    Raises AssertionError on GOAWAY / RST_STREAM / timeout."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", _h2_frame(4, 0, 0)]  # SETTINGS
+        streams = {}
+        for i, (method, path, body, headers) in enumerate(reqs):
+            sid = 2 * i + 1
+            block = b"".join([_hpack_literal(":method", method), _hpack_literal(":scheme", "http"),
+                              _hpack_literal(":path", path),
+                              _hpack_literal(":authority", "127.0.0.1:%d" % port)] +
+                             [_hpack_literal(k.lower(), v) for k, v in (headers or {}).items()])
+            if body is not None:
+                block += _hpack_literal("content-length", str(len(body)))
+            out.append(_h2_frame(1, 0x4 | (0x1 if body is None else 0), sid, block))
+            if body is not None:
+                out.append(_h2_frame(0, 0x1, sid, body))
+            streams[sid] = {"i": i, "status": None, "body": b"", "done": False}
+        sock.sendall(b"".join(out))
+        buf = b""
+        order = 0
+        deadline = time.monotonic() + timeout
+        while not all(st["done"] for st in streams.values()):
+            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+                if time.monotonic() > deadline:
+                    raise AssertionError("h2: timed out; pending streams %r" % sorted(
+                        s for s, st in streams.items() if not st["done"]))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AssertionError("h2: connection closed; pending streams %r" % sorted(
+                        s for s, st in streams.items() if not st["done"]))
+                buf += chunk
+            n = int.from_bytes(buf[:3], "big")
+            ftype, flags = buf[3], buf[4]
+            sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9:9 + n], buf[9 + n:]
+            if ftype == 4 and not flags & 0x1:             # SETTINGS -> ACK
+                sock.sendall(_h2_frame(4, 0x1, 0))
+            elif ftype == 6 and not flags & 0x1:           # PING -> ACK
+                sock.sendall(_h2_frame(6, 0x1, 0, payload))
+            elif ftype == 7:                               # GOAWAY
+                raise AssertionError("h2: GOAWAY %r" % payload)
+            elif ftype == 3:                               # RST_STREAM
+                raise AssertionError("h2: RST_STREAM on %d: %r" % (sid, payload))
+            elif ftype in (0, 1) and sid in streams:
+                if flags & 0x8:                            # PADDED
+                    payload = payload[1:len(payload) - payload[0]]
+                st = streams[sid]
+                if ftype == 1:
+                    if flags & 0x20:                       # PRIORITY
+                        payload = payload[5:]
+                    if st["status"] is None and payload:
+                        st["status"] = _H2_STATUS.get(payload[0], "undecoded 0x%02x" % payload[0])
+                else:
+                    st["body"] += payload
+                    if payload:                            # give the window back
+                        inc = len(payload).to_bytes(4, "big")
+                        sock.sendall(_h2_frame(8, 0, 0, inc) + _h2_frame(8, 0, sid, inc))
+                if flags & 0x1:                            # END_STREAM
+                    st["done"] = True
+                    st["order"] = order
+                    order += 1
+        res = [None] * len(reqs)
+        for st in streams.values():
+            res[st["i"]] = (st["status"], st["body"], st["order"])
+        return res
+    finally:
+        sock.close()
 
 
 # --------------------------------------------------------------------------

@@ -112,6 +112,45 @@ class BundleErrorsTest(FnTestCase):
         self.assert_refused(raw=raw, pattern=r"(?i)50|MiB|size|large|byte")
         self.assertLess(time.monotonic() - t0, 20)
 
+    def test_deploy_body_over_64_mib_is_413(self):
+        import json
+        import os
+        import socket
+        size = 64 * MIB + 4096
+        s = socket.create_connection(("127.0.0.1", self.node.port), timeout=30)
+        got = b""
+        try:
+            s.sendall(("PUT /system/v1/deployments/guard HTTP/1.1\r\nHost: x\r\n"
+                       "Authorization: Bearer %s\r\nContent-Type: application/gzip\r\n"
+                       "Content-Length: %d\r\n\r\n" % (self.node.token, size)).encode())
+            chunk = os.urandom(MIB)
+            try:
+                for _ in range(size // MIB):
+                    s.sendall(chunk)
+                s.sendall(chunk[: size % MIB])
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before the whole body was read: fine
+            try:
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    got += data
+                    head, sep, body = got.partition(b"\r\n\r\n")
+                    m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                    if sep and m and len(body) >= int(m.group(1)):
+                        break
+            except (ConnectionResetError, socket.timeout):
+                pass
+        finally:
+            s.close()
+        self.assertRegex(got[:12], rb"^HTTP/1\.1 413", got[:300])
+        head, _, raw = got.partition(b"\r\n\r\n")
+        self.assertRegex(head, rb"(?im)^content-type:\s*application/json",
+                         "every error is a JSON envelope; got %r" % got[:300])
+        self.assertEqual(json.loads(raw)["error"]["code"], "payload_too_large")
+        self.assert_guard_intact()
+
     # ---- exports
 
     def test_no_exported_function(self):

@@ -23,6 +23,8 @@ exports.throwString = () => { throw "plain-string-thrown"; };
 exports.typeErr = () => { const o = null; return o.foo; };
 exports.rejects = async () => { await null; throw new RangeError("nope"); };
 exports.shout = (m) => { console.log("marker-" + m); return m; };
+exports.complain = (m) => { console.error("err-" + m); console.warn("warn-" + m);
+                            console.info("info-" + m); return 1; };
 """
 
 
@@ -211,6 +213,13 @@ class CallsTest(FnTestCase):
         self.assertIn("shout", line)
         self.assertIn("req-marker-abc", line)
 
+    def test_console_error_warn_info_go_to_node_log(self):
+        self.assertEqual(self.node.call("calls", "complain", "q7z"), (200, 1))
+        for m in ("err-q7z", "warn-q7z", "info-q7z"):
+            line = self.node.wait_for_log(lambda l: m in l)
+            self.assertIsNotNone(line, "%s not in the node log" % m)
+            self.assertIn("complain", line)
+
 
 class BodyLimitTest(FnTestCase):
     @classmethod
@@ -258,17 +267,24 @@ exports.ok = () => "ok";
 
 
 class TimeoutTest(FnTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.node = cls.class_node()
-        cls.must_deploy(cls.node, "deadline", {
-            "index.js": TIMEOUT_SRC, "fnmesh.json": '{"timeout_ms": 200}'})
-        cls.must_deploy(cls.node, "perfn", {
-            "index.js": TIMEOUT_SRC,
-            "fnmesh.json": '{"functions": {"spin": {"timeout_ms": 300}}}'})
-        cls.must_deploy(cls.node, "slowdl", {
-            "index.js": TIMEOUT_SRC, "fnmesh.json": '{"timeout_ms": 2500}'})
-        cls.must_deploy(cls.node, "other", {"index.js": "exports.ok = () => 'other';\n"})
+    """One node per test: a deadline that does not work leaves an engine
+    thread spinning, which must not spill into the other tests."""
+
+    def setUp(self):
+        super().setUp()
+        self.node = self.start_node()
+        for name, manifest in (("deadline", '{"timeout_ms": 200}'),
+                               ("perfn", '{"functions": {"spin": {"timeout_ms": 300}}}'),
+                               ("slowdl", '{"timeout_ms": 2500}')):
+            st, body = self.node.deploy(name, {"index.js": TIMEOUT_SRC, "fnmesh.json": manifest})
+            self.assertEqual(st, 201, body)
+            want = {"deadline": {"ok": 200, "spin": 200, "spinAfterAwait": 200},
+                    "perfn": {"ok": 30000, "spin": 300, "spinAfterAwait": 30000},
+                    "slowdl": {"ok": 2500, "spin": 2500, "spinAfterAwait": 2500}}[name]
+            got = {f["name"]: f.get("timeout_ms", want[f["name"]]) for f in body["functions"]}
+            self.assertEqual(got, want, "manifest deadlines of %s not applied" % name)
+        st, body = self.node.deploy("other", {"index.js": "exports.ok = () => 'other';\n"})
+        self.assertEqual(st, 201, body)
 
     def timed_call(self, dep, fn, limit=10):
         t0 = time.monotonic()

@@ -2,8 +2,10 @@
 delete, deployment names and bearer-token auth (docs/api.md, /system/v1)."""
 import datetime
 import json
+import threading
+import time
 
-from fmtest import (DEFAULT, HEX64, ISO_UTC, FnTestCase, main, make_bundle)
+from fmtest import HEX64, ISO_UTC, FnTestCase, main, make_bundle, parallel
 
 MERGE_SRC = (
     "exports.merge = (a, b) => a + b;\n"
@@ -215,6 +217,39 @@ class DeployTest(FnTestCase):
         st, body = self.node.deploy("gone", {"index.js": v_src(9)})
         self.assertIn(st, (200, 201), body)
         self.assertEqual(self.node.call("gone", "which"), (200, 9))
+
+    def test_calls_during_redeploys_never_fail(self):
+        self.deploy_ok("hot", {"index.js": v_src(1)})
+        stop = threading.Event()
+
+        def caller(_):
+            seen = []
+            c = self.node.connection()
+            try:
+                while not stop.is_set():
+                    st, _, body = self.node.req_json("POST", "/fn/hot/which", [], conn=c)
+                    seen.append((st, body))
+            finally:
+                c.close()
+            return seen
+
+        results = []
+        t = threading.Thread(target=lambda: results.extend(parallel(caller, [0, 1, 2], 3)))
+        t.start()
+        try:
+            for i in range(6):
+                st, body = self.node.deploy("hot", {"index.js": v_src(2 if i % 2 == 0 else 1)})
+                self.assertIn(st, (200, 201), body)
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            t.join(30)
+        for seen in results:
+            self.assertNotIsInstance(seen, Exception, seen)
+            self.assertTrue(seen)
+            bad = [r for r in seen if r not in ((200, 1), (200, 2))]
+            self.assertEqual(bad, [], "calls failed while the deployment was replaced")
+        self.assertEqual(self.node.call("hot", "which"), (200, 1))
 
     # ---- names
 

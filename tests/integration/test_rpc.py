@@ -1,6 +1,7 @@
 """JSON-RPC 2.0 at POST /rpc: calls, ids, notifications, batches and every
 standard error code."""
 import json
+import time
 
 from fmtest import FnTestCase, main
 
@@ -171,8 +172,14 @@ class RpcTest(FnTestCase):
         self.assertIsInstance(err["data"]["stack"], str)
 
     def test_deadline_exceeded(self):
-        st, body = self.rpc({"jsonrpc": "2.0", "method": "rpc.spin", "id": 13})
+        t0 = time.monotonic()
+        try:
+            st, h, body = self.node.rpc({"jsonrpc": "2.0", "method": "rpc.spin", "id": 13},
+                                        timeout=10)
+        except TimeoutError:
+            self.fail("rpc.spin (timeout_ms 300): no answer within 10 s")
         self.assert_rpc_error(body, 13, -32001)
+        self.assertLess(time.monotonic() - t0, 5.0)
         st, body = self.rpc({"jsonrpc": "2.0", "method": "rpc.merge", "params": [2, 2],
                              "id": 14})
         self.assert_result(body, 14, 4)

@@ -50,7 +50,12 @@ __asm__(".section .rodata\n"
         ".previous\n");
 
 #define ENTRY_NAME ".fnmesh-entry.cjs"
-#define WATCHDOG_TICK_S 0.02
+/* The watchdog budget is the call's timeout in thread CPU time (CPU time
+ * never runs ahead of wall time, so the budget runs out at or after the
+ * wall-clock deadline). It is changed only when the timeout differs from
+ * the previous call's: a short periodic tick makes JSC stop the thread with
+ * signals at every tick, which costs milliseconds of latency under load. */
+#define DEFAULT_LIMIT_US 10000000
 
 /* ---------------------------------------------------------------- compile */
 
@@ -221,6 +226,7 @@ typedef struct js_timer {
 
 typedef struct js_thread {
     JSContextGroupRef group;
+    int64_t limit_us;    /* watchdog budget currently set on the group */
     int64_t deadline_us; /* of the code running now */
     bool fired;          /* the watchdog terminated code */
     fm_job *cur_job;
@@ -256,15 +262,24 @@ static bool watchdog(JSContextRef ctx, void *ud) {
         ts->fired = true;
         return true;
     }
-    JSContextGroupSetExecutionTimeLimit(ts->group, WATCHDOG_TICK_S, watchdog, ts);
+    int64_t left = ts->deadline_us - fm_mono_us();
+    ts->limit_us = left < 1000 ? 1000 : left;
+    JSContextGroupSetExecutionTimeLimit(ts->group, (double)ts->limit_us / 1e6, watchdog, ts);
     return false;
+}
+
+static void set_limit(js_thread *ts, int64_t limit_us) {
+    if (limit_us < 1000) limit_us = 1000;
+    if (limit_us == ts->limit_us) return;
+    ts->limit_us = limit_us;
+    JSContextGroupSetExecutionTimeLimit(ts->group, (double)limit_us / 1e6, watchdog, ts);
 }
 
 static void *js_thread_init(int index) {
     js_thread *ts = calloc(1, sizeof(*ts));
     ts->group = JSContextGroupCreate();
     ts->deadline_us = INT64_MAX;
-    JSContextGroupSetExecutionTimeLimit(ts->group, WATCHDOG_TICK_S, watchdog, ts);
+    set_limit(ts, DEFAULT_LIMIT_US);
     ts->s_then = JSStringCreateWithUTF8CString("then");
     ts->s_bundle = JSStringCreateWithUTF8CString("__fm_bundle");
     tls_ts = ts;
@@ -598,7 +613,8 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
     js_instance *saved = ts->cur_inst;
     int64_t saved_deadline = ts->deadline_us;
     ts->cur_inst = inst;
-    ts->deadline_us = fm_mono_us() + 10 * 1000000; /* top-level code: 10 s */
+    ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US; /* top-level code: 10 s */
+    set_limit(ts, DEFAULT_LIMIT_US);
 
     static const struct {
         const char *name;
@@ -700,6 +716,10 @@ static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadlin
     ts->cur_job = job;
     ts->deadline_us = deadline ? deadline : INT64_MAX;
     ts->fired = false;
+    int64_t limit = job && job->fn ? job->fn->timeout_ms * 1000
+                    : deadline      ? deadline - fm_mono_us()
+                                    : DEFAULT_LIMIT_US;
+    set_limit(ts, limit);
 }
 
 static void leave(js_thread *ts, js_instance *inst) {
