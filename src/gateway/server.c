@@ -22,6 +22,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -74,6 +75,8 @@ struct io_thread {
     h2o_timeout_t watchdog_timeout;
     h2o_timeout_entry_t watchdog_entry;
     uint64_t reqid_counter;
+    int wait_skip; /* passes left without waiting for answers after a hand-off */
+    uint64_t wait_hit, wait_miss;
 };
 
 struct fm_node {
@@ -275,15 +278,41 @@ static void clear_guard(void ***guard) {
     *guard = NULL;
 }
 
+static size_t process_replies(io_thread *io);
+
+/* Hands this pass's batches to the executors, then waits a little for the
+ * answers (yielding the CPU, which on a shared core lets the executor run
+ * at once). Fast functions are then answered within the same event-loop
+ * pass as their request arrived, so h2o keeps the connection's read
+ * interest unchanged and makes no epoll_ctl calls for it: two system calls
+ * saved per request. When the wait does not pay off (slow functions), it is
+ * skipped for a while. */
+#define FM_HANDOFF_WAIT_US 50
+
 static void flush_batches(h2o_timeout_entry_t *entry) {
     io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, flush_entry, entry);
+    size_t submitted = 0;
     for (int t = 0; t < fm_exec_threads(io->node->exec); t++) {
         if (!io->batch_head[t]) continue;
+        submitted += (size_t)io->batch_calls[t];
         fm_exec_submit(io->node->exec, t, io->batch_head[t], io->batch_tail[t],
                        io->batch_calls[t]);
         io->batch_head[t] = io->batch_tail[t] = NULL;
         io->batch_calls[t] = 0;
     }
+    if (!submitted) return;
+    if (io->wait_skip > 0) {
+        io->wait_skip--;
+        return;
+    }
+    int64_t until = fm_mono_us() + FM_HANDOFF_WAIT_US;
+    size_t got = 0;
+    do {
+        sched_yield();
+        got += process_replies(io);
+    } while (got < submitted && fm_mono_us() < until);
+    if (got < submitted) io->wait_skip = 64, io->wait_miss++;
+    else io->wait_hit++;
 }
 
 /* Queues a call (takes the version reference and argv). */
@@ -428,9 +457,9 @@ static void pend_free(pend *p) {
     free(p);
 }
 
-static void on_replies(h2o_socket_t *sock, const char *errstr) {
-    io_thread *io = sock->data;
-    h2o_buffer_consume(&sock->input, sock->input->size);
+/* Answers every finished job in the reply queue; returns how many. */
+static size_t process_replies(io_thread *io) {
+    size_t n = 0;
     fm_job *next;
     for (fm_job *job = fm_reply_queue_take(&io->replies); job; job = next) {
         next = job->next;
@@ -440,7 +469,15 @@ static void on_replies(h2o_socket_t *sock, const char *errstr) {
         pend_free(p);
         fm_job_free(job);
         atomic_fetch_sub_explicit(&io->node->outstanding, 1, memory_order_relaxed);
+        n++;
     }
+    return n;
+}
+
+static void on_replies(h2o_socket_t *sock, const char *errstr) {
+    io_thread *io = sock->data;
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    process_replies(io);
 }
 
 /* Answers calls whose executor did not finish them by the deadline. */
@@ -1170,6 +1207,9 @@ int fm_serve_main(int argc, char **argv) {
     int left = atomic_load(&node->outstanding);
     atomic_store(&node->stop, true);
     for (int i = 0; i < node->io_threads; i++) pthread_join(node->io[i].tid, NULL);
+    for (int i = 0; i < node->io_threads; i++)
+        fm_log(FM_LOG_DEBUG, NULL, "I/O thread %d: hand-off waits %llu answered, %llu not", i,
+               (unsigned long long)node->io[i].wait_hit, (unsigned long long)node->io[i].wait_miss);
     pthread_mutex_lock(&node->ctl_mu);
     node->ctl_stop = true;
     pthread_cond_signal(&node->ctl_cv);
