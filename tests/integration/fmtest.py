@@ -277,6 +277,18 @@ class Node:
             self.stop(sig)
         return self.start()
 
+    # what AddressSanitizer, LeakSanitizer and UBSan print when they find a bug
+    SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+    def sanitizer_report(self):
+        """The sanitizer report in the node's log, or None."""
+        text = self.log_text()
+        for marker in self.SANITIZER_MARKERS:
+            i = text.find(marker)
+            if i >= 0:
+                return text[max(0, i - 200):i + 4000]
+        return None
+
     def close(self):
         try:
             if self.running():
@@ -286,8 +298,11 @@ class Node:
                     pass
         finally:
             self.kill9()
+            report = self.sanitizer_report()
             if self.own_dir:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
+        if report:
+            raise AssertionError("the node's sanitizers reported a bug:\n" + report)
 
     def __enter__(self):
         return self

@@ -746,7 +746,9 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
     JSValueRef exc = NULL;
     JSValueRef r = JSObjectCallAsFunction(ctx, inst->fns[index], NULL, job->argc, args, &exc);
     if (args != small) free(args);
-    if (!r) {
+    if (!r || ts->fired) {
+        /* fired with a result: the code was terminated in the microtask
+         * drain that ends the call (e.g. a loop after an await) */
         fail_from_exception(inst, job, exc);
         leave(ts, inst);
         fm_job_finish(job);
