@@ -4,6 +4,7 @@
 #   make test   install, build (plain and sanitizer builds), run every test
 .PHONY: all build run test test-fast test-asan deps clean bench
 
+MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./fnmesh-data

@@ -103,6 +103,22 @@ fm_job *fm_reply_queue_take(fm_reply_queue *q) {
     return list;
 }
 
+void fm_reply_queue_poll_begin(fm_reply_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    q->polling = true;
+    pthread_mutex_unlock(&q->mu);
+}
+
+fm_job *fm_reply_queue_poll_end(fm_reply_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    q->polling = false;
+    fm_job *list = q->head;
+    q->head = q->tail = NULL;
+    q->signalled = false;
+    pthread_mutex_unlock(&q->mu);
+    return list;
+}
+
 /* Replies finished during the current pass of this executor thread, per queue. */
 #define OUTBOX_QUEUES 8
 typedef struct outbox {
@@ -121,8 +137,8 @@ static void flush_replies(void) {
         if (q->tail) q->tail->next = o->head;
         else q->head = o->head;
         q->tail = o->tail;
-        bool wake = !q->signalled;
-        q->signalled = true;
+        bool wake = !q->signalled && !q->polling;
+        if (wake) q->signalled = true;
         pthread_mutex_unlock(&q->mu);
         if (wake) {
             uint64_t one = 1;

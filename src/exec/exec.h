@@ -38,6 +38,7 @@ typedef struct fm_reply_queue {
     pthread_mutex_t mu;
     fm_job *head, *tail; /* guarded by mu */
     bool signalled;      /* guarded by mu: eventfd written, not yet taken */
+    bool polling;        /* guarded by mu: the consumer is polling, no eventfd needed */
     int efd;             /* eventfd the consumer polls */
 } fm_reply_queue;
 
@@ -45,6 +46,10 @@ int fm_reply_queue_init(fm_reply_queue *q);
 void fm_reply_queue_dispose(fm_reply_queue *q);
 /* Consumer: takes every queued job (linked by ->next) and re-arms the signal. */
 fm_job *fm_reply_queue_take(fm_reply_queue *q);
+/* Consumer: while polling is on, producers skip the eventfd write. Turning it
+ * off returns the jobs that arrived meanwhile (caller must process them). */
+void fm_reply_queue_poll_begin(fm_reply_queue *q);
+fm_job *fm_reply_queue_poll_end(fm_reply_queue *q);
 
 typedef enum {
     FM_JOB_CALL,        /* call version->fns[fn] */

@@ -279,6 +279,7 @@ static void clear_guard(void ***guard) {
 }
 
 static size_t process_replies(io_thread *io);
+static size_t answer_jobs(io_thread *io, fm_job *list);
 
 /* Hands this pass's batches to the executors, then waits a little for the
  * answers (yielding the CPU, which on a shared core lets the executor run
@@ -307,10 +308,12 @@ static void flush_batches(h2o_timeout_entry_t *entry) {
     }
     int64_t until = fm_mono_us() + FM_HANDOFF_WAIT_US;
     size_t got = 0;
+    fm_reply_queue_poll_begin(&io->replies); /* executors need not write the eventfd */
     do {
         sched_yield();
         got += process_replies(io);
     } while (got < submitted && fm_mono_us() < until);
+    got += answer_jobs(io, fm_reply_queue_poll_end(&io->replies));
     if (got < submitted) io->wait_skip = 64, io->wait_miss++;
     else io->wait_hit++;
 }
@@ -457,11 +460,10 @@ static void pend_free(pend *p) {
     free(p);
 }
 
-/* Answers every finished job in the reply queue; returns how many. */
-static size_t process_replies(io_thread *io) {
+static size_t answer_jobs(io_thread *io, fm_job *list) {
     size_t n = 0;
     fm_job *next;
-    for (fm_job *job = fm_reply_queue_take(&io->replies); job; job = next) {
+    for (fm_job *job = list; job; job = next) {
         next = job->next;
         pend *p = job->ud;
         if (h2o_linklist_is_linked(&p->link)) h2o_linklist_unlink(&p->link);
@@ -472,6 +474,11 @@ static size_t process_replies(io_thread *io) {
         n++;
     }
     return n;
+}
+
+/* Answers every finished job in the reply queue; returns how many. */
+static size_t process_replies(io_thread *io) {
+    return answer_jobs(io, fm_reply_queue_take(&io->replies));
 }
 
 static void on_replies(h2o_socket_t *sock, const char *errstr) {
