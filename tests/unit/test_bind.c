@@ -13,15 +13,11 @@
 
 #include <cmocka.h>
 
+#include "fm_test.h"
+
 #include "core/util.h"
 #include "gateway/http.h"
 
-#define assert_contains(hay, needle)                                                               \
-    do {                                                                                           \
-        const char *h_ = (hay);                                                                    \
-        if (!h_ || !strstr(h_, (needle)))                                                          \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), h_ ? h_ : "(null)");                   \
-    } while (0)
 
 /* A function as the registry would build it: param_names[i] is NULL for
  * parameters that are not plain identifiers ("{x, y}", "...rest"). */
@@ -353,6 +349,31 @@ static void test_query_unknown_key_refused(void **state) {
     fm_err_clear(&err);
 }
 
+static void test_query_key_with_nul_refused(void **state) {
+    (void)state;
+    /* a key that decodes to a NUL can never be a parameter name; the value
+     * already parsed for it (here a JSON object) must not leak */
+    fm_function fn = make_fn("merge", ab_names, 2);
+    json_t **argv = NULL;
+    size_t argc = 0;
+    fm_err err = FM_ERR_INIT;
+    assert_int_equal(query(&fn, "a%00b=%7B%22big%22%3A1%7D", &argv, &argc, &err),
+                     FM_BAD_REQUEST);
+    assert_int_equal(err.status, FM_BAD_REQUEST);
+    assert_string_equal(err.msg, "invalid query parameter name");
+    fm_err_clear(&err);
+
+    /* same for a string value, a NUL at the start of the key, and after a
+     * valid pair */
+    static const char *bad[] = {"a%00=x", "%00a=1", "a=1&b%00=%5B1%5D"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (query(&fn, bad[i], &argv, &argc, &err) != FM_BAD_REQUEST)
+            fail_msg("%s: accepted", bad[i]);
+        assert_string_equal(err.msg, "invalid query parameter name");
+        fm_err_clear(&err);
+    }
+}
+
 static void test_query_destructured_single_param(void **state) {
     (void)state;
     fm_function fd = make_fn("d", destructured_names, 1);
@@ -461,6 +482,7 @@ int main(void) {
         cmocka_unit_test(test_query_values),
         cmocka_unit_test(test_query_named_binding),
         cmocka_unit_test(test_query_unknown_key_refused),
+        cmocka_unit_test(test_query_key_with_nul_refused),
         cmocka_unit_test(test_query_destructured_single_param),
         cmocka_unit_test(test_named),
         cmocka_unit_test(test_url_decode),

@@ -1,8 +1,9 @@
 /* test_bundle.c - registry/bundle.h: fm_bundle_from_archive on tar and
  * tar.gz archives built in memory with libarchive (sorting, content-only
- * version hash, path/link/type/count/size refusals, normalisation, hard
- * links), fm_bundle_find, fm_bundle_write into a temporary directory, and
- * fm_name_valid. */
+ * version hash, path/link/type/count/size refusals, bare and "./" names,
+ * hard links (copies, counted against the limits, no duplicate paths),
+ * links to directories and links through links), fm_bundle_find,
+ * fm_bundle_write into a temporary directory, and fm_name_valid. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -20,17 +21,13 @@
 
 #include <cmocka.h>
 
+#include "fm_test.h"
+
 #include "core/util.h"
 #include "registry/bundle.h"
 
 #define MiB (1024u * 1024u)
 
-#define assert_contains(hay, needle)                                                               \
-    do {                                                                                           \
-        const char *h_ = (hay);                                                                    \
-        if (!h_ || !strstr(h_, (needle)))                                                          \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), h_ ? h_ : "(null)");                   \
-    } while (0)
 
 /* ------------------------------------------------------------------ archive builder */
 
@@ -75,22 +72,11 @@ typedef struct {
 
 static const meta default_meta = {1700000000, 1000, "dev"};
 
-/* Entry names (and hard-link targets) are stored the way `tar -C dir .`
- * writes them: a relative name gets a "./" prefix; names starting with "/",
- * "." or ".." are stored as given.
- * TODO: also cover bare names ("index.js") once normalise() in bundle.c no
- * longer overruns the terminator of a name it does not shorten (heap
- * overflow under ASan, garbage paths otherwise). */
-static const char *tar_name(const char *path, char *buf, size_t size) {
-    if (path[0] == '/' || path[0] == '.' || path[0] == '\0') return path;
-    snprintf(buf, size, "./%s", path);
-    return buf;
-}
-
+/* Entry names and hard-link targets are stored exactly as given: bare
+ * ("index.js") unless a test spells out "./" or other forms. */
 static struct archive_entry *new_entry(const char *path, unsigned type, const meta *m) {
     struct archive_entry *e = archive_entry_new();
-    char buf[512];
-    archive_entry_set_pathname(e, tar_name(path, buf, sizeof(buf)));
+    archive_entry_set_pathname(e, path);
     archive_entry_set_filetype(e, type);
     archive_entry_set_perm(e, type == AE_IFDIR ? 0755 : 0644);
     archive_entry_set_mtime(e, (time_t)m->mtime, 0);
@@ -138,8 +124,7 @@ static void arc_symlink(arc *w, const char *path, const char *target) {
 
 static void arc_hardlink(arc *w, const char *path, const char *target) {
     struct archive_entry *e = new_entry(path, AE_IFREG, &default_meta);
-    char buf[512];
-    archive_entry_set_hardlink(e, tar_name(target, buf, sizeof(buf)));
+    archive_entry_set_hardlink(e, target);
     archive_entry_set_size(e, 0);
     int r = archive_write_header(w->a, e);
     if (r != ARCHIVE_OK) fail_msg("write_header %s: %s", path, archive_error_string(w->a));
@@ -451,6 +436,36 @@ static void test_refuses_duplicate_paths(void **state) {
     expect_refused(d, len, needles);
 }
 
+static void test_refuses_hard_link_over_existing_path(void **state) {
+    (void)state;
+    /* a hard link whose own path is already a file is a duplicate, whichever
+     * entry comes first in the archive */
+    arc w;
+    arc_open(&w, false);
+    arc_file(&w, "a.js", "first");
+    arc_file(&w, "b.js", "second");
+    arc_hardlink(&w, "a.js", "b.js");
+    size_t len;
+    char *d = arc_close(&w, &len);
+    const char *needles[] = {"duplicate", "a.js", NULL};
+    expect_refused(d, len, needles);
+
+    arc_open(&w, false);
+    arc_file(&w, "b.js", "second");
+    arc_hardlink(&w, "a.js", "b.js");
+    arc_file(&w, "a.js", "first");
+    d = arc_close(&w, &len);
+    expect_refused(d, len, needles);
+
+    /* two hard links with the same path */
+    arc_open(&w, false);
+    arc_file(&w, "b.js", "second");
+    arc_hardlink(&w, "a.js", "b.js");
+    arc_hardlink(&w, "a.js", "b.js");
+    d = arc_close(&w, &len);
+    expect_refused(d, len, needles);
+}
+
 static char *many_files(size_t n, size_t *len) {
     arc w;
     arc_open(&w, false);
@@ -475,6 +490,49 @@ static void test_file_count_limit(void **state) {
 
     d = many_files(FM_BUNDLE_MAX_FILES + 1, &len);
     const char *needles[] = {"too many files", "10000", NULL};
+    expect_refused(d, len, needles);
+}
+
+/* `nfiles` files f/NNNNN.js and `nlinks` hard links h/NNNNN.js to
+ * f/00000.js, the links before or after the files. */
+static char *files_and_hard_links(size_t nfiles, size_t nlinks, bool links_first, size_t *len) {
+    arc w;
+    arc_open(&w, false);
+    char path[32];
+    for (int pass = 0; pass < 2; pass++) {
+        if ((pass == 0) == links_first) {
+            for (size_t i = 0; i < nlinks; i++) {
+                snprintf(path, sizeof(path), "h/%05zu.js", i);
+                arc_hardlink(&w, path, "f/00000.js");
+            }
+        } else {
+            for (size_t i = 0; i < nfiles; i++) {
+                snprintf(path, sizeof(path), "f/%05zu.js", i);
+                arc_file_meta(&w, path, "x", 1, &default_meta);
+            }
+        }
+    }
+    return arc_close(&w, len);
+}
+
+static void test_hard_links_count_towards_file_limit(void **state) {
+    (void)state;
+    /* 9998 files + 2 hard links: exactly at the limit */
+    size_t len;
+    char *d = files_and_hard_links(FM_BUNDLE_MAX_FILES - 2, 2, true, &len);
+    fm_bundle *b = load_ok(d, len);
+    free(d);
+    assert_int_equal(b->nfiles, FM_BUNDLE_MAX_FILES);
+    const fm_bundle_file *h = fm_bundle_find(b, "h/00001.js");
+    assert_non_null(h);
+    assert_string_equal(h->data, "x");
+    fm_bundle_destroy(b);
+
+    /* 9999 files + 2 hard links, links after the files, then before them */
+    const char *needles[] = {"too many files", "10000", NULL};
+    d = files_and_hard_links(FM_BUNDLE_MAX_FILES - 1, 2, false, &len);
+    expect_refused(d, len, needles);
+    d = files_and_hard_links(FM_BUNDLE_MAX_FILES - 1, 2, true, &len);
     expect_refused(d, len, needles);
 }
 
@@ -609,6 +667,193 @@ static void test_allowed_normalisation_and_inside_links(void **state) {
     fm_bundle_destroy(b);
 }
 
+static void test_bare_entry_names(void **state) {
+    (void)state;
+    /* names stored without "./" (as `tar -C dir index.js lib` writes them),
+     * including one-character names and a bare hard-link target */
+    arc w;
+    arc_open(&w, true);
+    arc_file(&w, "index.js", "main");
+    arc_file(&w, "a", "1");
+    arc_file(&w, "lib/util.js", "util");
+    arc_hardlink(&w, "copy.js", "index.js");
+    arc_symlink(&w, "l", "index.js");
+    size_t len;
+    char *d = arc_close(&w, &len);
+    fm_bundle *b = load_ok(d, len);
+    free(d);
+
+    static const char *want[] = {"a", "copy.js", "index.js", "l", "lib/util.js"};
+    assert_int_equal(b->nfiles, 5);
+    for (size_t i = 0; i < 5; i++) assert_string_equal(b->files[i].path, want[i]);
+    assert_string_equal(b->files[0].data, "1");
+    assert_string_equal(b->files[1].data, "main");
+    assert_string_equal(b->files[2].data, "main");
+    assert_string_equal(b->files[3].link, "index.js");
+    assert_string_equal(b->files[4].data, "util");
+    assert_int_equal(b->total_bytes, 1 + 4 + 4 + 4);
+    fm_bundle_destroy(b);
+}
+
+static void test_dot_slash_prefix_normalised(void **state) {
+    (void)state;
+    /* "./index.js" (the way `tar -C dir .` writes names) is "index.js": same
+     * paths, same contents, same version as the bare names */
+    arc w;
+    arc_open(&w, false);
+    arc_file(&w, "./index.js", "main");
+    arc_file(&w, "./lib/util.js", "util");
+    arc_hardlink(&w, "./copy.js", "./index.js");
+    size_t len;
+    char *d = arc_close(&w, &len);
+    fm_bundle *dotted = load_ok(d, len);
+    free(d);
+
+    arc_open(&w, false);
+    arc_file(&w, "index.js", "main");
+    arc_file(&w, "lib/util.js", "util");
+    arc_hardlink(&w, "copy.js", "index.js");
+    d = arc_close(&w, &len);
+    fm_bundle *bare = load_ok(d, len);
+    free(d);
+
+    static const char *want[] = {"copy.js", "index.js", "lib/util.js"};
+    assert_int_equal(dotted->nfiles, 3);
+    for (size_t i = 0; i < 3; i++) assert_string_equal(dotted->files[i].path, want[i]);
+    const fm_bundle_file *f = fm_bundle_find(dotted, "index.js");
+    assert_non_null(f);
+    assert_string_equal(f->data, "main");
+    f = fm_bundle_find(dotted, "copy.js");
+    assert_non_null(f);
+    assert_string_equal(f->data, "main");
+    assert_string_equal(dotted->version, bare->version);
+    fm_bundle_destroy(dotted);
+    fm_bundle_destroy(bare);
+}
+
+static void test_many_hard_links_to_one_file(void **state) {
+    (void)state;
+    /* more hard links than the initial capacity of the file array: every
+     * copy must come from the target, not from memory that moved */
+    arc w;
+    arc_open(&w, false);
+    arc_file(&w, "a.js", "shared content");
+    char path[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(path, sizeof(path), "h%03d.js", i);
+        arc_hardlink(&w, path, "a.js");
+    }
+    size_t len;
+    char *d = arc_close(&w, &len);
+    fm_bundle *b = load_ok(d, len);
+    free(d);
+    assert_int_equal(b->nfiles, 201);
+    assert_string_equal(b->files[0].path, "a.js");
+    for (size_t i = 0; i < 201; i++) {
+        if (i > 0) {
+            snprintf(path, sizeof(path), "h%03zu.js", i - 1);
+            assert_string_equal(b->files[i].path, path);
+        }
+        assert_null(b->files[i].link);
+        assert_int_equal(b->files[i].len, 14);
+        assert_string_equal(b->files[i].data, "shared content");
+    }
+    assert_int_equal(b->total_bytes, 201 * 14);
+    fm_bundle_destroy(b);
+}
+
+static void test_symlink_to_directory_inside(void **state) {
+    (void)state;
+    /* lib2 -> lib is a link to a directory of the bundle: accepted */
+    arc w;
+    arc_open(&w, false);
+    arc_file(&w, "lib/x.js", "x");
+    arc_symlink(&w, "lib2", "lib");
+    size_t len;
+    char *d = arc_close(&w, &len);
+    fm_bundle *b = load_ok(d, len);
+    free(d);
+    assert_int_equal(b->nfiles, 2);
+    assert_string_equal(b->files[0].path, "lib/x.js");
+    assert_string_equal(b->files[1].path, "lib2");
+    assert_string_equal(b->files[1].link, "lib");
+    assert_null(fm_bundle_find(b, "lib2/x.js")); /* lookups do not follow links */
+
+    /* written out, the link leads to the directory */
+    char dir[] = "/tmp/fm_test_bundle_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    fm_err err = FM_ERR_INIT;
+    if (fm_bundle_write(b, dir, &err) != FM_OK) fail_msg("write: %s", err.msg);
+    char path[512];
+    size_t n;
+    snprintf(path, sizeof(path), "%s/lib2/x.js", dir);
+    char *got = fm_read_file(path, &n);
+    assert_non_null(got);
+    assert_string_equal(got, "x");
+    free(got);
+    assert_int_equal(fm_rmtree(dir), 0);
+    fm_bundle_destroy(b);
+
+    /* but nothing may be stored under it: the file would land in lib/ */
+    arc_open(&w, false);
+    arc_file(&w, "lib/x.js", "x");
+    arc_symlink(&w, "lib2", "lib");
+    arc_file(&w, "lib2/x.js", "other");
+    d = arc_close(&w, &len);
+    const char *n1[] = {"entry under a linked directory", "lib2/x.js", NULL};
+    expect_refused(d, len, n1);
+
+    /* nor a hard-link copy */
+    arc_open(&w, false);
+    arc_file(&w, "lib/x.js", "x");
+    arc_symlink(&w, "lib2", "lib");
+    arc_hardlink(&w, "lib2/y.js", "lib/x.js");
+    d = arc_close(&w, &len);
+    const char *n2[] = {"entry under a linked directory", "lib2/y.js", NULL};
+    expect_refused(d, len, n2);
+}
+
+static void test_symlink_target_through_symlink(void **state) {
+    (void)state;
+    /* a/b/s -> ../../c stays inside (c need not exist) */
+    arc w;
+    arc_open(&w, false);
+    arc_symlink(&w, "a/b/s", "../../c");
+    size_t len;
+    char *d = arc_close(&w, &len);
+    fm_bundle *b = load_ok(d, len);
+    free(d);
+    assert_int_equal(b->nfiles, 1);
+    assert_string_equal(b->files[0].path, "a/b/s");
+    assert_string_equal(b->files[0].link, "../../c");
+    fm_bundle_destroy(b);
+
+    /* t -> a/b/s/../../../q is "q" read lexically, but the kernel follows
+     * a/b/s first and lands two levels above the bundle */
+    arc_open(&w, false);
+    arc_symlink(&w, "a/b/s", "../../c");
+    arc_symlink(&w, "t", "a/b/s/../../../q");
+    d = arc_close(&w, &len);
+    const char *needles[] = {"link leaves the bundle", "t -> a/b/s/../../../q", NULL};
+    expect_refused(d, len, needles);
+}
+
+static void test_refuses_symlink_chain_escape(void **state) {
+    (void)state;
+    /* the whole attack: a file written through t would land outside the
+     * directory the bundle is written to */
+    arc w;
+    arc_open(&w, false);
+    arc_symlink(&w, "a/b/s", "../../c");
+    arc_file(&w, "c/keep", "k");
+    arc_symlink(&w, "t", "a/b/s/../../../q");
+    arc_file(&w, "t/evil.js", "pwned");
+    size_t len;
+    char *d = arc_close(&w, &len);
+    const char *needles[] = {"t -> a/b/s/../../../q", NULL};
+    expect_refused(d, len, needles);
+}
+
 static void test_find(void **state) {
     (void)state;
     arc w;
@@ -734,11 +979,19 @@ int main(void) {
         cmocka_unit_test(test_refuses_bad_hard_links),
         cmocka_unit_test(test_refuses_special_files),
         cmocka_unit_test(test_refuses_duplicate_paths),
+        cmocka_unit_test(test_refuses_hard_link_over_existing_path),
         cmocka_unit_test(test_file_count_limit),
+        cmocka_unit_test(test_hard_links_count_towards_file_limit),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_refuses_non_archives),
         cmocka_unit_test(test_refuses_truncated_archive),
         cmocka_unit_test(test_allowed_normalisation_and_inside_links),
+        cmocka_unit_test(test_bare_entry_names),
+        cmocka_unit_test(test_dot_slash_prefix_normalised),
+        cmocka_unit_test(test_many_hard_links_to_one_file),
+        cmocka_unit_test(test_symlink_to_directory_inside),
+        cmocka_unit_test(test_symlink_target_through_symlink),
+        cmocka_unit_test(test_refuses_symlink_chain_escape),
         cmocka_unit_test(test_find),
         cmocka_unit_test(test_write_to_directory),
         cmocka_unit_test(test_name_valid),

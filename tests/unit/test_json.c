@@ -13,16 +13,12 @@
 
 #include <cmocka.h>
 
+#include "fm_test.h"
+
 #include "core/util.h"
 
 #define FFFD "\xef\xbf\xbd"
 
-#define assert_contains(hay, needle)                                                               \
-    do {                                                                                           \
-        const char *h_ = (hay);                                                                    \
-        if (!h_ || !strstr(h_, (needle)))                                                          \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), h_ ? h_ : "(null)");                   \
-    } while (0)
 
 /* Parses a NUL-terminated text; fails the test on error. */
 static json_t *parse_ok(const char *text) {

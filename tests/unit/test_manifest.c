@@ -10,14 +10,10 @@
 
 #include <cmocka.h>
 
+#include "fm_test.h"
+
 #include "registry/manifest.h"
 
-#define assert_contains(hay, needle)                                                               \
-    do {                                                                                           \
-        const char *h_ = (hay);                                                                    \
-        if (!h_ || !strstr(h_, (needle)))                                                          \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), h_ ? h_ : "(null)");                   \
-    } while (0)
 
 static void parse_ok(const char *text, fm_manifest *m) {
     fm_err err = FM_ERR_INIT;

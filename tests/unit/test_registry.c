@@ -15,16 +15,12 @@
 
 #include <cmocka.h>
 
+#include "fm_test.h"
+
 #include "registry/registry.h"
 
 extern const fm_runtime fm_runtime_js;
 
-#define assert_contains(hay, needle)                                                               \
-    do {                                                                                           \
-        const char *h_ = (hay);                                                                    \
-        if (!h_ || !strstr(h_, (needle)))                                                          \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), h_ ? h_ : "(null)");                   \
-    } while (0)
 
 #define CREATED_AT 1700000000000LL /* 2023-11-14T22:13:20Z */
 
@@ -239,6 +235,18 @@ static void test_version_find_exact(void **state) {
     fm_version_release(v);
 }
 
+static void test_version_find_name_with_nul(void **state) {
+    (void)state;
+    /* (ptr, len) names may hold a NUL: the match covers all `len` bytes and
+     * nothing is read past the stored name */
+    fm_version *v = ready_version("d", "v"); /* exports "main" */
+    assert_null(fm_version_find(v, "main\0rest-of-it", 15));
+    assert_null(fm_version_find(v, "main\0", 5));
+    assert_null(fm_version_find(v, "ma\0n", 4));
+    assert_non_null(fm_version_find(v, "main\0rest", 4)); /* the NUL is past len */
+    fm_version_release(v);
+}
+
 static void test_version_json(void **state) {
     (void)state;
     fm_version *v = new_version("hello", "9f86d0", NULL);
@@ -354,6 +362,24 @@ static void test_activate_acquire_foreach(void **state) {
     assert_null(fm_registry_acquire(r, "", 0));
 
     fm_registry_destroy(r); /* releases every active version */
+}
+
+static void test_acquire_name_with_nul(void **state) {
+    (void)state;
+    fm_registry *r = fm_registry_create();
+    fm_registry_activate(r, ready_version("a", "v"));
+    fm_registry_activate(r, ready_version("beta", "b1"));
+    /* "a\0xyz" is not "a", although strncmp would stop at the NUL */
+    assert_null(fm_registry_acquire(r, "a\0xyz", 5));
+    assert_null(fm_registry_acquire(r, "a\0", 2));
+    assert_null(fm_registry_acquire(r, "beta\0", 5));
+    assert_null(fm_registry_acquire(r, "be\0a", 4));
+    /* the NUL past len does not matter */
+    fm_version *got = fm_registry_acquire(r, "a\0xyz", 1);
+    assert_non_null(got);
+    assert_string_equal(got->deployment, "a");
+    fm_version_release(got);
+    fm_registry_destroy(r);
 }
 
 static void test_replace_active_version(void **state) {
@@ -481,10 +507,12 @@ int main(void) {
         cmocka_unit_test(test_no_export_refused),
         cmocka_unit_test(test_manifest_naming_missing_function_refused),
         cmocka_unit_test(test_version_find_exact),
+        cmocka_unit_test(test_version_find_name_with_nul),
         cmocka_unit_test(test_version_json),
         cmocka_unit_test(test_version_refcount),
         cmocka_unit_test(test_empty_registry),
         cmocka_unit_test(test_activate_acquire_foreach),
+        cmocka_unit_test(test_acquire_name_with_nul),
         cmocka_unit_test(test_replace_active_version),
         cmocka_unit_test(test_reactivate_same_version),
         cmocka_unit_test(test_remove),

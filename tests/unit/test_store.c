@@ -1,8 +1,9 @@
 /* test_store.c - store/store.h, the SQLite store in a temporary directory:
  * put_version + load_active (units' runtime and bytes intact, NULs
- * included), list_versions (newest first, exactly one active), activate,
- * load_version by id / unique prefix / ambiguous prefix / unknown, remove,
- * and the same data after closing and reopening the database file. */
+ * included), list_versions (newest first, exactly one active), activate
+ * (stored versions only), load_version by id / unique prefix / ambiguous
+ * prefix / unknown, remove, and the same data after closing and reopening
+ * the database file. */
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,15 +16,11 @@
 
 #include <cmocka.h>
 
+#include "fm_test.h"
+
 #include "core/util.h"
 #include "store/store.h"
 
-#define assert_contains(hay, needle)                                                               \
-    do {                                                                                           \
-        const char *h_ = (hay);                                                                    \
-        if (!h_ || !strstr(h_, (needle)))                                                          \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), h_ ? h_ : "(null)");                   \
-    } while (0)
 
 /* Two ids sharing the prefix "aaaa", and a third one. */
 #define V1 "aaaa1111aaaa1111aaaa1111aaaa1111aaaa1111aaaa1111aaaa1111aaaa1111"
@@ -256,6 +253,45 @@ static void test_activate_switches(void **state) {
     json_decref(seen);
 }
 
+static void test_activate_unknown_version_not_found(void **state) {
+    fixture *f = *state;
+    put(f->s, "hello", V1, 1000, 1);
+    put(f->s, "hello", V2, 2000, 1);
+    put(f->s, "other", V3, 3000, 1);
+    fm_err err = FM_ERR_INIT;
+    assert_int_equal(f->s->ops->activate(f->s, "hello", V1, 2500, &err), FM_OK);
+
+    /* a version never stored, one stored for another deployment, an
+     * unknown deployment: FM_NOT_FOUND, and the active versions stay */
+    static const struct {
+        const char *dep, *ver;
+    } bad[] = {
+        {"hello", "cccc4444cccc4444cccc4444cccc4444cccc4444cccc4444cccc4444cccc4444"},
+        {"hello", V3},
+        {"nope", V1},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fm_err_clear(&err);
+        fm_status st = f->s->ops->activate(f->s, bad[i].dep, bad[i].ver, 4000, &err);
+        if (st != FM_NOT_FOUND) fail_msg("activate %s %s: status %d", bad[i].dep, bad[i].ver, st);
+        assert_int_equal(err.status, FM_NOT_FOUND);
+    }
+
+    json_t *seen = active(f->s);
+    assert_int_equal(json_array_size(seen), 2); /* no "nope" deployment appeared */
+    assert_string_equal(active_version_of(seen, "hello"), V1);
+    assert_string_equal(active_version_of(seen, "other"), V3);
+    json_decref(seen);
+    json_t *l = list(f->s, "hello");
+    assert_int_equal(json_array_size(l), 2);
+    assert_true(json_is_false(json_object_get(json_array_get(l, 0), "active"))); /* V2 */
+    assert_true(json_is_true(json_object_get(json_array_get(l, 1), "active")));  /* V1 */
+    json_decref(l);
+    json_t *out = NULL;
+    assert_int_equal(f->s->ops->list_versions(f->s, "nope", &out, &err), FM_NOT_FOUND);
+    assert_null(out);
+}
+
 static void test_load_version_by_prefix(void **state) {
     fixture *f = *state;
     put(f->s, "hello", V1, 1000, 1);
@@ -415,6 +451,7 @@ int main(void) {
         T(test_load_active_visits_every_deployment_in_name_order),
         T(test_list_versions_newest_first_one_active),
         T(test_activate_switches),
+        T(test_activate_unknown_version_not_found),
         T(test_load_version_by_prefix),
         T(test_remove),
         T(test_put_same_version_again),
