@@ -36,6 +36,7 @@
 #include "exec/exec.h"
 #include "gateway/control.h"
 #include "gateway/http.h"
+#include "gateway/route.h"
 #include "registry/registry.h"
 #include "store/store.h"
 
@@ -519,23 +520,11 @@ static bool body_is_empty(h2o_iovec_t b) {
     return true;
 }
 
-static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const char *path,
-                      size_t len) {
+static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
     fm_node *node = io->node;
-    const char *dep = path, *slash = memchr(path, '/', len);
-    if (!slash || slash == path || slash + 1 == path + len ||
-        memchr(slash + 1, '/', (size_t)(path + len - slash - 1))) {
-        send_status(req, ri, FM_NOT_FOUND, "use /fn/<deployment>/<function>");
-        return;
-    }
-    size_t dlen = (size_t)(slash - dep);
-    const char *fname = slash + 1;
-    size_t flen = (size_t)(path + len - fname);
+    const char *dep = rt->a, *fname = rt->b;
+    size_t dlen = rt->alen, flen = rt->blen;
     bool get = method_is(req, "GET") || method_is(req, "HEAD");
-    if (!get && !method_is(req, "POST")) {
-        method_not_allowed(req, ri, "GET, POST");
-        return;
-    }
     if (atomic_load(&node->draining)) {
         send_status(req, ri, FM_DRAINING, "the node is shutting down");
         return;
@@ -648,10 +637,6 @@ static char *rpc_item(io_thread *io, rpc_batch *b, size_t slot, json_t *item, bo
 }
 
 static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
-    if (!method_is(req, "POST")) {
-        method_not_allowed(req, ri, "POST");
-        return;
-    }
     if (req->entity.len > io->node->body_limit) {
         send_status(req, ri, FM_TOO_LARGE, "request body of %zu bytes exceeds the limit of %zu",
                     req->entity.len, io->node->body_limit);
@@ -826,51 +811,22 @@ static bool authorized(fm_node *node, h2o_req_t *req) {
     return fm_ct_equal(tok, tlen, node->token, strlen(node->token));
 }
 
-static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, const char *path,
-                          size_t len) {
-    if (!authorized(io->node, req)) {
-        send_status(req, ri, FM_UNAUTHORIZED,
-                    "missing or invalid token: send Authorization: Bearer <admin token>");
-        return;
-    }
-    static const char pfx[] = "deployments";
-    if (len < sizeof(pfx) - 1 || memcmp(path, pfx, sizeof(pfx) - 1) != 0 ||
-        (len > sizeof(pfx) - 1 && path[sizeof(pfx) - 1] != '/')) {
-        send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource");
-        return;
-    }
-    path += sizeof(pfx) - 1;
-    len -= sizeof(pfx) - 1;
-    if (len && *path == '/') path++, len--;
-    if (len && path[len - 1] == '/') len--;
-    if (len == 0) {
-        if (method_is(req, "GET")) ctl_submit(io, req, ri, CTL_LIST, NULL, 0, false);
-        else method_not_allowed(req, ri, "GET");
-        return;
-    }
-    const char *slash = memchr(path, '/', len);
-    size_t nlen = slash ? (size_t)(slash - path) : len;
-    if (nlen > 100) {
+static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
+    if (rt->a && rt->alen > 100) {
         send_status(req, ri, FM_BAD_REQUEST, "deployment name too long");
         return;
     }
-    if (!slash) {
-        if (method_is(req, "GET")) ctl_submit(io, req, ri, CTL_SHOW, path, nlen, false);
-        else if (method_is(req, "PUT")) ctl_submit(io, req, ri, CTL_DEPLOY, path, nlen, true);
-        else if (method_is(req, "DELETE")) ctl_submit(io, req, ri, CTL_DELETE, path, nlen, false);
-        else method_not_allowed(req, ri, "GET, PUT, DELETE");
-        return;
-    }
-    const char *sub = slash + 1;
-    size_t slen = (size_t)(path + len - sub);
-    if (h2o_memis(sub, slen, H2O_STRLIT("versions"))) {
-        if (method_is(req, "GET")) ctl_submit(io, req, ri, CTL_VERSIONS, path, nlen, false);
-        else method_not_allowed(req, ri, "GET");
-    } else if (h2o_memis(sub, slen, H2O_STRLIT("rollback"))) {
-        if (method_is(req, "POST")) ctl_submit(io, req, ri, CTL_ROLLBACK, path, nlen, true);
-        else method_not_allowed(req, ri, "POST");
-    } else {
-        send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource");
+    switch (rt->kind) {
+    case FM_ROUTE_DEPLOYMENTS: ctl_submit(io, req, ri, CTL_LIST, NULL, 0, false); break;
+    case FM_ROUTE_DEPLOYMENT:
+        if (method_is(req, "PUT")) ctl_submit(io, req, ri, CTL_DEPLOY, rt->a, rt->alen, true);
+        else if (method_is(req, "DELETE"))
+            ctl_submit(io, req, ri, CTL_DELETE, rt->a, rt->alen, false);
+        else ctl_submit(io, req, ri, CTL_SHOW, rt->a, rt->alen, false);
+        break;
+    case FM_ROUTE_VERSIONS: ctl_submit(io, req, ri, CTL_VERSIONS, rt->a, rt->alen, false); break;
+    case FM_ROUTE_ROLLBACK: ctl_submit(io, req, ri, CTL_ROLLBACK, rt->a, rt->alen, true); break;
+    default: send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource"); break;
     }
 }
 
@@ -883,25 +839,37 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     make_reqid(io, req, &ri);
     const char *p = req->path_normalized.base;
     size_t n = req->path_normalized.len;
-#define PFX(s) (n >= sizeof(s) - 1 && memcmp(p, s, sizeof(s) - 1) == 0)
-    if (PFX("/fn/")) {
-        handle_fn(io, req, &ri, p + 4, n - 4);
-    } else if (h2o_memis(p, n, H2O_STRLIT("/rpc"))) {
-        handle_rpc(io, req, &ri);
-    } else if (PFX("/system/v1/")) {
-        handle_system(io, req, &ri, p + 11, n - 11);
-    } else if (h2o_memis(p, n, H2O_STRLIT("/healthz"))) {
+    fm_route rt;
+    fm_route_match(p, n, &rt);
+    /* the control plane answers 401 before saying anything about its paths */
+    if (rt.system && !authorized(node, req)) {
+        send_status(req, &ri, FM_UNAUTHORIZED,
+                    "missing or invalid token: send Authorization: Bearer <admin token>");
+        return 0;
+    }
+    if (rt.kind == FM_ROUTE_NONE) {
+        send_status(req, &ri, FM_NOT_FOUND, "%s: %.*s", rt.why, (int)(n > 200 ? 200 : n), p);
+        return 0;
+    }
+    if (!fm_route_allows(&rt, req->method.base, req->method.len)) {
+        method_not_allowed(req, &ri, rt.allow);
+        return 0;
+    }
+    switch (rt.kind) {
+    case FM_ROUTE_FN: handle_fn(io, req, &ri, &rt); break;
+    case FM_ROUTE_RPC: handle_rpc(io, req, &ri); break;
+    case FM_ROUTE_HEALTHZ:
         send_json(req, &ri, 200, H2O_STRLIT("{\"status\":\"ok\"}"), NULL, NULL);
-    } else if (h2o_memis(p, n, H2O_STRLIT("/readyz"))) {
+        break;
+    case FM_ROUTE_READYZ:
         if (atomic_load(&node->draining))
             send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"draining\"}"), NULL, NULL);
         else if (!atomic_load(&node->ready))
             send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"starting\"}"), NULL, NULL);
         else send_json(req, &ri, 200, H2O_STRLIT("{\"status\":\"ready\"}"), NULL, NULL);
-    } else {
-        send_status(req, &ri, FM_NOT_FOUND, "no such path: %.*s", (int)(n > 200 ? 200 : n), p);
+        break;
+    default: handle_system(io, req, &ri, &rt); break;
     }
-#undef PFX
     return 0;
 }
 
