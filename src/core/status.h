@@ -26,6 +26,7 @@
     X(OVERLOADED, "overloaded", 429)                                                               \
     X(FUNCTION_ERROR, "function_error", 500)                                                       \
     X(INTERNAL, "internal", 500)                                                                   \
+    X(LOOP, "loop_detected", 508)                                                                  \
     X(DRAINING, "draining", 503)                                                                   \
     X(TIMEOUT, "timeout", 504)
 

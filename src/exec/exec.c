@@ -33,7 +33,11 @@ typedef struct exthread {
     _Atomic int64_t busy_since_us; /* start of the job running now, 0 when idle */
     void *rt_state[FM_MAX_RUNTIMES];
     atomic_uint_fast64_t calls, cold_starts;
+    fm_job *local_head, *local_tail; /* mesh calls made on this thread; own thread only */
 } exthread;
+
+static __thread exthread *tls_thread; /* the executor thread running here, or NULL */
+static fm_registry *mesh_registry;
 
 struct fm_exec {
     int n;
@@ -59,6 +63,7 @@ void fm_job_free(fm_job *job) {
     free(job->argv);
     free(job->result);
     json_decref(job->error);
+    json_decref(job->value);
     if (job->kind != FM_JOB_RETIRE) fm_version_release(job->version);
     fm_exports_free(job->ud_exports, job->ud_nexports);
     free(job);
@@ -69,6 +74,12 @@ void fm_job_succeed(fm_job *job, char *json, size_t len) {
     free(job->result);
     job->result = json;
     job->result_len = len;
+}
+
+void fm_job_succeed_value(fm_job *job, json_t *v) {
+    job->status = FM_OK;
+    json_decref(job->value);
+    job->value = v;
 }
 
 void fm_job_fail(fm_job *job, fm_status st, const char *message, const char *name,
@@ -276,6 +287,17 @@ static void run_job(exthread *t, fm_job *job) {
     }
 }
 
+/* Runs the mesh calls queued on this thread (and those they queue). */
+static void run_local(exthread *t) {
+    while (t->local_head) {
+        fm_job *j = t->local_head;
+        t->local_head = j->next;
+        if (!t->local_head) t->local_tail = NULL;
+        j->next = NULL;
+        run_job(t, j);
+    }
+}
+
 static void *thread_main(void *arg) {
     exthread *t = arg;
     fm_exec *ex = t->ex;
@@ -284,6 +306,7 @@ static void *thread_main(void *arg) {
      * and hands over a whole batch instead of one job per context switch. */
     struct sched_param sp = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    tls_thread = t;
     for (size_t i = 0; i < fm_runtime_count; i++)
         t->rt_state[i] = fm_runtimes[i]->thread_init(t->index);
     for (;;) {
@@ -292,6 +315,7 @@ static void *thread_main(void *arg) {
             int64_t w = fm_runtimes[i]->poll(t->rt_state[i]);
             if (w >= 0 && (wait_us < 0 || w < wait_us)) wait_us = w;
         }
+        run_local(t);
         flush_replies();
         pthread_mutex_lock(&t->mu);
         while (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {
@@ -317,6 +341,7 @@ static void *thread_main(void *arg) {
             list->next = NULL;
             atomic_store_explicit(&t->busy_since_us, fm_mono_us(), memory_order_relaxed);
             run_job(t, list);
+            run_local(t);
             atomic_store_explicit(&t->busy_since_us, 0, memory_order_relaxed);
             list = next;
             /* don't hold finished replies back behind a long batch */
@@ -439,4 +464,83 @@ void fm_exec_retire_version(fm_version *v) {
         fm_job *j = fm_job_new(FM_JOB_RETIRE, v, NULL);
         fm_exec_submit(ex, i, j, j, 0);
     }
+}
+
+/* ---- the mesh, local part ---- */
+
+void fm_mesh_set_registry(fm_registry *r) {
+    mesh_registry = r;
+}
+
+static void mesh_child_done(fm_job *child) {
+    child->mesh_done(child, child->mesh_ud);
+    fm_job_free(child);
+}
+
+static void free_args(json_t **argv, size_t argc) {
+    for (size_t i = 0; i < argc; i++) json_decref(argv[i]);
+    free(argv);
+}
+
+fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv, size_t argc,
+                       fm_mesh_done done, void *ud, fm_err *err) {
+    exthread *t = tls_thread;
+    if (!t || !mesh_registry) {
+        free_args(argv, argc);
+        return fm_err_set(err, FM_INTERNAL, "function calls are only possible inside a function");
+    }
+    int hops = parent ? parent->hops + 1 : 1;
+    if (hops > FM_MESH_MAX_HOPS) {
+        free_args(argv, argc);
+        return fm_err_set(err, FM_LOOP,
+                          "call chain longer than %d hops calling %.*s (runaway recursion?)",
+                          FM_MESH_MAX_HOPS, (int)(len > 200 ? 200 : len), target);
+    }
+    const char *sep = memchr(target, '/', len);
+    if (!sep) sep = memchr(target, '.', len);
+    fm_version *v = sep ? fm_registry_acquire(mesh_registry, target, (size_t)(sep - target)) : NULL;
+    const fm_function *fn = v ? fm_version_find(v, sep + 1, (size_t)(target + len - sep - 1)) : NULL;
+    if (!fn) {
+        fm_version_release(v);
+        free_args(argv, argc);
+        return fm_err_set(err, FM_NOT_FOUND, "function %.*s not found (use \"deployment/function\")",
+                          (int)(len > 200 ? 200 : len), target);
+    }
+    fm_job *child = fm_job_new(FM_JOB_CALL, v, fn);
+    child->argv = argv;
+    child->argc = argc;
+    int64_t own = fm_mono_us() + fn->timeout_ms * 1000;
+    child->deadline_us = parent && parent->deadline_us ? parent->deadline_us : own;
+    if (parent) memcpy(child->request_id, parent->request_id, sizeof(child->request_id));
+    child->hops = hops;
+    child->parent = parent;
+    child->want_value = true;
+    child->on_done = mesh_child_done;
+    child->mesh_done = done;
+    child->mesh_ud = ud;
+    child->thread = t->index;
+    atomic_fetch_add_explicit(&t->inflight, 1, memory_order_relaxed);
+    if (t->local_tail) t->local_tail->next = child;
+    else t->local_head = child;
+    t->local_tail = child;
+    return FM_OK;
+}
+
+json_t *fm_mesh_error(const fm_job *child) {
+    json_t *e = json_object();
+    const char *m = json_string_value(json_object_get(child->error, "message"));
+    const char *name = json_string_value(json_object_get(child->error, "name"));
+    const char *stack = json_string_value(json_object_get(child->error, "stack"));
+    json_object_set_new(e, "message", fm_json_str(m ? m : "error"));
+    json_object_set_new(e, "code", json_string(fm_status_code(child->status)));
+    if (name) json_object_set_new(e, "name", fm_json_str(name));
+    char hop[300];
+    snprintf(hop, sizeof(hop), "%s/%s (%s)", child->version->deployment, child->fn->name,
+             child->fn->rt->name);
+    size_t n = (stack ? strlen(stack) : 0) + strlen(hop) + 2;
+    char *full = malloc(n);
+    snprintf(full, n, "%s%s%s", stack ? stack : "", stack && *stack ? "\n" : "", hop);
+    json_object_set_new(e, "stack", fm_json_str(full));
+    free(full);
+    return e;
 }

@@ -83,6 +83,14 @@ struct fm_job {
     void *ud;
     uint64_t async_id; /* runtime-private: pending async call id */
 
+    /* The mesh: a call made by another function. */
+    int hops;          /* 0 for calls from outside; parent's + 1 */
+    fm_job *parent;    /* borrowed: the calling job, NULL for outside calls */
+    bool want_value;   /* deliver the result as `value`, not JSON text */
+    json_t *value;     /* owned result when want_value (NULL = null/undefined) */
+    void (*mesh_done)(fm_job *child, void *ud); /* the caller's continuation */
+    void *mesh_ud;
+
     /* FM_JOB_INSTANTIATE: when want_exports, the exports found (owned). */
     bool want_exports;
     struct fm_export *ud_exports;
@@ -114,6 +122,30 @@ void fm_job_fail(fm_job *job, fm_status st, const char *message, const char *nam
                  const char *stack);
 /* Completes the job: records the finish time, updates counters, calls on_done. */
 void fm_job_finish(fm_job *job);
+
+/* Result setter for a job with want_value: `v` is owned (NULL = null). */
+void fm_job_succeed_value(fm_job *job, json_t *v);
+
+/* ---- the mesh, local part ------------------------------------------------
+ * A running function (the job `parent`) calls another function "dep/fn".
+ * Executor thread only. The child gets the parent's deadline, request id
+ * and hops + 1 (more than FM_MESH_MAX_HOPS is refused), and its result as a
+ * value (want_value), never as JSON text. It runs later on this same thread
+ * (never re-entrantly inside this call); when it has finished, `done(child,
+ * ud)` runs on this thread, and the child is freed after `done` returns.
+ * `argv` (owned, NULL entries = undefined) is consumed either way. On error
+ * (unknown function, hop limit) returns the status with `err` filled, and
+ * `done` is never called. */
+#define FM_MESH_MAX_HOPS 32
+typedef void (*fm_mesh_done)(fm_job *child, void *ud);
+fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv, size_t argc,
+                       fm_mesh_done done, void *ud, fm_err *err);
+/* Error of a finished child as a JSON object {message, code, name?, stack?}
+ * whose stack ends with a line naming the hop ("hello/merge (lua)"). New reference. */
+json_t *fm_mesh_error(const fm_job *child);
+/* The registry mesh calls resolve names in (set once at start-up). */
+struct fm_registry;
+void fm_mesh_set_registry(struct fm_registry *r);
 
 /* Number of calls queued or running on thread t. */
 int fm_exec_inflight(fm_exec *ex, int t);

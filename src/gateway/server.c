@@ -124,6 +124,7 @@ static const char *reason(int status) {
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 508: return "Loop Detected";
     default: return "Unknown";
     }
 }
@@ -1127,6 +1128,7 @@ int fm_serve_main(int argc, char **argv) {
     if (fm_store_open_sqlite(path, &node->store, &err) != FM_OK) goto fatal;
     fm_random_hex(node->reqid_prefix, 4);
     node->registry = fm_registry_create();
+    fm_mesh_set_registry(node->registry);
     if (fm_exec_create(node->threads, &node->exec, &err) != FM_OK) goto fatal;
     node->control =
         (fm_control){.store = node->store, .registry = node->registry, .exec = node->exec};

@@ -5,8 +5,13 @@
 #include <string.h>
 
 extern const fm_runtime fm_runtime_js;
+extern const fm_runtime fm_runtime_template;
 
-const fm_runtime *const fm_runtimes[] = {&fm_runtime_js};
+/* One line per runtime. */
+const fm_runtime *const fm_runtimes[] = {
+    &fm_runtime_js,
+    &fm_runtime_template,
+};
 const size_t fm_runtime_count = sizeof(fm_runtimes) / sizeof(fm_runtimes[0]);
 
 const fm_runtime *fm_runtime_for_path(const char *path) {

@@ -232,6 +232,7 @@ typedef struct js_thread {
     fm_job *cur_job;
     js_instance *cur_inst;
     fm_job *pending; /* async calls awaiting settlement, linked by ->next */
+    struct mesh_rec *mesh; /* outgoing fnmesh.call()s awaiting their callee */
     uint64_t next_async;
     js_timer *timers;
     size_t ntimers, timers_cap;
@@ -253,7 +254,10 @@ struct js_instance {
     JSObjectRef await_fn, errinfo_fn;
 };
 
-/* The executor thread's state, for the native hooks (which get no user data). */
+/* The state of the code running now on this executor thread, for the
+ * native hooks (which get no user data). Set on every entry into JavaScript
+ * (enter, instance creation), not once per thread: the template runtime
+ * runs this run-time half with its own state on the same threads. */
 static __thread js_thread *tls_ts;
 
 static bool watchdog(JSContextRef ctx, void *ud) {
@@ -340,6 +344,13 @@ static char *js_value_cstr(JSContextRef ctx, JSValueRef v) {
     return r;
 }
 
+static JSObjectRef get_fn_obj(JSContextRef ctx, const char *name) {
+    JSStringRef n = JSStringCreateWithUTF8CString(name);
+    JSValueRef v = JSObjectGetProperty(ctx, JSContextGetGlobalObject(ctx), n, NULL);
+    JSStringRelease(n);
+    return v && JSValueIsObject(ctx, v) ? (JSObjectRef)v : NULL;
+}
+
 static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
     switch (json_typeof(j)) {
     case JSON_NULL:
@@ -404,6 +415,30 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
     char *name = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 0, NULL));
     char *msg = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 1, NULL));
     char *stack = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 2, NULL));
+    char *code = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 3, NULL));
+    /* an uncaught error of a called function keeps its status (timeout, ...) */
+    fm_status st = FM_FUNCTION_ERROR;
+    static const fm_status passthrough[] = {FM_TIMEOUT, FM_NOT_FOUND, FM_LOOP, FM_BAD_REQUEST};
+    for (size_t i = 0; i < sizeof(passthrough) / sizeof(passthrough[0]); i++)
+        if (strcmp(code, fm_status_code(passthrough[i])) == 0) st = passthrough[i];
+    free(code);
+    /* frames of the host's own prelude are noise to the user */
+    if (*stack) {
+        char *o = stack, *line = stack;
+        while (*line) {
+            char *eol = strchr(line, '\n');
+            size_t n = eol ? (size_t)(eol - line) : strlen(line);
+            bool host = memmem(line, n, "@fnmesh:prelude", 15) != NULL ||
+                        (n == 21 && memcmp(line, "Promise@[native code]", 21) == 0);
+            if (!host) {
+                if (o != stack) *o++ = '\n';
+                memmove(o, line, n);
+                o += n;
+            }
+            line += n + (eol ? 1 : 0);
+        }
+        *o = '\0';
+    }
     if (*stack && inst->map_json) {
         if (!inst->map)
             inst->map = fm_sourcemap_parse(inst->map_json, inst->map_len, "src/");
@@ -413,13 +448,27 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
             stack = mapped;
         }
     }
-    fm_job_fail(job, FM_FUNCTION_ERROR, msg, name, *stack ? stack : NULL);
+    fm_job_fail(job, st, msg, name, *stack ? stack : NULL);
     free(name);
     free(msg);
     free(stack);
 }
 
+static json_t *js_to_json(JSContextRef ctx, JSValueRef v, int depth, char *why, size_t whylen);
+
 static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
+    if (job->want_value) { /* a mesh call: hand over a value, no JSON text */
+        char why[160] = "";
+        json_t *j = js_to_json(inst->ctx, v, 0, why, sizeof(why));
+        if (why[0]) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "the return value cannot be passed on: %s", why);
+            fm_job_fail(job, FM_FUNCTION_ERROR, msg, "TypeError", NULL);
+            return;
+        }
+        fm_job_succeed_value(job, j);
+        return;
+    }
     JSValueRef exc = NULL;
     JSStringRef s = JSValueCreateJSONString(inst->ctx, v, 0, &exc);
     if (!s) {
@@ -465,6 +514,201 @@ static fm_job *pending_take(js_thread *ts, uint64_t id) {
         }
     }
     return NULL;
+}
+
+/* ---- values out of JavaScript, for the mesh ----
+ * Like JSON.stringify but into jansson values directly: undefined and
+ * functions become NULL (undefined; dropped from objects), integral numbers
+ * within 2^53 integers, others reals; NaN/Infinity null; Date and objects
+ * with toJSON through it; BigInt within int64 an integer. `why` is set on
+ * failure (cycle/too deep, BigInt out of range). */
+#define JS_MAX_DEPTH 512
+
+static json_t *js_to_json(JSContextRef ctx, JSValueRef v, int depth, char *why, size_t whylen) {
+    if (why[0]) return NULL;
+    if (depth > JS_MAX_DEPTH) {
+        snprintf(why, whylen, "nested deeper than %d levels (or cyclic)", JS_MAX_DEPTH);
+        return NULL;
+    }
+    switch (JSValueGetType(ctx, v)) {
+    case kJSTypeUndefined: return NULL;
+    case kJSTypeNull: return json_null();
+    case kJSTypeBoolean: return json_boolean(JSValueToBoolean(ctx, v));
+    case kJSTypeNumber: {
+        double d = JSValueToNumber(ctx, v, NULL);
+        if (d != d || d == 1.0 / 0.0 || d == -1.0 / 0.0) return json_null();
+        if (d == (double)(int64_t)d && d >= -9007199254740992.0 && d <= 9007199254740992.0)
+            return json_integer((json_int_t)d);
+        return json_real(d);
+    }
+    case kJSTypeString: {
+        JSStringRef s = JSValueToStringCopy(ctx, v, NULL);
+        size_t len;
+        char *c = js_cstr(s, &len);
+        JSStringRelease(s);
+        json_t *j = fm_json_strn(c, len);
+        free(c);
+        return j;
+    }
+    case kJSTypeSymbol: return NULL;
+    default: break;
+    }
+    JSObjectRef o = (JSObjectRef)v;
+    if (JSObjectIsFunction(ctx, o)) return NULL;
+    if (JSValueIsArray(ctx, v)) {
+        JSStringRef ln = JSStringCreateWithUTF8CString("length");
+        size_t n = (size_t)JSValueToNumber(ctx, JSObjectGetProperty(ctx, o, ln, NULL), NULL);
+        JSStringRelease(ln);
+        json_t *a = json_array();
+        for (size_t i = 0; i < n && !why[0]; i++) {
+            json_t *e = js_to_json(ctx, JSObjectGetPropertyAtIndex(ctx, o, (unsigned)i, NULL),
+                                   depth + 1, why, whylen);
+            json_array_append_new(a, e ? e : json_null());
+        }
+        return a;
+    }
+    JSStringRef tj = JSStringCreateWithUTF8CString("toJSON");
+    JSValueRef f = JSObjectGetProperty(ctx, o, tj, NULL);
+    JSStringRelease(tj);
+    if (f && JSValueIsObject(ctx, f) && JSObjectIsFunction(ctx, (JSObjectRef)f)) {
+        JSValueRef r = JSObjectCallAsFunction(ctx, (JSObjectRef)f, o, 0, NULL, NULL);
+        return r ? js_to_json(ctx, r, depth + 1, why, whylen) : json_null();
+    }
+    json_t *obj = json_object();
+    JSPropertyNameArrayRef names = JSObjectCopyPropertyNames(ctx, o);
+    size_t n = JSPropertyNameArrayGetCount(names);
+    for (size_t i = 0; i < n && !why[0]; i++) {
+        JSStringRef k = JSPropertyNameArrayGetNameAtIndex(names, i);
+        json_t *e = js_to_json(ctx, JSObjectGetProperty(ctx, o, k, NULL), depth + 1, why, whylen);
+        if (!e) continue;
+        size_t kl;
+        char *kc = js_cstr(k, &kl);
+        if (json_object_setn_new(obj, kc, kl, e) != 0) json_decref(e);
+        free(kc);
+    }
+    JSPropertyNameArrayRelease(names);
+    return obj;
+}
+
+/* An outgoing fnmesh.call(), waiting for its callee. */
+typedef struct mesh_rec {
+    struct mesh_rec *next;
+    js_instance *inst; /* NULL once the instance is gone */
+    uint64_t parent_id; /* async id of the calling job, 0 if none */
+    JSObjectRef resolve, reject; /* protected */
+} mesh_rec;
+
+static fm_job *pending_find(js_thread *ts, uint64_t id) {
+    for (fm_job *j = ts->pending; j; j = j->next)
+        if (j->async_id == id) return j;
+    return NULL;
+}
+
+static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadline);
+static void leave(js_thread *ts, js_instance *inst);
+
+/* Executor thread, later: the callee finished; settle the caller's promise. */
+static void mesh_done(fm_job *child, void *ud) {
+    mesh_rec *rec = ud;
+    js_thread *ts = tls_ts;
+    for (mesh_rec **pp = &ts->mesh; *pp; pp = &(*pp)->next)
+        if (*pp == rec) {
+            *pp = rec->next;
+            break;
+        }
+    js_instance *inst = rec->inst;
+    if (inst) {
+        JSContextRef ctx = inst->ctx;
+        fm_job *parent = rec->parent_id ? pending_find(ts, rec->parent_id) : NULL;
+        /* a call in flight for the parent is the current one from here */
+        if (!parent && ts->cur_job && ts->cur_job->async_id == rec->parent_id) parent = ts->cur_job;
+        js_instance *saved_inst = ts->cur_inst;
+        fm_job *saved_job = ts->cur_job;
+        int64_t saved_deadline = ts->deadline_us;
+        enter(ts, inst, parent, parent ? parent->deadline_us : fm_mono_us() + 1000000);
+        JSValueRef arg;
+        JSObjectRef settle;
+        if (child->status == FM_OK) {
+            arg = child->value ? json_to_js(ctx, child->value) : JSValueMakeNull(ctx);
+            settle = rec->resolve;
+        } else {
+            json_t *e = fm_mesh_error(child);
+            JSValueRef a[4];
+            const char *keys[4] = {"code", "message", "name", "stack"};
+            for (int i = 0; i < 4; i++) {
+                const char *sv = json_string_value(json_object_get(e, keys[i]));
+                JSStringRef js = js_str(sv ? sv : "", sv ? strlen(sv) : 0);
+                a[i] = JSValueMakeString(ctx, js);
+                JSStringRelease(js);
+            }
+            JSObjectRef mk = get_fn_obj(ctx, "__fm_mkerror");
+            arg = mk ? JSObjectCallAsFunction(ctx, mk, NULL, 4, a, NULL) : NULL;
+            if (!arg) arg = a[1];
+            json_decref(e);
+            settle = rec->reject;
+        }
+        JSObjectCallAsFunction(ctx, settle, NULL, 1, &arg, NULL);
+        JSValueUnprotect(ctx, rec->resolve);
+        JSValueUnprotect(ctx, rec->reject);
+        if (saved_inst) {
+            absorb_termination(inst);
+            ts->cur_inst = saved_inst;
+            ts->cur_job = saved_job;
+            ts->deadline_us = saved_deadline;
+        } else {
+            leave(ts, inst);
+        }
+    }
+    free(rec);
+}
+
+/* __fm_native_call(target, args, resolve, reject): null, or [code, message] */
+static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                              const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    if (argc < 4 || !ts->cur_inst) return JSValueMakeNull(ctx);
+    char *target = js_value_cstr(ctx, argv[0]);
+    JSObjectRef arr = (JSObjectRef)argv[1];
+    JSStringRef ln = JSStringCreateWithUTF8CString("length");
+    size_t n = (size_t)JSValueToNumber(ctx, JSObjectGetProperty(ctx, arr, ln, NULL), NULL);
+    JSStringRelease(ln);
+    json_t **args = calloc(n ? n : 1, sizeof(json_t *));
+    char why[160] = "";
+    for (size_t i = 0; i < n; i++)
+        args[i] = js_to_json(ctx, JSObjectGetPropertyAtIndex(ctx, arr, (unsigned)i, NULL), 0, why,
+                             sizeof(why));
+    fm_err err = FM_ERR_INIT;
+    mesh_rec *rec = calloc(1, sizeof(*rec));
+    rec->inst = ts->cur_inst;
+    rec->parent_id = ts->cur_job ? ts->cur_job->async_id : 0;
+    rec->resolve = (JSObjectRef)argv[2];
+    rec->reject = (JSObjectRef)argv[3];
+    fm_status st;
+    if (why[0]) {
+        for (size_t i = 0; i < n; i++) json_decref(args[i]);
+        free(args);
+        st = fm_err_set(&err, FM_BAD_REQUEST, "argument cannot be passed on: %s", why);
+    } else {
+        st = fm_mesh_call(ts->cur_job, target, strlen(target), args, n, mesh_done, rec, &err);
+    }
+    free(target);
+    if (st != FM_OK) {
+        free(rec);
+        JSValueRef parts[2];
+        JSStringRef c = JSStringCreateWithUTF8CString(fm_status_code(st));
+        JSStringRef m = js_str(err.msg, strlen(err.msg));
+        parts[0] = JSValueMakeString(ctx, c);
+        parts[1] = JSValueMakeString(ctx, m);
+        JSStringRelease(c);
+        JSStringRelease(m);
+        fm_err_clear(&err);
+        return JSObjectMakeArray(ctx, 2, parts, NULL);
+    }
+    JSValueProtect(ctx, rec->resolve);
+    JSValueProtect(ctx, rec->reject);
+    rec->next = ts->mesh;
+    ts->mesh = rec;
+    return JSValueMakeNull(ctx);
 }
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
@@ -612,6 +856,8 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
     inst->ctx = JSGlobalContextCreateInGroup(ts->group, NULL);
     js_instance *saved = ts->cur_inst;
     int64_t saved_deadline = ts->deadline_us;
+    js_thread *saved_tls = tls_ts;
+    tls_ts = ts;
     ts->cur_inst = inst;
     ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US; /* top-level code: 10 s */
     set_limit(ts, DEFAULT_LIMIT_US);
@@ -622,7 +868,8 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
     } hooks[] = {{"__fm_native_log", native_log},
                  {"__fm_native_timer", native_timer},
                  {"__fm_native_clear", native_clear},
-                 {"__fm_native_done", native_done}};
+                 {"__fm_native_done", native_done},
+                 {"__fm_native_call", native_call}};
     for (size_t i = 0; i < sizeof(hooks) / sizeof(hooks[0]); i++)
         install_native(inst, hooks[i].name, hooks[i].cb);
 
@@ -685,6 +932,7 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
     }
     ts->cur_inst = saved;
     ts->deadline_us = saved_deadline;
+    tls_ts = saved_tls;
     if (st != FM_OK) {
         js_instance_destroy(ts, inst);
         return st;
@@ -701,6 +949,12 @@ static void js_instance_destroy(void *tsp, void *p) {
         if (ts->timers[i].inst == inst) timer_remove_at(ts, i);
         else i++;
     }
+    for (mesh_rec *r = ts->mesh; r; r = r->next) {
+        if (r->inst != inst) continue;
+        JSValueUnprotect(inst->ctx, r->resolve);
+        JSValueUnprotect(inst->ctx, r->reject);
+        r->inst = NULL; /* the callee's answer will be dropped */
+    }
     for (size_t i = 0; i < inst->nfns; i++) JSValueUnprotect(inst->ctx, inst->fns[i]);
     if (inst->await_fn) JSValueUnprotect(inst->ctx, inst->await_fn);
     if (inst->errinfo_fn) JSValueUnprotect(inst->ctx, inst->errinfo_fn);
@@ -712,6 +966,7 @@ static void js_instance_destroy(void *tsp, void *p) {
 }
 
 static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadline) {
+    tls_ts = ts;
     ts->cur_inst = inst;
     ts->cur_job = job;
     ts->deadline_us = deadline ? deadline : INT64_MAX;
@@ -739,6 +994,7 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
         return;
     }
     enter(ts, inst, job, job->deadline_us);
+    job->async_id = ++ts->next_async; /* mesh calls made now find their parent by it */
     JSValueRef small[8] = {0};
     JSValueRef *args = job->argc <= 8 ? small : malloc(job->argc * sizeof(JSValueRef));
     for (size_t i = 0; i < job->argc; i++)
@@ -757,7 +1013,6 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
     if (JSValueIsObject(ctx, r)) {
         JSValueRef then = JSObjectGetProperty(ctx, (JSObjectRef)r, ts->s_then, NULL);
         if (then && JSValueIsObject(ctx, then) && JSObjectIsFunction(ctx, (JSObjectRef)then)) {
-            job->async_id = ++ts->next_async;
             job->next = ts->pending;
             ts->pending = job;
             JSValueRef a[2] = {r, JSValueMakeNumber(ctx, (double)job->async_id)};

@@ -9,9 +9,10 @@
 (function (g) {
   "use strict";
   const nlog = g.__fm_native_log, ntimer = g.__fm_native_timer,
-        nclear = g.__fm_native_clear, ndone = g.__fm_native_done;
+        nclear = g.__fm_native_clear, ndone = g.__fm_native_done,
+        ncall = g.__fm_native_call;
   delete g.__fm_native_log; delete g.__fm_native_timer;
-  delete g.__fm_native_clear; delete g.__fm_native_done;
+  delete g.__fm_native_clear; delete g.__fm_native_done; delete g.__fm_native_call;
 
   function fmt(v, depth) {
     if (typeof v === "string") return depth ? JSON.stringify(v) : v;
@@ -113,15 +114,57 @@
     return out;
   };
 
+  // The mesh: calling other functions of the node, in any language.
+  // fnmesh.call("dep/fn", ...args) returns a Promise of the result; a
+  // callee's error rejects it with an Error carrying code and the callee's
+  // stack (one line per hop).
+  function call(target, ...args) {
+    return new Promise((resolve, reject) => {
+      const err = ncall(String(target), args, resolve, reject);
+      if (err) reject(mkerror(err[0], err[1], "", ""));
+    });
+  }
+  function mkerror(code, message, name, stack) {
+    const e = new Error(message);
+    e.code = code;
+    if (name) e.name = name;
+    if (stack) e.stack = stack;
+    return e;
+  }
+  g.__fm_mkerror = mkerror;
+  const fnmesh = Object.freeze({
+    call,
+    fn: (target) => (...args) => call(target, ...args),
+  });
+  Object.defineProperty(g, "fnmesh", { value: fnmesh, enumerable: false });
+  // require("fnmesh:dep") / import {f} from "fnmesh:dep": every property is a
+  // function calling dep/<property>. (esbuild's interop reads it through the
+  // prototype, hence a proxy as prototype too.)
+  function deployment(dep) {
+    const fns = new Proxy(Object.create(null), {
+      get: (t, name) => (typeof name === "string" && name !== "then" && name !== "__esModule")
+        ? (...args) => call(dep + "/" + name, ...args) : undefined,
+    });
+    return new Proxy(Object.create(fns), { getPrototypeOf: () => fns });
+  }
+  g.require = function (spec) {
+    spec = String(spec);
+    if (spec.startsWith("fnmesh:")) return deployment(spec.slice(7));
+    throw new Error('Cannot find module "' + spec + '": only relative files, node_modules ' +
+      'packages (bundled at deploy) and "fnmesh:<deployment>" can be required');
+  };
+
   // Completion of an async call: settles through the native hook.
   g.__fm_await = function (p, id) {
     Promise.resolve(p).then((v) => ndone(id, true, v), (e) => ndone(id, false, e));
   };
+  // [name, message, stack, code] of a thrown value
   g.__fm_errinfo = function (e) {
     if (e instanceof Error || (e && typeof e === "object" && "message" in e))
-      return [String(e.name || "Error"), String(e.message), e.stack ? String(e.stack) : ""];
+      return [String(e.name || "Error"), String(e.message), e.stack ? String(e.stack) : "",
+              typeof e.code === "string" ? e.code : ""];
     let s;
     try { s = typeof e === "string" ? e : JSON.stringify(e); } catch (x) { s = String(e); }
-    return ["Error", s === undefined ? String(e) : s, ""];
+    return ["Error", s === undefined ? String(e) : s, "", ""];
   };
 })(globalThis);
