@@ -248,6 +248,7 @@ typedef struct pend {
     h2o_linklist_t link; /* io->inflight */
     int64_t hard_deadline_us;
     bool answered;
+    bool html; /* answer a string result as the raw text/html body */
     reqinfo ri;
 } pend;
 
@@ -447,6 +448,23 @@ static void pend_answer(pend *p, fm_job *job) {
     }
     if (!p->req) return;
     clear_guard(&p->guard);
+    if (job->status == FM_OK && p->html) {
+        json_t *str = json_loadb(job->result, job->result_len, JSON_DECODE_ANY, NULL);
+        if (json_is_string(str)) {
+            h2o_req_t *req = p->req;
+            req->res.status = 200;
+            req->res.reason = "OK";
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("text/html; charset=utf-8"));
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0,
+                                  NULL, p->ri.id, strlen(p->ri.id));
+            req->res.content_length = json_string_length(str);
+            h2o_send_inline(req, json_string_value(str), json_string_length(str));
+            json_decref(str);
+            return;
+        }
+        json_decref(str);
+    }
     if (job->status == FM_OK) {
         send_json(p->req, &p->ri, 200, job->result, job->result_len, NULL, NULL);
     } else {
@@ -567,6 +585,14 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
     }
     pend *p = submit_call(io, v, fn, argv, argc, ri);
     p->req = req;
+    if (strcmp(fn->rt->name, "template") == 0) {
+        /* templates render HTML: give it raw to browsers that ask for it */
+        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+        if (ai >= 0) {
+            h2o_iovec_t a = req->headers.entries[ai].value;
+            p->html = h2o_strstr(a.base, a.len, H2O_STRLIT("text/html")) != SIZE_MAX;
+        }
+    }
     pend **guard = h2o_mem_alloc_shared(&req->pool, sizeof(pend *), on_req_gone);
     *guard = p;
     p->guard = (void **)guard;
