@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# In-process mesh calls per second, one core: a JavaScript function awaits
+# fnmesh.call(...) N times in a row (sequential) and in waves of 100
+# (concurrent), against a JavaScript and a Lua callee; plus HTTP -> Lua with
+# wrk next to HTTP -> JS, as in bench/merge.sh (server on CPU 1, wrk on CPU 0).
+#
+# usage: bench/mesh.sh [--calls N] [--duration S]
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BIN=${FNMESH_BIN:-$ROOT/build/fnmesh}
+CALLS=200000 DURATION=8
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --calls) CALLS=$2; shift 2;;
+    --duration) DURATION=$2; shift 2;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+[ -x "$BIN" ] || { echo "build first: $BIN missing" >&2; exit 2; }
+TMP=$(mktemp -d -t fnmesh-mesh.XXXXXX)
+PID=""
+cleanup() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+PORT=$(/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+URL="http://127.0.0.1:$PORT"
+FNMESH_ADMIN_TOKEN=bench taskset -c 1 "$BIN" serve --listen "127.0.0.1:$PORT" --data "$TMP/data" \
+  --threads 1 --log-level warn 2>"$TMP/node.log" &
+PID=$!
+for _ in $(seq 1 100); do curl -fs -o /dev/null "$URL/readyz" && break; sleep 0.1; done
+
+deploy() { # name dir -> http status
+  tar czf "$TMP/$1.tgz" -C "$2" .
+  curl -s -o "$TMP/$1.out" -w '%{http_code}' -X PUT -H 'Authorization: Bearer bench' \
+    --data-binary @"$TMP/$1.tgz" "$URL/system/v1/deployments/$1"
+}
+mkdir -p "$TMP/caller" "$TMP/mbjs" "$TMP/mblua"
+cat > "$TMP/caller/index.js" <<'JS'
+export async function seq(n, target) {
+  const t0 = Date.now(); let acc = 0;
+  for (let i = 0; i < n; i++) acc = await fnmesh.call(target, acc, 1);
+  if (acc !== n) throw new Error("wrong sum " + acc);
+  return Math.round(n / ((Date.now() - t0) / 1000));
+}
+export async function par(n, target) {
+  const t0 = Date.now(); let done = 0;
+  for (let i = 0; i < n; i += 100) {
+    const ps = []; for (let k = 0; k < 100; k++) ps.push(fnmesh.call(target, k, 1));
+    done += (await Promise.all(ps)).length;
+  }
+  return Math.round(done / ((Date.now() - t0) / 1000));
+}
+JS
+echo '{"timeout_ms": 120000}' > "$TMP/caller/fnmesh.json"
+echo 'export const add = (a, b) => a + b;' > "$TMP/mbjs/index.js"
+printf 'return { add = function(a, b) return a + b end }\n' > "$TMP/mblua/index.lua"
+deploy mbjs "$TMP/mbjs" >/dev/null
+LUA_OK=$(deploy mblua "$TMP/mblua")
+deploy caller "$TMP/caller" >/dev/null
+
+printf '%-28s %14s\n' "in-process mesh call" "calls/s"
+for t in mbjs mblua; do
+  [ "$t" = mblua ] && [ "$LUA_OK" != 201 ] && { printf '%-28s %14s\n' "JS -> Lua" "(no lua runtime)"; continue; }
+  name=$([ "$t" = mbjs ] && echo "JS -> JS" || echo "JS -> Lua")
+  s=$(curl -s -d "[$CALLS, \"$t/add\"]" "$URL/fn/caller/seq")
+  p=$(curl -s -d "[$CALLS, \"$t/add\"]" "$URL/fn/caller/par")
+  printf '%-28s %14s\n' "$name, sequential" "$s"
+  printf '%-28s %14s\n' "$name, 100 at a time" "$p"
+done
+
+if command -v wrk >/dev/null; then
+  echo
+  printf '%-28s %14s %8s\n' "HTTP (wrk -c32)" "req/s" "p99"
+  for t in mbjs mblua; do
+    [ "$t" = mblua ] && [ "$LUA_OK" != 201 ] && continue
+    out=$(taskset -c 0 wrk -t1 -c32 -d"${DURATION}s" --latency "$URL/fn/$t/add?a=1&b=2")
+    printf '%-28s %14s %8s\n' "GET /fn/$t/add" "$(awk '/Requests\/sec/{print $2}' <<<"$out")" \
+      "$(awk '$1=="99%"{print $2}' <<<"$out")"
+  done
+fi
