@@ -472,6 +472,32 @@ void fm_mesh_set_registry(fm_registry *r) {
     mesh_registry = r;
 }
 
+fm_version *fm_mesh_resolve(const char *target, size_t len, const fm_function **fn, fm_err *err) {
+    const char *sep = memchr(target, '/', len);
+    if (!sep) sep = memchr(target, '.', len);
+    fm_version *v = sep && mesh_registry
+                        ? fm_registry_acquire(mesh_registry, target, (size_t)(sep - target))
+                        : NULL;
+    *fn = v ? fm_version_find(v, sep + 1, (size_t)(target + len - sep - 1)) : NULL;
+    if (!*fn) {
+        fm_version_release(v);
+        fm_err_set(err, FM_NOT_FOUND, "function %.*s not found (use \"deployment/function\")",
+                   (int)(len > 200 ? 200 : len), target);
+        return NULL;
+    }
+    return v;
+}
+
+void *fm_exec_instance_here(fm_version *v, uint32_t unit, fm_err *err) {
+    exthread *t = tls_thread;
+    if (!t) {
+        fm_err_set(err, FM_INTERNAL, "not on an executor thread");
+        return NULL;
+    }
+    bool cold = false;
+    return get_instance(t, v, unit, &cold, NULL, NULL, err);
+}
+
 static void mesh_child_done(fm_job *child) {
     child->mesh_done(child, child->mesh_ud);
     fm_job_free(child);
@@ -496,15 +522,11 @@ fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **
                           "call chain longer than %d hops calling %.*s (runaway recursion?)",
                           FM_MESH_MAX_HOPS, (int)(len > 200 ? 200 : len), target);
     }
-    const char *sep = memchr(target, '/', len);
-    if (!sep) sep = memchr(target, '.', len);
-    fm_version *v = sep ? fm_registry_acquire(mesh_registry, target, (size_t)(sep - target)) : NULL;
-    const fm_function *fn = v ? fm_version_find(v, sep + 1, (size_t)(target + len - sep - 1)) : NULL;
-    if (!fn) {
-        fm_version_release(v);
+    const fm_function *fn = NULL;
+    fm_version *v = fm_mesh_resolve(target, len, &fn, err);
+    if (!v) {
         free_args(argv, argc);
-        return fm_err_set(err, FM_NOT_FOUND, "function %.*s not found (use \"deployment/function\")",
-                          (int)(len > 200 ? 200 : len), target);
+        return err->status;
     }
     fm_job *child = fm_job_new(FM_JOB_CALL, v, fn);
     child->argv = argv;

@@ -140,6 +140,14 @@ void fm_job_succeed_value(fm_job *job, json_t *v);
 typedef void (*fm_mesh_done)(fm_job *child, void *ud);
 fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv, size_t argc,
                        fm_mesh_done done, void *ud, fm_err *err);
+/* Resolves "dep/fn" (or "dep.fn") to the active version (a reference the
+ * caller releases) and the function. NULL with FM_NOT_FOUND in err. */
+fm_version *fm_mesh_resolve(const char *target, size_t len, const fm_function **fn, fm_err *err);
+/* This executor thread's instance of (v, unit), created if needed (a cold
+ * start). For runtimes that call in-process callees directly. NULL + err on
+ * failure or when not on an executor thread. */
+void *fm_exec_instance_here(fm_version *v, uint32_t unit, fm_err *err);
+
 /* Error of a finished child as a JSON object {message, code, name?, stack?}
  * whose stack ends with a line naming the hop ("hello/merge (lua)"). New reference. */
 json_t *fm_mesh_error(const fm_job *child);

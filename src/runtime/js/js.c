@@ -237,10 +237,12 @@ typedef struct js_thread {
     js_timer *timers;
     size_t ntimers, timers_cap;
     uint32_t next_timer;
-    JSStringRef s_then, s_bundle;
+    JSStringRef s_then, s_bundle, s_length;
 } js_thread;
 
 #define BUNDLE_URL "fnmesh:bundle"
+
+extern const fm_runtime fm_runtime_js;
 
 struct js_instance {
     JSGlobalContextRef ctx;
@@ -252,6 +254,7 @@ struct js_instance {
     size_t nfns;
     JSObjectRef *fns; /* protected */
     JSObjectRef await_fn, errinfo_fn;
+    JSObjectRef copy_fn, adopt_fn, mkerror_fn; /* prelude helpers, protected */
 };
 
 /* The state of the code running now on this executor thread, for the
@@ -286,6 +289,7 @@ static void *js_thread_init(int index) {
     set_limit(ts, DEFAULT_LIMIT_US);
     ts->s_then = JSStringCreateWithUTF8CString("then");
     ts->s_bundle = JSStringCreateWithUTF8CString("__fm_bundle");
+    ts->s_length = JSStringCreateWithUTF8CString("length");
     tls_ts = ts;
     return ts;
 }
@@ -294,6 +298,7 @@ static void js_thread_dispose(void *p) {
     js_thread *ts = p;
     JSStringRelease(ts->s_then);
     JSStringRelease(ts->s_bundle);
+    JSStringRelease(ts->s_length);
     free(ts->timers);
     JSContextGroupRelease(ts->group);
     free(ts);
@@ -428,6 +433,8 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
         while (*line) {
             char *eol = strchr(line, '\n');
             size_t n = eol ? (size_t)(eol - line) : strlen(line);
+            /* frames below a direct call belong to the callers (other hops) */
+            if (n == 30 && memcmp(line, "__fm_native_call@[native code]", 30) == 0) break;
             bool host = memmem(line, n, "@fnmesh:prelude", 15) != NULL ||
                         (n == 21 && memcmp(line, "Promise@[native code]", 21) == 0);
             if (!host) {
@@ -594,6 +601,7 @@ static json_t *js_to_json(JSContextRef ctx, JSValueRef v, int depth, char *why, 
 typedef struct mesh_rec {
     struct mesh_rec *next;
     js_instance *inst; /* NULL once the instance is gone */
+    js_thread *ts;     /* the caller's: tls_ts may be another runtime's (template) by then */
     uint64_t parent_id; /* async id of the calling job, 0 if none */
     JSObjectRef resolve, reject; /* protected */
 } mesh_rec;
@@ -610,7 +618,7 @@ static void leave(js_thread *ts, js_instance *inst);
 /* Executor thread, later: the callee finished; settle the caller's promise. */
 static void mesh_done(fm_job *child, void *ud) {
     mesh_rec *rec = ud;
-    js_thread *ts = tls_ts;
+    js_thread *ts = rec->ts, *saved_tls = tls_ts;
     for (mesh_rec **pp = &ts->mesh; *pp; pp = &(*pp)->next)
         if (*pp == rec) {
             *pp = rec->next;
@@ -659,7 +667,92 @@ static void mesh_done(fm_job *child, void *ud) {
             leave(ts, inst);
         }
     }
+    tls_ts = saved_tls;
     free(rec);
+}
+
+static JSValueRef error_pair(JSContextRef ctx, fm_status st, const char *msg) {
+    JSValueRef parts[2];
+    JSStringRef c = JSStringCreateWithUTF8CString(fm_status_code(st));
+    JSStringRef m = js_str(msg, strlen(msg));
+    parts[0] = JSValueMakeString(ctx, c);
+    parts[1] = JSValueMakeString(ctx, m);
+    JSStringRelease(c);
+    JSStringRelease(m);
+    return JSObjectMakeArray(ctx, 2, parts, NULL);
+}
+
+/* The fast path of a mesh call whose callee is JavaScript: both instances
+ * live on this thread in the same context group, so the callee is called
+ * directly, inside the caller's VM entry and deadline. Arguments and result
+ * are copied between the two realms (object values only; primitives pass
+ * as they are). Settles the caller's promise before returning. */
+static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_function *fn,
+                           js_instance *callee, int hops, JSObjectRef args_arr, size_t n,
+                           JSObjectRef resolve, JSObjectRef reject) {
+    JSContextRef cctx = callee->ctx;
+    JSValueRef small[8] = {0};
+    JSValueRef *args = n <= 8 ? small : malloc(n * sizeof(JSValueRef));
+    JSObjectRef ccopy = callee->copy_fn;
+    for (size_t i = 0; i < n; i++) {
+        JSValueRef a = JSObjectGetPropertyAtIndex(ctx, args_arr, (unsigned)i, NULL);
+        if (JSValueIsObject(ctx, a) && ccopy) {
+            JSValueRef c = JSObjectCallAsFunction(cctx, ccopy, NULL, 1, &a, NULL);
+            a = c ? c : JSValueMakeUndefined(cctx);
+        }
+        args[i] = a;
+    }
+    /* the callee is the current function while it runs */
+    js_instance *saved_inst = ts->cur_inst;
+    fm_job *saved_job = ts->cur_job;
+    fm_job frame = {0};
+    frame.version = v;
+    frame.fn = fn;
+    frame.hops = hops;
+    frame.deadline_us = saved_job ? saved_job->deadline_us : ts->deadline_us;
+    if (saved_job) memcpy(frame.request_id, saved_job->request_id, sizeof(frame.request_id));
+    ts->cur_inst = callee;
+    ts->cur_job = &frame;
+    JSValueRef exc = NULL;
+    JSValueRef r = JSObjectCallAsFunction(cctx, callee->fns[fn->index], NULL, n, args, &exc);
+    ts->cur_inst = saved_inst;
+    ts->cur_job = saved_job;
+    if (args != small) free(args);
+    if (r && !ts->fired) {
+        js_instance *caller = ts->cur_inst;
+        JSValueRef a[3] = {resolve, r, NULL};
+        if (JSValueIsObject(ctx, r)) { /* maybe a promise: name the hop for its rejection */
+            char hop[300];
+            snprintf(hop, sizeof(hop), "%s/%s (js)", v->deployment, fn->name);
+            JSStringRef hs = JSStringCreateWithUTF8CString(hop);
+            a[2] = JSValueMakeString(ctx, hs);
+            JSStringRelease(hs);
+        } else {
+            a[2] = JSValueMakeUndefined(ctx);
+        }
+        if (caller->adopt_fn) JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 3, a, NULL);
+        return;
+    }
+    /* the callee threw (or ran out of time): reject in the caller's realm */
+    fm_job tmp = {0};
+    tmp.fn = fn;
+    tmp.version = v;
+    fail_from_exception(callee, &tmp, exc);
+    json_t *e = fm_mesh_error(&tmp);
+    JSValueRef parts[4];
+    const char *keys[4] = {"code", "message", "name", "stack"};
+    for (int i = 0; i < 4; i++) {
+        const char *sv = json_string_value(json_object_get(e, keys[i]));
+        JSStringRef js = js_str(sv ? sv : "", sv ? strlen(sv) : 0);
+        parts[i] = JSValueMakeString(ctx, js);
+        JSStringRelease(js);
+    }
+    JSObjectRef mk = ts->cur_inst->mkerror_fn;
+    JSValueRef err = mk ? JSObjectCallAsFunction(ctx, mk, NULL, 4, parts, NULL) : NULL;
+    if (!err) err = parts[1];
+    JSObjectCallAsFunction(ctx, reject, NULL, 1, &err, NULL);
+    json_decref(e);
+    json_decref(tmp.error);
 }
 
 /* __fm_native_call(target, args, resolve, reject): null, or [code, message] */
@@ -667,7 +760,48 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
                               const JSValueRef argv[], JSValueRef *exc) {
     js_thread *ts = tls_ts;
     if (argc < 4 || !ts->cur_inst) return JSValueMakeNull(ctx);
-    char *target = js_value_cstr(ctx, argv[0]);
+    char tbuf[512], *target = tbuf;
+    {
+        JSStringRef ts_ = JSValueToStringCopy(ctx, argv[0], NULL);
+        if (!ts_ || JSStringGetMaximumUTF8CStringSize(ts_) > sizeof(tbuf)) {
+            if (ts_) JSStringRelease(ts_);
+            return error_pair(ctx, FM_BAD_REQUEST, "function name too long");
+        }
+        JSStringGetUTF8CString(ts_, tbuf, sizeof(tbuf));
+        JSStringRelease(ts_);
+    }
+    {
+        /* JavaScript callee: call it directly */
+        int hops = (ts->cur_job ? ts->cur_job->hops : 0) + 1;
+        fm_err ferr = FM_ERR_INIT;
+        const fm_function *fn = NULL;
+        fm_version *v = fm_mesh_resolve(target, strlen(target), &fn, &ferr);
+        if (v && fn->rt == &fm_runtime_js) {
+            JSValueRef res = NULL;
+            js_instance *callee = NULL;
+            if (hops > FM_MESH_MAX_HOPS) {
+                char msg[300];
+                snprintf(msg, sizeof(msg),
+                         "call chain longer than %d hops calling %.200s (runaway recursion?)",
+                         FM_MESH_MAX_HOPS, target);
+                res = error_pair(ctx, FM_LOOP, msg);
+            } else if (!(callee = fm_exec_instance_here(v, fn->unit, &ferr))) {
+                res = error_pair(ctx, FM_INTERNAL, ferr.msg);
+            } else {
+                JSObjectRef arr = (JSObjectRef)argv[1];
+                size_t n = (size_t)JSValueToNumber(
+                    ctx, JSObjectGetProperty(ctx, arr, ts->s_length, NULL), NULL);
+                call_js_direct(ts, ctx, v, fn, callee, hops, arr, n, (JSObjectRef)argv[2],
+                               (JSObjectRef)argv[3]);
+                res = JSValueMakeNull(ctx);
+            }
+            fm_version_release(v);
+            fm_err_clear(&ferr);
+            return res;
+        }
+        fm_version_release(v);
+        fm_err_clear(&ferr);
+    }
     JSObjectRef arr = (JSObjectRef)argv[1];
     JSStringRef ln = JSStringCreateWithUTF8CString("length");
     size_t n = (size_t)JSValueToNumber(ctx, JSObjectGetProperty(ctx, arr, ln, NULL), NULL);
@@ -680,6 +814,7 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     fm_err err = FM_ERR_INIT;
     mesh_rec *rec = calloc(1, sizeof(*rec));
     rec->inst = ts->cur_inst;
+    rec->ts = ts;
     rec->parent_id = ts->cur_job ? ts->cur_job->async_id : 0;
     rec->resolve = (JSObjectRef)argv[2];
     rec->reject = (JSObjectRef)argv[3];
@@ -691,7 +826,6 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     } else {
         st = fm_mesh_call(ts->cur_job, target, strlen(target), args, n, mesh_done, rec, &err);
     }
-    free(target);
     if (st != FM_OK) {
         free(rec);
         JSValueRef parts[2];
@@ -879,6 +1013,12 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
         inst->errinfo_fn = get_fn(inst->ctx, "__fm_errinfo");
         JSValueProtect(inst->ctx, inst->await_fn);
         JSValueProtect(inst->ctx, inst->errinfo_fn);
+        inst->copy_fn = get_fn(inst->ctx, "__fm_copy");
+        inst->adopt_fn = get_fn(inst->ctx, "__fm_adopt");
+        inst->mkerror_fn = get_fn(inst->ctx, "__fm_mkerror");
+        JSValueProtect(inst->ctx, inst->copy_fn);
+        JSValueProtect(inst->ctx, inst->adopt_fn);
+        JSValueProtect(inst->ctx, inst->mkerror_fn);
         size_t script_len = strnlen(artifact, artifact_len);
         if (script_len + 1 < artifact_len) {
             inst->map_json = artifact + script_len + 1;
@@ -958,6 +1098,9 @@ static void js_instance_destroy(void *tsp, void *p) {
     for (size_t i = 0; i < inst->nfns; i++) JSValueUnprotect(inst->ctx, inst->fns[i]);
     if (inst->await_fn) JSValueUnprotect(inst->ctx, inst->await_fn);
     if (inst->errinfo_fn) JSValueUnprotect(inst->ctx, inst->errinfo_fn);
+    if (inst->copy_fn) JSValueUnprotect(inst->ctx, inst->copy_fn);
+    if (inst->adopt_fn) JSValueUnprotect(inst->ctx, inst->adopt_fn);
+    if (inst->mkerror_fn) JSValueUnprotect(inst->ctx, inst->mkerror_fn);
     free(inst->fns);
     fm_sourcemap_free(inst->map);
     JSGlobalContextRelease(inst->ctx);

@@ -132,6 +132,42 @@
     return e;
   }
   g.__fm_mkerror = mkerror;
+  // A copy of a value in this realm, as a function of another deployment
+  // sees its arguments and results: the JSON types, functions and symbols
+  // dropped, non-finite numbers null, toJSON honoured.
+  function copy(v, depth) {
+    if (v === null) return null;
+    switch (typeof v) {
+      case "object": break;
+      case "number": return Number.isFinite(v) ? v : null;
+      case "function": case "symbol": return undefined;
+      default: return v;
+    }
+    if (depth > 512) throw new RangeError("value nested deeper than 512 levels (or cyclic)");
+    if (typeof v.toJSON === "function") return copy(v.toJSON(), depth + 1);
+    if (Array.isArray(v)) {
+      const a = new Array(v.length);
+      for (let i = 0; i < v.length; i++) { const x = copy(v[i], depth + 1); a[i] = x === undefined ? null : x; }
+      return a;
+    }
+    const o = {};
+    for (const k of Object.keys(v)) { const x = copy(v[k], depth + 1); if (x !== undefined) o[k] = x; }
+    return o;
+  }
+  g.__fm_copy = (v) => copy(v, 0);
+  // settles `resolve` with a result of another realm, copied into this one
+  // (a later rejection gets the callee's hop added to its stack)
+  g.__fm_adopt = (resolve, r, hop) => {
+    if (r !== null && typeof r === "object" && typeof r.then === "function")
+      resolve(Promise.resolve(r).then((v) => copy(v, 0), (e) => {
+        const isErr = e !== null && typeof e === "object";
+        throw mkerror(isErr && typeof e.code === "string" ? e.code : "function_error",
+                      isErr && "message" in e ? String(e.message) : String(e),
+                      isErr && e.name ? String(e.name) : "",
+                      (isErr && e.stack ? String(e.stack) + "\n" : "") + hop);
+      }));
+    else resolve(copy(r, 0));
+  };
   const fnmesh = Object.freeze({
     call,
     fn: (target) => (...args) => call(target, ...args),
