@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -26,7 +27,8 @@ typedef struct exthread {
     int index;
     fm_exec *ex;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    int epfd;            /* where this thread sleeps: its wake eventfd and watched fds */
+    int wakefd;
     fm_job *head, *tail; /* inbox, guarded by mu */
     bool sleeping;       /* guarded by mu */
     atomic_int inflight;
@@ -298,6 +300,74 @@ static void run_local(exthread *t) {
     }
 }
 
+/* ---- fds watched by executor threads (worker sockets of out-of-process runtimes) ---- */
+
+struct fm_exec_watch {
+    int fd;
+    bool dead;
+    fm_exec_watch_cb cb;
+    void *ud;
+    struct fm_exec_watch *next_dead;
+};
+
+/* Watches removed during this thread's event pass, freed after it. */
+static __thread fm_exec_watch *tls_dead_watches;
+
+fm_exec_watch *fm_exec_watch_add(int fd, uint32_t events, fm_exec_watch_cb cb, void *ud) {
+    exthread *t = tls_thread;
+    if (!t) return NULL;
+    fm_exec_watch *w = calloc(1, sizeof(*w));
+    w->fd = fd;
+    w->cb = cb;
+    w->ud = ud;
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void fm_exec_watch_del(fm_exec_watch *w) {
+    exthread *t = tls_thread;
+    if (!w || !t) return;
+    epoll_ctl(t->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    w->dead = true;
+    w->next_dead = tls_dead_watches;
+    tls_dead_watches = w;
+}
+
+static void free_dead_watches(void) {
+    while (tls_dead_watches) {
+        fm_exec_watch *w = tls_dead_watches;
+        tls_dead_watches = w->next_dead;
+        free(w);
+    }
+}
+
+/* Sleeps until woken, a watched fd is ready, or wait_us passed (-1: no limit). */
+static void wait_events(exthread *t, int64_t wait_us) {
+    struct epoll_event evs[32];
+    struct timespec ts = {0}, *tp = NULL;
+    if (wait_us >= 0) {
+        ts.tv_sec = wait_us / 1000000;
+        ts.tv_nsec = (wait_us % 1000000) * 1000;
+        tp = &ts;
+    }
+    int n = epoll_pwait2(t->epfd, evs, 32, tp, NULL);
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.ptr == NULL) { /* the wake eventfd */
+            uint64_t v;
+            ssize_t r = read(t->wakefd, &v, sizeof(v));
+            (void)r;
+            continue;
+        }
+        fm_exec_watch *w = evs[i].data.ptr;
+        if (!w->dead) w->cb(evs[i].events, w->ud);
+    }
+    free_dead_watches();
+}
+
 static void *thread_main(void *arg) {
     exthread *t = arg;
     fm_exec *ex = t->ex;
@@ -318,18 +388,11 @@ static void *thread_main(void *arg) {
         run_local(t);
         flush_replies();
         pthread_mutex_lock(&t->mu);
-        while (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {
+        if (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {
             t->sleeping = true;
-            if (wait_us < 0) {
-                pthread_cond_wait(&t->cv, &t->mu);
-            } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                int64_t ns = ts.tv_nsec + (wait_us % 1000000) * 1000;
-                ts.tv_sec += wait_us / 1000000 + ns / 1000000000;
-                ts.tv_nsec = ns % 1000000000;
-                if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) == ETIMEDOUT) wait_us = 0;
-            }
+            pthread_mutex_unlock(&t->mu);
+            wait_events(t, wait_us);
+            pthread_mutex_lock(&t->mu);
             t->sleeping = false;
         }
         fm_job *list = t->head;
@@ -350,6 +413,7 @@ static void *thread_main(void *arg) {
         flush_replies();
     }
     for (size_t i = 0; i < fm_runtime_count; i++) fm_runtimes[i]->thread_dispose(t->rt_state[i]);
+    free_dead_watches();
     return NULL;
 }
 
@@ -364,11 +428,14 @@ fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err) {
         t->index = i;
         t->ex = ex;
         pthread_mutex_init(&t->mu, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&t->cv, &ca);
-        pthread_condattr_destroy(&ca);
+        t->epfd = epoll_create1(EPOLL_CLOEXEC);
+        t->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+        if (t->epfd < 0 || t->wakefd < 0 || epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wakefd, &ev)) {
+            ex->n = i;
+            fm_exec_destroy(ex);
+            return fm_err_set(err, FM_INTERNAL, "executor %d: epoll/eventfd failed", i);
+        }
         if (pthread_create(&t->tid, NULL, thread_main, t) != 0) {
             ex->n = i;
             fm_exec_destroy(ex);
@@ -387,12 +454,13 @@ void fm_exec_destroy(fm_exec *ex) {
     atomic_store(&ex->stop, true);
     for (int i = 0; i < ex->n; i++) {
         exthread *t = &ex->t[i];
-        pthread_mutex_lock(&t->mu);
-        pthread_cond_signal(&t->cv);
-        pthread_mutex_unlock(&t->mu);
+        uint64_t one = 1;
+        ssize_t w = write(t->wakefd, &one, sizeof(one));
+        (void)w;
         pthread_join(t->tid, NULL);
         pthread_mutex_destroy(&t->mu);
-        pthread_cond_destroy(&t->cv);
+        close(t->epfd);
+        close(t->wakefd);
     }
     if (fm_exec_global == ex) fm_exec_global = NULL;
     free(ex->t);
@@ -437,8 +505,13 @@ void fm_exec_submit(fm_exec *ex, int ti, fm_job *head, fm_job *tail, int ncalls)
     else t->head = head;
     t->tail = tail;
     bool wake = t->sleeping;
+    t->sleeping = false; /* one wake-up is enough */
     pthread_mutex_unlock(&t->mu);
-    if (wake) pthread_cond_signal(&t->cv);
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t w = write(t->wakefd, &one, sizeof(one));
+        (void)w;
+    }
 }
 
 int fm_exec_inflight(fm_exec *ex, int t) {

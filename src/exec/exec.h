@@ -155,6 +155,15 @@ json_t *fm_mesh_error(const fm_job *child);
 struct fm_registry;
 void fm_mesh_set_registry(struct fm_registry *r);
 
+/* Out-of-process runtimes: watch an fd (their worker's socket) from the
+ * calling executor thread's loop; `cb` runs on this thread with the epoll
+ * events. Returns 0 or -1. Executor thread only. */
+typedef void (*fm_exec_watch_cb)(uint32_t events, void *ud);
+typedef struct fm_exec_watch fm_exec_watch;
+fm_exec_watch *fm_exec_watch_add(int fd, uint32_t events, fm_exec_watch_cb cb, void *ud);
+/* Stops watching (the fd stays open: the caller closes it afterwards). */
+void fm_exec_watch_del(fm_exec_watch *w);
+
 /* Number of calls queued or running on thread t. */
 int fm_exec_inflight(fm_exec *ex, int t);
 void fm_exec_get_stats(fm_exec *ex, fm_exec_stats *out);
