@@ -8,9 +8,12 @@
 
 #include "cli/cli.h"
 #include "gateway/server.h"
+#include "runtime/python/python_int.h"
 
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0)
         return fm_serve_main(argc - 1, argv + 1);
+    /* worker processes, started by a node (not a user command) */
+    if (argc == 2 && strcmp(argv[1], "worker-python") == 0) return fm_python_worker_main();
     return fm_cli_main(argc, argv);
 }

@@ -6,11 +6,13 @@
 
 extern const fm_runtime fm_runtime_js;
 extern const fm_runtime fm_runtime_template;
+extern const fm_runtime fm_runtime_python;
 
 /* One line per runtime. */
 const fm_runtime *const fm_runtimes[] = {
     &fm_runtime_js,
     &fm_runtime_template,
+    &fm_runtime_python,
 };
 const size_t fm_runtime_count = sizeof(fm_runtimes) / sizeof(fm_runtimes[0]);
 

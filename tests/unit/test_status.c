@@ -31,6 +31,7 @@ static void test_every_status_code_and_http(void **state) {
         {FM_OVERLOADED, "overloaded", 429},
         {FM_FUNCTION_ERROR, "function_error", 500},
         {FM_INTERNAL, "internal", 500},
+        {FM_LOOP, "loop_detected", 508},
         {FM_DRAINING, "draining", 503},
         {FM_TIMEOUT, "timeout", 504},
     };

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/util.h"
-#include "gateway/http.h"
+#include "registry/bind.h"
 
 static ssize_t param_index(const fm_function *fn, const char *key) {
     for (size_t i = 0; i < fn->nparams; i++)

@@ -1,0 +1,204 @@
+# bootstrap.py - run inside every Python worker process before user code.
+#
+# load(root, entries) imports the deployment's entry files and lists every
+# public function with its parameters; call(payload) runs one. Results and
+# errors leave as JSON text (the worker is the HTTP edge of the call).
+# print() and sys.stderr go to the node's log through _fnmesh.log.
+import asyncio
+import importlib.util
+import inspect
+import io
+import json
+import os
+import sys
+import traceback
+
+import _fnmesh
+
+
+class _LogStream(io.TextIOBase):
+    def __init__(self, level):
+        self._level = level
+        self._buf = ""
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        self._buf += s
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            _fnmesh.log(self._level, line)
+        return len(s)
+
+    def flush(self):
+        if self._buf:
+            _fnmesh.log(self._level, self._buf)
+            self._buf = ""
+
+
+sys.stdout = _LogStream(1)
+sys.stderr = _LogStream(3)
+
+_functions = []  # (function, [(name, kind)])
+
+
+# ---- the mesh: `import fnmesh; fnmesh.call("dep/fn", a, b)` ----------------
+
+class FnmeshError(Exception):
+    """A called function failed: message, code (function_error, timeout,
+    not_found, loop_detected...) and the stack of every hop."""
+
+    def __init__(self, message, code="function_error", name="Error", stack=""):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.name = name
+        self.stack = stack
+
+
+def _mesh_call(target, *args, **kwargs):
+    """Calls another function of the node (any language) and returns its result."""
+    payload = json.dumps({"t": str(target), "a": list(args), "n": kwargs},
+                         ensure_ascii=False, allow_nan=False)
+    ok, text = _fnmesh.mesh(payload)
+    if ok:
+        return json.loads(text)
+    e = json.loads(text)
+    raise FnmeshError(e.get("message", "error"), e.get("code", "function_error"),
+                      e.get("name", "Error"), e.get("stack", ""))
+
+
+def fn(target):
+    """A callable for another function: fnmesh.fn("dep/fn")(a, b, key=v)."""
+    return lambda *args, **kwargs: _mesh_call(target, *args, **kwargs)
+
+
+_mesh_module = type(sys)("fnmesh")
+_mesh_module.call = _mesh_call
+_mesh_module.fn = fn
+_mesh_module.FnmeshError = FnmeshError
+sys.modules["fnmesh"] = _mesh_module
+
+_KIND = {
+    inspect.Parameter.POSITIONAL_ONLY: "p",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: "pk",
+    inspect.Parameter.VAR_POSITIONAL: "*",
+    inspect.Parameter.KEYWORD_ONLY: "k",
+    inspect.Parameter.VAR_KEYWORD: "**",
+}
+
+
+def _signature(fn):
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return [], []
+    names, kinds = [], []
+    for p in sig.parameters.values():
+        k = _KIND[p.kind]
+        names.append("*" + p.name if k == "*" else "**" + p.name if k == "**" else p.name)
+        kinds.append((p.name, k))
+    return names, kinds
+
+
+def load(root, entries):
+    global _root
+    _root = root
+    sys.path.insert(0, root)
+    exports = []
+    for entry in entries:
+        modname = "fnmesh_entry_" + entry[:-3].replace("/", "_").replace(".", "_")
+        spec = importlib.util.spec_from_file_location(modname, os.path.join(root, entry))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except SyntaxError:
+            raise
+        except BaseException as e:
+            raise ImportError("%s: top-level code raised %s: %s"
+                              % (entry, type(e).__name__, e)) from e
+        public = getattr(mod, "__all__", None)
+        for name, value in list(vars(mod).items()):
+            if name.startswith("_") or (public is not None and name not in public):
+                continue
+            if not inspect.isfunction(value) or value.__module__ != modname:
+                continue  # classes, and functions imported from elsewhere
+            names, kinds = _signature(value)
+            exports.append({"name": name, "file": entry, "params": names})
+            _functions.append((value, kinds))
+    return json.dumps(exports)
+
+
+def _bind(kinds, args, holes):
+    """Positional until the first hole (an argument not given); named after."""
+    pos, kw = [], {}
+    named = False
+    for i, value in enumerate(args):
+        if i in holes:
+            named = True
+            continue
+        if i >= len(kinds):
+            pos.append(value)
+            continue
+        name, kind = kinds[i]
+        if kind == "*":
+            pos.extend(args[i:] if not named else [])
+            break
+        if kind == "**":
+            if isinstance(value, dict):
+                kw.update(value)
+            continue
+        if kind == "k" or named:
+            kw[name] = value
+        else:
+            pos.append(value)
+    return pos, kw
+
+
+_root = ""
+
+
+def _rel(path):
+    return path[len(_root) + 1:] if _root and path.startswith(_root + "/") else path
+
+
+def _error(e):
+    name = type(e).__name__
+    message = str(e) or name
+    if isinstance(e, SyntaxError) and e.filename:
+        message = "%s:%s:%s: %s" % (_rel(e.filename), e.lineno or 0, e.offset or 0, e.msg)
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if f.filename not in ("fnmesh-bootstrap", "<frozen importlib._bootstrap>",
+                                    "<frozen importlib._bootstrap_external>")]
+    for f in frames:
+        f.filename = _rel(f.filename)
+    stack = "".join(["Traceback (most recent call last):\n"] + traceback.format_list(frames) +
+                    traceback.format_exception_only(e)).rstrip()
+    if isinstance(e, FnmeshError):  # an uncaught error of a called function keeps its code
+        return json.dumps({"message": message, "name": e.name, "code": e.code,
+                           "stack": (stack + "\n" + e.stack).strip()})
+    return json.dumps({"message": message, "name": name, "stack": stack})
+
+
+def call(payload):
+    """-> (ok, json text)"""
+    try:
+        req = json.loads(payload)
+        fn, kinds = _functions[req["i"]]
+        pos, kw = _bind(kinds, req["a"], set(req.get("h", ())))
+        result = fn(*pos, **kw)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: keep them as \u escapes
+            text = json.dumps(result, allow_nan=False, separators=(",", ":"))
+        return True, text
+    except BaseException as e:  # noqa: B902 - KeyboardInterrupt is the deadline
+        return False, _error(e)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()

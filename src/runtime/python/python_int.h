@@ -1,0 +1,47 @@
+/* python_int.h - private to the Python runtime: the framing between the node
+ * and its Python worker processes, and the artifact layout.
+ *
+ * Frames on a SOCK_STREAM socketpair: u32 length (little endian, of what
+ * follows), u8 type, payload. Node to worker: 'I' init (payload: the
+ * artifact), 'C' call (u32 id, JSON {"i": export index, "a": [args],
+ * "h": [indices of arguments not given]}). Worker to node: 'E' exports (JSON
+ * [{name, file, params}]), 'X' init failed (JSON {message, stack}), 'R'
+ * result (u32 id, JSON of the value), 'F' failed (u32 id, JSON {message,
+ * name, stack}), 'L' log (u8 level, text).
+ *
+ * Artifact: "FMPY1\n", u32 number of entries, each (u32 len, path), u32
+ * number of files, each (u32 len, path, u32 len, bytes). */
+#ifndef FM_PYTHON_INT_H
+#define FM_PYTHON_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FM_PY_MAGIC "FMPY1\n"
+#define FM_PY_MAX_FRAME (256u * 1024 * 1024)
+#define FM_PY_WORKER_FD 3
+
+static inline void fm_put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static inline uint32_t fm_get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Writes one frame, blocking until all of it is written (EINTR/EAGAIN
+ * retried with poll). Returns 0 or -1. */
+int fm_py_send(int fd, char type, const void *a, size_t alen, const void *b, size_t blen);
+/* Reads one whole frame, blocking, with a timeout in ms (-1: none). Returns
+ * the type, with *payload owned (malloc'd, NUL-terminated); -1 on EOF/error,
+ * -2 on timeout. */
+int fm_py_recv(int fd, int timeout_ms, char **payload, size_t *len);
+
+/* The worker process: `fnmesh worker-python`. Returns the exit code. */
+int fm_python_worker_main(void);
+
+#endif
