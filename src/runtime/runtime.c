@@ -7,12 +7,14 @@
 extern const fm_runtime fm_runtime_js;
 extern const fm_runtime fm_runtime_template;
 extern const fm_runtime fm_runtime_python;
+extern const fm_runtime fm_runtime_lua;
 
 /* One line per runtime. */
 const fm_runtime *const fm_runtimes[] = {
     &fm_runtime_js,
     &fm_runtime_template,
     &fm_runtime_python,
+    &fm_runtime_lua,
 };
 const size_t fm_runtime_count = sizeof(fm_runtimes) / sizeof(fm_runtimes[0]);
 
