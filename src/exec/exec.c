@@ -608,7 +608,6 @@ fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **
     child->deadline_us = parent && parent->deadline_us ? parent->deadline_us : own;
     if (parent) memcpy(child->request_id, parent->request_id, sizeof(child->request_id));
     child->hops = hops;
-    child->parent = parent;
     child->want_value = true;
     child->on_done = mesh_child_done;
     child->mesh_done = done;

@@ -85,7 +85,6 @@ struct fm_job {
 
     /* The mesh: a call made by another function. */
     int hops;          /* 0 for calls from outside; parent's + 1 */
-    fm_job *parent;    /* borrowed: the calling job, NULL for outside calls */
     bool want_value;   /* deliver the result as `value`, not JSON text */
     json_t *value;     /* owned result when want_value (NULL = null/undefined) */
     void (*mesh_done)(fm_job *child, void *ud); /* the caller's continuation */

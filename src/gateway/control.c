@@ -172,10 +172,17 @@ static fm_status pick_entries(const fm_bundle *b, const fm_manifest *m, const ch
         if (f->link || strchr(f->path, '/') || !fm_runtime_for_path(f->path)) continue;
         (*entries)[(*n)++] = f->path;
     }
-    if (*n == 0)
+    if (*n == 0) {
+        /* name every extension a runtime serves, from the runtime table */
+        char exts[256] = "";
+        size_t o = 0;
+        for (size_t r = 0; r < fm_runtime_count; r++)
+            for (const char *const *e = fm_runtimes[r]->extensions; *e && o < sizeof(exts) - 16; e++)
+                o += (size_t)snprintf(exts + o, sizeof(exts) - o, "%s%s", o ? ", " : "", *e);
         return fm_err_set(err, FM_INVALID_BUNDLE,
-                          "no function exported: the bundle has no top-level source file "
-                          "(.js, .mjs, .cjs)");
+                          "no function exported: the bundle has no top-level source file (%s)",
+                          exts);
+    }
     return FM_OK;
 }
 
