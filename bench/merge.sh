@@ -115,10 +115,22 @@ curl -fs -X PUT -H 'Authorization: Bearer bench' -H 'Content-Type: application/g
 [ "$(curl -s -d '["hello","world"]' "http://127.0.0.1:$FPORT/fn/hello/merge")" = '"helloworld"' ] \
   || { echo "merge does not answer \"helloworld\"" >&2; exit 1; }
 
+# the same merge(a, b) in the other runtimes
+mkdir -p "$TMP/mpy" "$TMP/mlua"
+printf 'def merge(a, b):\n    return a + b\n' > "$TMP/mpy/merge.py"
+printf 'return { merge = function(a, b) return a .. b end }\n' > "$TMP/mlua/merge.lua"
+for d in mpy mlua; do
+  tar czf "$TMP/$d.tgz" -C "$TMP/$d" .
+  curl -fs -X PUT -H 'Authorization: Bearer bench' --data-binary @"$TMP/$d.tgz" \
+    "http://127.0.0.1:$FPORT/system/v1/deployments/$d" >/dev/null || echo "deploy $d failed" >&2
+done
+
 echo "wrk -t1 -c$CONNS -d${DURATION}s x$RUNS (median), servers on CPU 1, wrk on CPU 0" >&2
 measure nginx "$NGINX_PID" "http://127.0.0.1:$NPORT/fn/hello/merge" "$TMP/post.lua"
 measure fnmesh-post "$FN_PID" "http://127.0.0.1:$FPORT/fn/hello/merge" "$TMP/post.lua"
 measure fnmesh-get "$FN_PID" "http://127.0.0.1:$FPORT/fn/hello/merge?a=hello&b=world" "$TMP/report.lua"
+measure fnmesh-lua "$FN_PID" "http://127.0.0.1:$FPORT/fn/mlua/merge" "$TMP/post.lua"
+measure fnmesh-python "$FN_PID" "http://127.0.0.1:$FPORT/fn/mpy/merge" "$TMP/post.lua"
 
 echo
 printf '%-14s %10s %8s %8s %12s %8s\n' target "req/s" "p50" "p99" "CPU us/req" ratio

@@ -8,6 +8,7 @@ extern const fm_runtime fm_runtime_js;
 extern const fm_runtime fm_runtime_template;
 extern const fm_runtime fm_runtime_python;
 extern const fm_runtime fm_runtime_lua;
+extern const fm_runtime fm_runtime_c;
 
 /* One line per runtime. */
 const fm_runtime *const fm_runtimes[] = {
@@ -15,6 +16,7 @@ const fm_runtime *const fm_runtimes[] = {
     &fm_runtime_template,
     &fm_runtime_python,
     &fm_runtime_lua,
+    &fm_runtime_c,
 };
 const size_t fm_runtime_count = sizeof(fm_runtimes) / sizeof(fm_runtimes[0]);
 

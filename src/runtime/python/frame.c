@@ -3,57 +3,94 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/util.h"
 #include "runtime/python/python_int.h"
 
-static int write_all(int fd, const unsigned char *p, size_t n) {
-    while (n) {
-        ssize_t w = write(fd, p, n);
+int fm_py_send(int fd, char type, const void *a, size_t alen, const void *b, size_t blen) {
+    /* one writev per frame: a reader on the same core wakes once, not thrice */
+    unsigned char head[5];
+    fm_put_u32(head, (uint32_t)(1 + alen + blen));
+    head[4] = (unsigned char)type;
+    struct iovec iov[3] = {{head, 5}, {(void *)a, alen}, {(void *)b, blen}};
+    int n = 3, i = 0;
+    while (i < n) {
+        ssize_t w = writev(fd, iov + i, n - i);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
             if (poll(&pfd, 1, 30000) <= 0) return -1;
             continue;
         }
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
+        if (w < 0) return -1;
+        size_t done = (size_t)w;
+        while (i < n && done >= iov[i].iov_len) done -= iov[i++].iov_len;
+        if (i < n) {
+            iov[i].iov_base = (char *)iov[i].iov_base + done;
+            iov[i].iov_len -= done;
+        }
     }
     return 0;
 }
 
-int fm_py_send(int fd, char type, const void *a, size_t alen, const void *b, size_t blen) {
-    unsigned char head[5];
-    fm_put_u32(head, (uint32_t)(1 + alen + blen));
-    head[4] = (unsigned char)type;
-    if (write_all(fd, head, 5) != 0) return -1;
-    if (alen && write_all(fd, a, alen) != 0) return -1;
-    if (blen && write_all(fd, b, blen) != 0) return -1;
-    return 0;
-}
+/* Read-ahead buffer of the thread's current socket: most frames then cost
+ * one read. Only one fd per thread reads through it at a time (a worker's
+ * socket, or a node thread waiting for a starting worker). */
+static __thread struct {
+    int fd;
+    unsigned char *buf;
+    size_t off, len, cap;
+} rb = {-1, NULL, 0, 0, 0};
 
 static int read_all(int fd, unsigned char *p, size_t n, int64_t deadline_ms) {
+    if (rb.fd != fd) { /* another socket: drop what was read ahead for the last one */
+        rb.fd = fd;
+        rb.off = rb.len = 0;
+    }
     while (n) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int wait = -1;
-            if (deadline_ms >= 0) {
-                int64_t left = deadline_ms - fm_mono_ms();
-                if (left <= 0) return -2;
-                wait = (int)left;
-            }
-            struct pollfd pfd = {.fd = fd, .events = POLLIN};
-            int pr = poll(&pfd, 1, wait);
-            if (pr == 0) return -2;
-            if (pr < 0 && errno != EINTR) return -1;
+        if (rb.off < rb.len) {
+            size_t k = rb.len - rb.off < n ? rb.len - rb.off : n;
+            memcpy(p, rb.buf + rb.off, k);
+            rb.off += k;
+            p += k;
+            n -= k;
             continue;
         }
-        if (r <= 0) return -1;
-        p += r;
-        n -= (size_t)r;
+        if (n >= 65536) { /* big payloads go straight to their buffer */
+            ssize_t r = read(fd, p, n);
+            if (r > 0) {
+                p += r;
+                n -= (size_t)r;
+                continue;
+            }
+            if (r == 0) return -1;
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+            if (errno == EINTR) continue;
+        } else {
+            if (!rb.buf) rb.buf = malloc(rb.cap = 65536);
+            ssize_t r = read(fd, rb.buf, rb.cap);
+            if (r > 0) {
+                rb.off = 0;
+                rb.len = (size_t)r;
+                continue;
+            }
+            if (r == 0) return -1;
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        }
+        int wait = -1;
+        if (deadline_ms >= 0) {
+            int64_t left = deadline_ms - fm_mono_ms();
+            if (left <= 0) return -2;
+            wait = (int)left;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, wait);
+        if (pr == 0) return -2;
+        if (pr < 0 && errno != EINTR) return -1;
     }
     return 0;
 }
@@ -74,4 +111,11 @@ int fm_py_recv(int fd, int timeout_ms, char **payload, size_t *len) {
     *payload = buf;
     *len = n - 1;
     return head[4];
+}
+
+void fm_py_frame_release(void) {
+    free(rb.buf);
+    rb.buf = NULL;
+    rb.fd = -1;
+    rb.off = rb.len = rb.cap = 0;
 }

@@ -41,6 +41,9 @@ int fm_py_send(int fd, char type, const void *a, size_t alen, const void *b, siz
  * -2 on timeout. */
 int fm_py_recv(int fd, int timeout_ms, char **payload, size_t *len);
 
+/* Frees this thread's read-ahead buffer (it is kept between frames). */
+void fm_py_frame_release(void);
+
 /* The worker process: `fnmesh worker-python`. Returns the exit code. */
 int fm_python_worker_main(void);
 

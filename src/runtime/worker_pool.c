@@ -1,0 +1,584 @@
+/* worker_pool.c - instances made of worker processes (see worker_pool.h),
+ * for the Python and C runtimes.
+ *
+ * Ownership: an instance owns its processes, sockets and queue; the artifact
+ * is borrowed from the version, which outlives its instances. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "exec/exec.h"
+#include "registry/bind.h"
+#include "registry/registry.h"
+#include "runtime/python/python_int.h"
+#include "runtime/worker_pool.h"
+
+extern char **environ;
+
+#define INIT_TIMEOUT_MS 30000
+#define KILL_GRACE_US 1000000
+
+#define MAX_WORKERS 8 /* per instance: a busy worker (e.g. waiting on a call it made) gets company */
+
+typedef struct wp_inst wp_inst;
+typedef struct wp_worker wp_worker;
+
+typedef struct wp_thread {
+    wp_inst *list; /* instances on this thread */
+} wp_thread;
+
+/* One worker process. */
+struct wp_worker {
+    wp_inst *in;
+    pid_t pid;
+    int fd; /* -1 when there is no process */
+    fm_exec_watch *watch;
+    char *rbuf;
+    size_t rlen, rcap;
+    fm_job *busy;
+    uint32_t busy_id, next_id;
+    int64_t interrupted_at;
+    struct wp_mesh_req *mesh; /* calls made by the running function */
+};
+
+struct wp_inst {
+    wp_thread *ts;
+    wp_inst *next;
+    const fm_wpool_kind *kind;
+    char *deployment;
+    const char *artifact; /* borrowed from the version */
+    size_t artifact_len;
+    wp_worker workers[MAX_WORKERS];
+    int nworkers;
+    fm_job *qhead, *qtail; /* calls waiting for a free worker */
+};
+
+/* ---------------------------------------------------------------- workers */
+
+void *fm_wpool_thread_init(int index) {
+    (void)index;
+    return calloc(1, sizeof(wp_thread));
+}
+
+void fm_wpool_thread_dispose(void *p) {
+    free(p);
+}
+
+static const char *self_exe(void) {
+    static char path[4096];
+    if (!path[0]) {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+        if (n <= 0) return "fnmesh";
+        path[n] = '\0';
+    }
+    return path;
+}
+
+static void on_readable(uint32_t events, void *ud);
+
+/* Starts a worker process and loads the deployment; fills exports_json
+ * (owned) with the worker's list of exports. */
+static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
+    wp_inst *in = w->in;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return fm_err_set(err, FM_INTERNAL, "socketpair: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], FM_PY_WORKER_FD);
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    sigset_t none, defs;
+    sigemptyset(&none);
+    sigemptyset(&defs);
+    sigaddset(&defs, SIGINT);
+    sigaddset(&defs, SIGTERM);
+    sigaddset(&defs, SIGPIPE);
+    posix_spawnattr_setsigmask(&at, &none); /* the node blocks SIGINT in its threads */
+    posix_spawnattr_setsigdefault(&at, &defs);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *argv[] = {"fnmesh", (char *)in->kind->verb, NULL};
+    int rc = posix_spawn(&w->pid, self_exe(), &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(sv[1]);
+    if (rc != 0) {
+        close(sv[0]);
+        w->pid = 0;
+        return fm_err_set(err, FM_INTERNAL, "cannot start the %s worker: %s",
+                            in->kind->label, strerror(rc));
+    }
+    w->fd = sv[0];
+    char *payload = NULL;
+    size_t plen = 0;
+    int type = fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0) == 0
+                   ? fm_py_recv(w->fd, INIT_TIMEOUT_MS, &payload, &plen)
+                   : -1;
+    fm_py_frame_release(); /* executor threads read frames only here */
+    fm_status st = FM_OK;
+    if (type == 'E') {
+        *exports_json = payload;
+        payload = NULL;
+    } else if (type == 'X') {
+        json_t *e = json_loadb(payload, plen, 0, NULL);
+        const char *m = json_string_value(json_object_get(e, "message"));
+        st = fm_err_set(err, FM_INVALID_BUNDLE, "%s", m ? m : "the deployment failed to load");
+        const char *stack = json_string_value(json_object_get(e, "stack"));
+        if (stack) fm_err_detail(err, "stack", fm_json_str(stack));
+        json_decref(e);
+    } else {
+        st = fm_err_set(err, FM_INTERNAL, "the %s worker did not start (%s)", in->kind->label,
+                        type == -2 ? "timed out" : "it exited");
+    }
+    free(payload);
+    if (st != FM_OK) {
+        close(w->fd);
+        w->fd = -1;
+        kill(w->pid, SIGKILL);
+        waitpid(w->pid, NULL, 0);
+        w->pid = 0;
+        return st;
+    }
+    fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+    w->watch = fm_exec_watch_add(w->fd, EPOLLIN | EPOLLRDHUP, on_readable, w);
+    return FM_OK;
+}
+
+/* Closes the worker's process (if any) and reaps it; returns its wait status. */
+static int reap(wp_worker *w, bool force) {
+    int status = 0;
+    if (w->watch) fm_exec_watch_del(w->watch);
+    w->watch = NULL;
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    if (w->pid > 0) {
+        if (force) kill(w->pid, SIGKILL);
+        while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR) {
+        }
+    }
+    w->pid = 0;
+    w->rlen = 0;
+    return status;
+}
+
+static void timeout_fail(fm_job *job) {
+    char msg[160];
+    snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
+             (long long)(job->fn ? job->fn->timeout_ms : 0));
+    fm_job_fail(job, FM_TIMEOUT, msg, NULL, NULL);
+}
+
+/* Sends a call to an idle, live worker. */
+static bool send_call(wp_worker *w, fm_job *job) {
+    json_t *args = json_array(), *holes = json_array();
+    for (size_t i = 0; i < job->argc; i++) {
+        json_array_append(args, job->argv[i] ? job->argv[i] : json_null());
+        if (!job->argv[i]) json_array_append_new(holes, json_integer((json_int_t)i));
+    }
+    json_t *req = json_pack("{s:i, s:o, s:o}", "i", (int)job->fn->index, "a", args, "h", holes);
+    size_t len;
+    char *text = fm_json_dump(req, &len);
+    json_decref(req);
+    unsigned char id[4];
+    fm_put_u32(id, ++w->next_id);
+    int rc = fm_py_send(w->fd, 'C', id, 4, text, len);
+    free(text);
+    if (rc != 0) return false;
+    w->busy = job;
+    w->busy_id = w->next_id;
+    w->interrupted_at = 0;
+    return true;
+}
+
+static void start_next(wp_inst *in);
+
+static void worker_died(wp_worker *w) {
+    int status = reap(w, true);
+    fm_job *job = w->busy;
+    w->busy = NULL;
+    if (job) {
+        if (w->interrupted_at || (job->deadline_us && fm_mono_us() >= job->deadline_us)) {
+            timeout_fail(job);
+        } else {
+            char msg[160];
+            if (WIFSIGNALED(status))
+                snprintf(msg, sizeof(msg), "the %s worker crashed (signal %d) running %s",
+                         w->in->kind->label, WTERMSIG(status), job->fn->name);
+            else
+                snprintf(msg, sizeof(msg), "the %s worker exited (status %d) running %s",
+                         w->in->kind->label, WEXITSTATUS(status), job->fn->name);
+            fm_job_fail(job, FM_FUNCTION_ERROR, msg, "WorkerCrash", NULL);
+        }
+        fm_job_finish(job);
+    }
+    start_next(w->in);
+}
+
+static void finish_busy(wp_worker *w, char type, const char *payload, size_t len) {
+    fm_job *job = w->busy;
+    w->busy = NULL;
+    if (type == 'R') {
+        if (job->want_value) {
+            json_error_t je;
+            json_t *v = json_loadb(payload, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+            if (!v && strstr(je.text, "too big"))
+                v = json_loadb(payload, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+            if (json_is_null(v)) {
+                json_decref(v);
+                v = NULL;
+            }
+            fm_job_succeed_value(job, v);
+        } else {
+            char *copy = malloc(len + 1);
+            memcpy(copy, payload, len);
+            copy[len] = '\0';
+            fm_job_succeed(job, copy, len);
+        }
+    } else if (w->interrupted_at) {
+        timeout_fail(job);
+    } else {
+        json_t *e = json_loadb(payload, len, 0, NULL);
+        const char *m = json_string_value(json_object_get(e, "message"));
+        const char *code = json_string_value(json_object_get(e, "code"));
+        /* an uncaught error of a called function keeps its status */
+        fm_status st = FM_FUNCTION_ERROR;
+        static const fm_status passthrough[] = {FM_TIMEOUT, FM_NOT_FOUND, FM_LOOP, FM_BAD_REQUEST};
+        for (size_t i = 0; code && i < sizeof(passthrough) / sizeof(passthrough[0]); i++)
+            if (strcmp(code, fm_status_code(passthrough[i])) == 0) st = passthrough[i];
+        fm_job_fail(job, st, m ? m : "error", json_string_value(json_object_get(e, "name")),
+                    json_string_value(json_object_get(e, "stack")));
+        json_decref(e);
+    }
+    fm_job_finish(job);
+}
+
+/* ---- the mesh: the running function calls another one ---- */
+
+typedef struct wp_mesh_req {
+    struct wp_mesh_req *next;
+    wp_worker *w; /* NULL once the instance is gone */
+    uint32_t busy_id;
+} wp_mesh_req;
+
+static void send_mesh_answer(wp_worker *w, bool ok, const char *text, size_t len) {
+    unsigned char flag = ok ? 1 : 0;
+    if (w->fd >= 0) fm_py_send(w->fd, 'm', &flag, 1, text, len);
+}
+
+static void wp_mesh_done(fm_job *child, void *ud) {
+    wp_mesh_req *mr = ud;
+    wp_worker *w = mr->w;
+    if (w)
+        for (wp_mesh_req **pp = &w->mesh; *pp; pp = &(*pp)->next)
+            if (*pp == mr) {
+                *pp = mr->next;
+                break;
+            }
+    /* the caller may have timed out or died meanwhile: answer only if it still waits */
+    if (w && w->busy && w->busy_id == mr->busy_id && w->fd >= 0) {
+        if (child->status == FM_OK) {
+            size_t len = 4;
+            char *text = child->value ? fm_json_dump(child->value, &len) : strdup("null");
+            send_mesh_answer(w, true, text, len);
+            free(text);
+        } else {
+            json_t *e = fm_mesh_error(child);
+            size_t len;
+            char *text = fm_json_dump(e, &len);
+            send_mesh_answer(w, false, text, len);
+            free(text);
+            json_decref(e);
+        }
+    }
+    free(mr);
+}
+
+static void mesh_request(wp_worker *w, const char *p, size_t len) {
+    json_t *req = json_loadb(p, len, 0, NULL);
+    const char *target = json_string_value(json_object_get(req, "t"));
+    json_t *pos = json_object_get(req, "a"), *named = json_object_get(req, "n");
+    fm_err err = FM_ERR_INIT;
+    const fm_function *fn = NULL;
+    fm_version *v = target ? fm_mesh_resolve(target, strlen(target), &fn, &err) : NULL;
+    json_t **argv = NULL;
+    size_t argc = 0;
+    if (v && json_object_size(named) > 0 &&
+        fm_bind_named(fn, named, &argv, &argc, &err) != FM_OK) {
+        fm_version_release(v);
+        v = NULL;
+    }
+    if (v) {
+        size_t np = json_array_size(pos);
+        if (np > argc) {
+            argv = realloc(argv, np * sizeof(json_t *));
+            for (size_t i = argc; i < np; i++) argv[i] = NULL;
+            argc = np;
+        }
+        for (size_t i = 0; i < np; i++) {
+            json_decref(argv[i]);
+            argv[i] = json_incref(json_array_get(pos, i));
+        }
+        fm_version_release(v); /* fm_mesh_call resolves again */
+        wp_mesh_req *mr = calloc(1, sizeof(*mr));
+        mr->w = w;
+        mr->busy_id = w->busy_id;
+        if (fm_mesh_call(w->busy, target, strlen(target), argv, argc, wp_mesh_done, mr, &err) ==
+            FM_OK) {
+            mr->next = w->mesh;
+            w->mesh = mr;
+            json_decref(req);
+            /* the callee may need a worker of this instance: don't make it wait for us */
+            start_next(w->in);
+            return;
+        }
+        free(mr);
+    } else if (!target) {
+        fm_err_set(&err, FM_BAD_REQUEST, "fnmesh.call needs \"deployment/function\"");
+    }
+    json_t *e = json_pack("{s:s, s:s, s:s}", "message", err.msg, "code",
+                          fm_status_code(err.status), "stack", "");
+    size_t elen;
+    char *text = fm_json_dump(e, &elen);
+    send_mesh_answer(w, false, text, elen);
+    free(text);
+    json_decref(e);
+    fm_err_clear(&err);
+    json_decref(req);
+}
+
+static void log_line(wp_worker *w, const char *p, size_t len) {
+    if (len < 1) return;
+    int lvl = (unsigned char)p[0];
+    json_t *kv = json_object();
+    json_object_set_new(kv, "src", json_string("function"));
+    json_object_set_new(kv, "deployment", json_string(w->in->deployment));
+    if (w->busy && w->busy->fn) {
+        json_object_set_new(kv, "function", json_string(w->busy->fn->name));
+        json_object_set_new(kv, "version", json_stringn(w->busy->version->id, 12));
+        json_object_set_new(kv, "request_id", json_string(w->busy->request_id));
+    }
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    json_object_set_new(kv, "stream", json_string(names[lvl & 3]));
+    fm_log(lvl == 0 ? FM_LOG_INFO : (fm_log_level)(lvl & 3), kv, "%.*s", (int)(len - 1), p + 1);
+    json_decref(kv);
+}
+
+static void on_readable(uint32_t events, void *ud) {
+    wp_worker *w = ud;
+    bool eof = false;
+    for (;;) {
+        if (w->rcap - w->rlen < 65536) {
+            w->rcap = w->rcap ? w->rcap * 2 : 131072;
+            w->rbuf = realloc(w->rbuf, w->rcap);
+        }
+        ssize_t r = read(w->fd, w->rbuf + w->rlen, w->rcap - w->rlen);
+        if (r > 0) {
+            w->rlen += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        eof = true;
+        break;
+    }
+    size_t off = 0;
+    while (w->rlen - off >= 5) {
+        const unsigned char *h = (const unsigned char *)w->rbuf + off;
+        uint32_t n = fm_get_u32(h);
+        if (n < 1 || n > FM_PY_MAX_FRAME) {
+            eof = true;
+            break;
+        }
+        if (w->rlen - off < 4 + (size_t)n) break;
+        char type = (char)h[4];
+        const char *p = (const char *)h + 5;
+        size_t plen = n - 1;
+        off += 4 + (size_t)n;
+        if (type == 'L') {
+            log_line(w, p, plen);
+        } else if (type == 'M' && w->busy) {
+            mesh_request(w, p, plen);
+        } else if ((type == 'R' || type == 'F') && plen >= 4 && w->busy &&
+                   fm_get_u32((const unsigned char *)p) == w->busy_id) {
+            finish_busy(w, type, p + 4, plen - 4);
+        }
+        if (w->fd < 0) return; /* died while handling (e.g. send failed) */
+    }
+    memmove(w->rbuf, w->rbuf + off, w->rlen - off);
+    w->rlen -= off;
+    if (eof || (events & (EPOLLHUP | EPOLLERR))) {
+        worker_died(w);
+        return;
+    }
+    if (!w->busy) start_next(w->in);
+}
+
+/* A worker that can take a call now: idle and live, else a slot to start
+ * one in, else NULL (all busy: the call waits). */
+static wp_worker *free_worker(wp_inst *in) {
+    for (int i = 0; i < in->nworkers; i++)
+        if (in->workers[i].fd >= 0 && !in->workers[i].busy) return &in->workers[i];
+    for (int i = 0; i < in->nworkers; i++)
+        if (in->workers[i].fd < 0) return &in->workers[i];
+    if (in->nworkers < MAX_WORKERS) {
+        wp_worker *w = &in->workers[in->nworkers++];
+        memset(w, 0, sizeof(*w));
+        w->in = in;
+        w->fd = -1;
+        return w;
+    }
+    return NULL;
+}
+
+/* Sends queued calls to free workers, starting workers where needed. */
+static void start_next(wp_inst *in) {
+    while (in->qhead) {
+        fm_job *job = in->qhead;
+        if (job->deadline_us && fm_mono_us() >= job->deadline_us) {
+            in->qhead = job->next;
+            if (!in->qhead) in->qtail = NULL;
+            job->next = NULL;
+            timeout_fail(job);
+            fm_job_finish(job);
+            continue;
+        }
+        wp_worker *w = free_worker(in);
+        if (!w) return;
+        in->qhead = job->next;
+        if (!in->qhead) in->qtail = NULL;
+        job->next = NULL;
+        if (w->fd < 0) {
+            fm_err err = FM_ERR_INIT;
+            char *ex = NULL;
+            job->cold_start = true;
+            if (spawn(w, &ex, &err) != FM_OK) {
+                fm_job_fail(job, FM_INTERNAL, err.msg, NULL, NULL);
+                fm_err_clear(&err);
+                fm_job_finish(job);
+                continue;
+            }
+            free(ex);
+        }
+        if (!send_call(w, job)) {
+            reap(w, true);
+            fm_job_fail(job, FM_INTERNAL, "cannot reach the worker", NULL, NULL);
+            fm_job_finish(job);
+        }
+    }
+}
+
+fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *tsp, const char *deployment,
+                                   const char *artifact, size_t artifact_len, void **out,
+                                   fm_export **exports, size_t *nexports, fm_err *err) {
+    wp_thread *ts = tsp;
+    wp_inst *in = calloc(1, sizeof(*in));
+    in->ts = ts;
+    in->kind = kind;
+    in->deployment = strdup(deployment);
+    in->artifact = artifact;
+    in->artifact_len = artifact_len;
+    wp_worker *w = free_worker(in);
+    char *ej = NULL;
+    if (spawn(w, &ej, err) != FM_OK) {
+        free(in->deployment);
+        free(in);
+        return err->status;
+    }
+    if (exports) {
+        json_t *list = json_loads(ej, 0, NULL);
+        size_t n = json_array_size(list);
+        fm_export *ex = calloc(n ? n : 1, sizeof(fm_export));
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_array_get(list, i);
+            ex[i].name = strdup(json_string_value(json_object_get(e, "name")));
+            ex[i].file = strdup(json_string_value(json_object_get(e, "file")));
+            ex[i].params = json_incref(json_object_get(e, "params"));
+        }
+        json_decref(list);
+        *exports = ex;
+        *nexports = n;
+    }
+    free(ej);
+    in->next = ts->list;
+    ts->list = in;
+    *out = in;
+    return FM_OK;
+}
+
+void fm_wpool_instance_destroy(void *tsp, void *p) {
+    wp_thread *ts = tsp;
+    wp_inst *in = p;
+    for (wp_inst **pp = &ts->list; *pp; pp = &(*pp)->next)
+        if (*pp == in) {
+            *pp = in->next;
+            break;
+        }
+    for (int i = 0; i < in->nworkers; i++) {
+        wp_worker *w = &in->workers[i];
+        reap(w, true);
+        for (wp_mesh_req *mr = w->mesh; mr; mr = mr->next) mr->w = NULL;
+        free(w->rbuf);
+    }
+    while (in->qhead) { /* nothing should wait here (calls hold the version) */
+        fm_job *j = in->qhead;
+        in->qhead = j->next;
+        fm_job_fail(j, FM_INTERNAL, "the deployment was unloaded", NULL, NULL);
+        fm_job_finish(j);
+    }
+    free(in->deployment);
+    free(in);
+}
+
+void fm_wpool_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
+    wp_inst *in = ip;
+    (void)index;
+    job->next = NULL;
+    if (in->qtail) in->qtail->next = job;
+    else in->qhead = job;
+    in->qtail = job;
+    start_next(in);
+}
+
+int64_t fm_wpool_poll(void *tsp) {
+    wp_thread *ts = tsp;
+    int64_t now = fm_mono_us(), next = -1;
+    for (wp_inst *in = ts->list; in; in = in->next) {
+        for (int i = 0; i < in->nworkers; i++) {
+            wp_worker *w = &in->workers[i];
+            fm_job *job = w->busy;
+            if (!job || !job->deadline_us || w->pid <= 0) continue;
+            int64_t at;
+            if (!w->interrupted_at) {
+                if (now >= job->deadline_us) {
+                    /* Python: KeyboardInterrupt in the running call; C cannot be interrupted */
+                    kill(w->pid, in->kind->sigint_first ? SIGINT : SIGKILL);
+                    w->interrupted_at = now;
+                    at = now + (in->kind->sigint_first ? KILL_GRACE_US : 100000);
+                } else {
+                    at = job->deadline_us;
+                }
+            } else if (now >= w->interrupted_at + KILL_GRACE_US) {
+                kill(w->pid, SIGKILL); /* it did not yield: the socket closes, worker_died */
+                at = now + 100000;
+            } else {
+                at = w->interrupted_at + KILL_GRACE_US;
+            }
+            if (next < 0 || at - now < next) next = at - now;
+        }
+        if (in->qhead && in->qhead->deadline_us) {
+            int64_t at = in->qhead->deadline_us;
+            if (next < 0 || at - now < next) next = at > now ? at - now : 0;
+        }
+        if (in->qhead && in->qhead->deadline_us && now >= in->qhead->deadline_us) start_next(in);
+    }
+    return next;
+}
+
