@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side HTTP benchmark: fnmesh serving merge(a, b) (examples/hello)
-# against nginx returning the same bytes ("helloworld"), in one run.
+# Side-by-side HTTP benchmark: fnmesh serving merge(a, b) (examples/hello,
+# and the same function in Lua, Python and C) against nginx returning the same bytes ("helloworld"), in one run.
 #
 #   servers pinned to CPU 1 (taskset), wrk pinned to CPU 0
 #   wrk -t1 -c32 -d${DURATION}s --latency, keep-alive, loopback only
@@ -116,10 +116,23 @@ curl -fs -X PUT -H 'Authorization: Bearer bench' -H 'Content-Type: application/g
   || { echo "merge does not answer \"helloworld\"" >&2; exit 1; }
 
 # the same merge(a, b) in the other runtimes
-mkdir -p "$TMP/mpy" "$TMP/mlua"
+mkdir -p "$TMP/mpy" "$TMP/mlua" "$TMP/mc"
 printf 'def merge(a, b):\n    return a + b\n' > "$TMP/mpy/merge.py"
 printf 'return { merge = function(a, b) return a .. b end }\n' > "$TMP/mlua/merge.lua"
-for d in mpy mlua; do
+cat > "$TMP/mc/merge.c" <<'C'
+#include <fnmesh.h>
+#include <string.h>
+FM_EXPORT(merge, "a", "b") {
+    size_t la = 0, lb = 0;
+    const char *a = fm_get_string(fm_arg(ctx, 0), &la), *b = fm_get_string(fm_arg(ctx, 1), &lb);
+    char buf[512];
+    if (!a || !b || la + lb > sizeof(buf)) return fm_error(ctx, "two short strings, please");
+    memcpy(buf, a, la);
+    memcpy(buf + la, b, lb);
+    return fm_string(ctx, buf, la + lb);
+}
+C
+for d in mpy mlua mc; do
   tar czf "$TMP/$d.tgz" -C "$TMP/$d" .
   curl -fs -X PUT -H 'Authorization: Bearer bench' --data-binary @"$TMP/$d.tgz" \
     "http://127.0.0.1:$FPORT/system/v1/deployments/$d" >/dev/null || echo "deploy $d failed" >&2
@@ -131,6 +144,7 @@ measure fnmesh-post "$FN_PID" "http://127.0.0.1:$FPORT/fn/hello/merge" "$TMP/pos
 measure fnmesh-get "$FN_PID" "http://127.0.0.1:$FPORT/fn/hello/merge?a=hello&b=world" "$TMP/report.lua"
 measure fnmesh-lua "$FN_PID" "http://127.0.0.1:$FPORT/fn/mlua/merge" "$TMP/post.lua"
 measure fnmesh-python "$FN_PID" "http://127.0.0.1:$FPORT/fn/mpy/merge" "$TMP/post.lua"
+measure fnmesh-c "$FN_PID" "http://127.0.0.1:$FPORT/fn/mc/merge" "$TMP/post.lua"
 
 echo
 printf '%-14s %10s %8s %8s %12s %8s\n' target "req/s" "p50" "p99" "CPU us/req" ratio

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # In-process mesh calls per second, one core: a JavaScript function awaits
 # fnmesh.call(...) N times in a row (sequential) and in waves of 100
-# (concurrent), against a JavaScript and a Lua callee; plus HTTP -> Lua with
-# wrk next to HTTP -> JS, as in bench/merge.sh (server on CPU 1, wrk on CPU 0).
+# (concurrent), against JavaScript, Lua, Python and C callees (N/10 for the
+# worker-process runtimes); plus HTTP GET of each with wrk (server on CPU 1,
+# wrk on CPU 0).
 #
 # usage: bench/mesh.sh [--calls N] [--duration S]
 set -uo pipefail
@@ -55,27 +56,32 @@ JS
 echo '{"timeout_ms": 120000}' > "$TMP/caller/fnmesh.json"
 echo 'export const add = (a, b) => a + b;' > "$TMP/mbjs/index.js"
 printf 'return { add = function(a, b) return a + b end }\n' > "$TMP/mblua/index.lua"
+mkdir -p "$TMP/mbpy" "$TMP/mbc"
+printf 'def add(a, b):\n    return a + b\n' > "$TMP/mbpy/index.py"
+printf '#include <fnmesh.h>\nFM_EXPORT(add, "a", "b") { return fm_int64(ctx, fm_get_int(fm_arg(ctx, 0)) + fm_get_int(fm_arg(ctx, 1))); }\n' > "$TMP/mbc/index.c"
 deploy mbjs "$TMP/mbjs" >/dev/null
-LUA_OK=$(deploy mblua "$TMP/mblua")
+deploy mblua "$TMP/mblua" >/dev/null
+deploy mbpy "$TMP/mbpy" >/dev/null
+deploy mbc "$TMP/mbc" >/dev/null
 deploy caller "$TMP/caller" >/dev/null
 
-printf '%-28s %14s\n' "in-process mesh call" "calls/s"
-for t in mbjs mblua; do
-  [ "$t" = mblua ] && [ "$LUA_OK" != 201 ] && { printf '%-28s %14s\n' "JS -> Lua" "(no lua runtime)"; continue; }
-  name=$([ "$t" = mbjs ] && echo "JS -> JS" || echo "JS -> Lua")
-  s=$(curl -s -d "[$CALLS, \"$t/add\"]" "$URL/fn/caller/seq")
-  p=$(curl -s -d "[$CALLS, \"$t/add\"]" "$URL/fn/caller/par")
-  printf '%-28s %14s\n' "$name, sequential" "$s"
-  printf '%-28s %14s\n' "$name, 100 at a time" "$p"
+printf '%-34s %14s\n' "mesh call from JS" "calls/s"
+for t in mbjs mblua mbpy mbc; do
+  case $t in mbjs) name="JS -> JS";; mblua) name="JS -> Lua";; mbpy) name="JS -> Python (worker)";; mbc) name="JS -> C (worker)";; esac
+  n=$CALLS
+  case $t in mbpy|mbc) n=$((CALLS / 10));; esac
+  s=$(curl -s -d "[$n, \"$t/add\"]" "$URL/fn/caller/seq")
+  p=$(curl -s -d "[$n, \"$t/add\"]" "$URL/fn/caller/par")
+  printf '%-34s %14s\n' "$name, sequential" "$s"
+  printf '%-34s %14s\n' "$name, 100 at a time" "$p"
 done
 
 if command -v wrk >/dev/null; then
   echo
-  printf '%-28s %14s %8s\n' "HTTP (wrk -c32)" "req/s" "p99"
-  for t in mbjs mblua; do
-    [ "$t" = mblua ] && [ "$LUA_OK" != 201 ] && continue
+  printf '%-34s %14s %8s\n' "HTTP (wrk -c32)" "req/s" "p99"
+  for t in mbjs mblua mbpy mbc; do
     out=$(taskset -c 0 wrk -t1 -c32 -d"${DURATION}s" --latency "$URL/fn/$t/add?a=1&b=2")
-    printf '%-28s %14s %8s\n' "GET /fn/$t/add" "$(awk '/Requests\/sec/{print $2}' <<<"$out")" \
+    printf '%-34s %14s %8s\n' "GET /fn/$t/add" "$(awk '/Requests\/sec/{print $2}' <<<"$out")" \
       "$(awk '$1=="99%"{print $2}' <<<"$out")"
   done
 fi

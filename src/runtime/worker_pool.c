@@ -5,6 +5,7 @@
  * is borrowed from the version, which outlives its instances. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -423,9 +424,27 @@ static void on_readable(uint32_t events, void *ud) {
 
 /* A worker that can take a call now: idle and live, else a slot to start
  * one in, else NULL (all busy: the call waits). */
+/* CPUs this process may run on: more busy workers than that only add
+ * context switches, unless workers wait for calls they made. */
+static int usable_cpus(void) {
+    static int n;
+    if (!n) {
+        cpu_set_t set;
+        n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+        if (n < 1) n = 1;
+    }
+    return n;
+}
+
 static wp_worker *free_worker(wp_inst *in) {
-    for (int i = 0; i < in->nworkers; i++)
-        if (in->workers[i].fd >= 0 && !in->workers[i].busy) return &in->workers[i];
+    int live = 0, waiting = 0;
+    for (int i = 0; i < in->nworkers; i++) {
+        wp_worker *w = &in->workers[i];
+        if (w->fd >= 0 && !w->busy) return w;
+        if (w->fd >= 0) live++;
+        if (w->fd >= 0 && w->mesh) waiting++; /* blocked on a call it made */
+    }
+    if (live - waiting >= usable_cpus()) return NULL; /* the call waits for a worker */
     for (int i = 0; i < in->nworkers; i++)
         if (in->workers[i].fd < 0) return &in->workers[i];
     if (in->nworkers < MAX_WORKERS) {
