@@ -44,7 +44,9 @@ struct wp_worker {
     fm_exec_watch *watch;
     char *rbuf;
     size_t rlen, rcap;
-    fm_job *busy;
+    fm_job *busy;      /* the call running now: head of the calls sent (linked by ->next) */
+    fm_job *sent_tail; /* the last call sent (pipelined behind busy) */
+    int depth;         /* calls sent and not answered */
     uint32_t busy_id, next_id;
     int64_t interrupted_at;
     struct wp_mesh_req *mesh; /* calls made by the running function */
@@ -193,18 +195,48 @@ static bool send_call(wp_worker *w, fm_job *job) {
     int rc = fm_py_send(w->fd, 'C', id, 4, text, len);
     free(text);
     if (rc != 0) return false;
-    w->busy = job;
-    w->busy_id = w->next_id;
-    w->interrupted_at = 0;
+    job->async_id = w->next_id;
+    job->next = NULL;
+    if (w->sent_tail) {
+        w->sent_tail->next = job; /* pipelined: runs when the ones before it are done */
+    } else {
+        w->busy = job;
+        w->busy_id = w->next_id;
+        w->interrupted_at = 0;
+    }
+    w->sent_tail = job;
+    w->depth++;
     return true;
+}
+
+/* The head call was answered: the next one sent is running now. */
+static fm_job *pop_busy(wp_worker *w) {
+    fm_job *job = w->busy;
+    w->busy = job->next;
+    job->next = NULL;
+    if (!w->busy) w->sent_tail = NULL;
+    else w->busy_id = (uint32_t)w->busy->async_id;
+    w->depth--;
+    w->interrupted_at = 0;
+    return job;
 }
 
 static void start_next(wp_inst *in);
 
 static void worker_died(wp_worker *w) {
+    int64_t interrupted = w->interrupted_at;
     int status = reap(w, true);
-    fm_job *job = w->busy;
-    w->busy = NULL;
+    fm_job *job = w->busy ? pop_busy(w) : NULL;
+    /* calls pipelined behind the one that died never ran: send them again */
+    if (w->busy) {
+        wp_inst *in = w->in;
+        w->sent_tail->next = in->qhead;
+        if (!in->qhead) in->qtail = w->sent_tail;
+        in->qhead = w->busy;
+        w->busy = w->sent_tail = NULL;
+        w->depth = 0;
+    }
+    w->interrupted_at = interrupted;
     if (job) {
         if (w->interrupted_at || (job->deadline_us && fm_mono_us() >= job->deadline_us)) {
             timeout_fail(job);
@@ -224,8 +256,8 @@ static void worker_died(wp_worker *w) {
 }
 
 static void finish_busy(wp_worker *w, char type, const char *payload, size_t len) {
-    fm_job *job = w->busy;
-    w->busy = NULL;
+    bool interrupted = w->interrupted_at != 0;
+    fm_job *job = pop_busy(w);
     if (type == 'R') {
         if (job->want_value) {
             json_error_t je;
@@ -243,7 +275,7 @@ static void finish_busy(wp_worker *w, char type, const char *payload, size_t len
             copy[len] = '\0';
             fm_job_succeed(job, copy, len);
         }
-    } else if (w->interrupted_at) {
+    } else if (interrupted) {
         timeout_fail(job);
     } else {
         json_t *e = json_loadb(payload, len, 0, NULL);
@@ -419,7 +451,7 @@ static void on_readable(uint32_t events, void *ud) {
         worker_died(w);
         return;
     }
-    if (!w->busy) start_next(w->in);
+    start_next(w->in);
 }
 
 /* A worker that can take a call now: idle and live, else a slot to start
@@ -436,6 +468,10 @@ static int usable_cpus(void) {
     return n;
 }
 
+/* Calls sent ahead to a busy worker: it reads the next one without waiting
+ * for the node, so one wake-up serves several calls. */
+#define PIPE_DEPTH 4
+
 static wp_worker *free_worker(wp_inst *in) {
     int live = 0, waiting = 0;
     for (int i = 0; i < in->nworkers; i++) {
@@ -444,17 +480,25 @@ static wp_worker *free_worker(wp_inst *in) {
         if (w->fd >= 0) live++;
         if (w->fd >= 0 && w->mesh) waiting++; /* blocked on a call it made */
     }
-    if (live - waiting >= usable_cpus()) return NULL; /* the call waits for a worker */
-    for (int i = 0; i < in->nworkers; i++)
-        if (in->workers[i].fd < 0) return &in->workers[i];
-    if (in->nworkers < MAX_WORKERS) {
-        wp_worker *w = &in->workers[in->nworkers++];
-        memset(w, 0, sizeof(*w));
-        w->in = in;
-        w->fd = -1;
-        return w;
+    if (live - waiting < usable_cpus()) { /* room for one more worker process */
+        for (int i = 0; i < in->nworkers; i++)
+            if (in->workers[i].fd < 0) return &in->workers[i];
+        if (in->nworkers < MAX_WORKERS) {
+            wp_worker *w = &in->workers[in->nworkers++];
+            memset(w, 0, sizeof(*w));
+            w->in = in;
+            w->fd = -1;
+            return w;
+        }
     }
-    return NULL;
+    /* else pipeline behind the least loaded worker that is running normally */
+    wp_worker *best = NULL;
+    for (int i = 0; i < in->nworkers; i++) {
+        wp_worker *w = &in->workers[i];
+        if (w->fd < 0 || w->mesh || w->interrupted_at || w->depth >= PIPE_DEPTH) continue;
+        if (!best || w->depth < best->depth) best = w;
+    }
+    return best;
 }
 
 /* Sends queued calls to free workers, starting workers where needed. */

@@ -230,7 +230,7 @@ static fm_val *api_call(fm_ctx *c, const char *target, size_t argc, fm_val *cons
     free(text);
     char *answer = NULL;
     size_t alen = 0;
-    int type = rc == 0 ? fm_py_recv(sock, -1, &answer, &alen) : -1;
+    int type = rc == 0 ? fm_py_recv_only(sock, 'm', &answer, &alen) : -1;
     if (type != 'm' || alen < 1) {
         free(answer);
         call_failed(c, "the node is gone", "internal");
@@ -432,7 +432,7 @@ int fm_c_worker_main(void) {
     for (;;) {
         char *req = NULL;
         size_t rlen = 0;
-        int type = fm_py_recv(sock, -1, &req, &rlen);
+        int type = fm_py_recv_next(sock, &req, &rlen);
         if (type < 0) break; /* the node closed the socket */
         if (type == 'C' && rlen >= 4) serve((const unsigned char *)req, req + 4, rlen - 4, fns, nfns);
         free(req);

@@ -119,3 +119,45 @@ void fm_py_frame_release(void) {
     rb.fd = -1;
     rb.off = rb.len = rb.cap = 0;
 }
+
+/* Frames that arrived while a worker waited for another kind (pipelined
+ * calls arriving during a mesh call), in order. Worker processes only. */
+typedef struct stashed {
+    struct stashed *next;
+    int type;
+    char *payload;
+    size_t len;
+} stashed;
+static stashed *stash_head, *stash_tail;
+
+int fm_py_recv_next(int fd, char **payload, size_t *len) {
+    if (stash_head) {
+        stashed *s = stash_head;
+        stash_head = s->next;
+        if (!stash_head) stash_tail = NULL;
+        int type = s->type;
+        *payload = s->payload;
+        *len = s->len;
+        free(s);
+        return type;
+    }
+    return fm_py_recv(fd, -1, payload, len);
+}
+
+int fm_py_recv_only(int fd, char want, char **payload, size_t *len) {
+    for (;;) {
+        char *p = NULL;
+        size_t n = 0;
+        int type = fm_py_recv(fd, -1, &p, &n);
+        if (type < 0 || type == want) {
+            *payload = p;
+            *len = n;
+            return type;
+        }
+        stashed *s = malloc(sizeof(*s));
+        *s = (stashed){NULL, type, p, n};
+        if (stash_tail) stash_tail->next = s;
+        else stash_head = s;
+        stash_tail = s;
+    }
+}

@@ -41,6 +41,12 @@ int fm_py_send(int fd, char type, const void *a, size_t alen, const void *b, siz
  * -2 on timeout. */
 int fm_py_recv(int fd, int timeout_ms, char **payload, size_t *len);
 
+/* Worker side: the next frame, first from those set aside by fm_py_recv_only. */
+int fm_py_recv_next(int fd, char **payload, size_t *len);
+/* Worker side: waits for a frame of type `want`, setting other frames aside
+ * (calls the node pipelined while the worker waits for a mesh answer). */
+int fm_py_recv_only(int fd, char want, char **payload, size_t *len);
+
 /* Frees this thread's read-ahead buffer (it is kept between frames). */
 void fm_py_frame_release(void);
 

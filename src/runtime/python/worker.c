@@ -57,7 +57,7 @@ static PyObject *py_mesh(PyObject *self, PyObject *args) {
     size_t alen = 0;
     int type;
     Py_BEGIN_ALLOW_THREADS
-    type = fm_py_recv(sock, -1, &answer, &alen);
+    type = fm_py_recv_only(sock, 'm', &answer, &alen);
     Py_END_ALLOW_THREADS
     if (type != 'm' || alen < 1) {
         free(answer);
@@ -202,7 +202,7 @@ int fm_python_worker_main(void) {
     for (;;) {
         char *req = NULL;
         size_t rlen = 0;
-        int type = fm_py_recv(sock, -1, &req, &rlen);
+        int type = fm_py_recv_next(sock, &req, &rlen);
         if (type < 0) break; /* the node closed the socket */
         if (type != 'C' || rlen < 4) {
             free(req);
