@@ -3,8 +3,10 @@ that worker processes load. Exports and parameter names from FM_EXPORT, the
 value model (exact int64, strings with NUL, arrays, maps), errors, compile
 errors refusing the deploy, crashes that fail one call only, deadlines
 (the worker is killed), logs, and calls between C and JavaScript."""
+import os
 import threading
 import time
+import unittest
 
 from fmtest import FnTestCase, main
 
@@ -93,6 +95,14 @@ FM_EXPORT(crash) {
 FM_EXPORT(spin) {
     for (;;);
     return NULL;
+}
+
+FM_EXPORT(hog) {
+    for (;;) {
+        void *p = malloc(64u << 20);
+        if (!p) return fm_error(ctx, "out of memory");
+        memset(p, 1, 64u << 20);
+    }
 }
 
 FM_EXPORT(shout, "msg") {
@@ -247,6 +257,14 @@ class CTest(FnTestCase):
         st, body = self.call("crash")
         self.assertEqual(st, 500, body)
         self.assertEqual(self.call("sum", 6, 6), (200, 12))
+
+    @unittest.skipIf(os.environ.get("ASAN_OPTIONS"),
+                     "sanitizer builds run workers without an address-space cap")
+    def test_memory_cap(self):
+        st, body = self.node.call("cmix", "hog")
+        self.assertEqual(st, 500, body)
+        self.assertIn("out of memory", body["error"]["message"])
+        self.assertEqual(self.node.call("cmix", "sum", 1, 2), (200, 3))
 
     def test_deadline_kills_the_worker(self):
         t0 = time.monotonic()

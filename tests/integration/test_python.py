@@ -2,8 +2,10 @@
 keyword arguments and defaults, imports from the bundle, errors with
 tracebacks, deadlines (the worker is interrupted, or killed and replaced),
 crashes that fail one call only, and calls to and from other languages."""
+import os
 import threading
 import time
+import unittest
 
 from fmtest import FnTestCase, main
 
@@ -14,7 +16,7 @@ import fnmesh
 
 __all__ = ["add", "greet", "kw_only", "varargs", "boom", "spin", "sleepy", "crash", "segv",
            "big", "uses", "later", "unicode", "echo", "log", "to_js", "rec", "named_call",
-           "catch_missing", "js_error", "nan"]
+           "catch_missing", "js_error", "nan", "hog"]
 
 def add(a, b):
     return a + b
@@ -88,6 +90,11 @@ def js_error():
 
 def nan():
     return float("nan")
+
+def hog():
+    x = []
+    while True:
+        x.append(bytearray(50 * 1024 * 1024))
 
 def _private():
     return "hidden"
@@ -205,6 +212,14 @@ class PythonTest(FnTestCase):
         self.assertIn("signal", body["error"]["message"])
         # a new worker takes over
         self.assertEqual(self.call("add", 5, 5), (200, 10))
+
+    @unittest.skipIf(os.environ.get("ASAN_OPTIONS"),
+                     "sanitizer builds run workers without an address-space cap")
+    def test_memory_cap(self):
+        st, body = self.call("hog")
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body["error"]["name"], "MemoryError")
+        self.assertEqual(self.call("add", 1, 1), (200, 2))
 
     def test_print_goes_to_the_node_log(self):
         self.assertEqual(self.call("log", "abc123"), (200, "abc123"))

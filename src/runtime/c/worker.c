@@ -410,6 +410,7 @@ static void serve(const unsigned char id[4], const char *req, size_t len, const 
 
 int fm_c_worker_main(void) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the node */
+    fm_worker_limit_memory();
     char *init = NULL;
     size_t ilen = 0;
     if (fm_py_recv(sock, -1, &init, &ilen) != 'I') return 2;

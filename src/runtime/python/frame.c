@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -160,4 +161,17 @@ int fm_py_recv_only(int fd, char want, char **payload, size_t *len) {
         else stash_head = s;
         stash_tail = s;
     }
+}
+
+void fm_worker_limit_memory(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    /* AddressSanitizer reserves terabytes of shadow memory: no address-space cap */
+#else
+    const char *e = getenv("FNMESH_WORKER_MEMORY_MB");
+    long mb = e && *e ? strtol(e, NULL, 10) : FM_WORKER_MEMORY_MB;
+    if (mb > 0) {
+        struct rlimit rl = {(rlim_t)mb << 20, (rlim_t)mb << 20};
+        setrlimit(RLIMIT_AS, &rl);
+    }
+#endif
 }

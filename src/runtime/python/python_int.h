@@ -47,6 +47,13 @@ int fm_py_recv_next(int fd, char **payload, size_t *len);
  * (calls the node pipelined while the worker waits for a mesh answer). */
 int fm_py_recv_only(int fd, char want, char **payload, size_t *len);
 
+/* Worker side: caps the process's address space (RLIMIT_AS) at
+ * FNMESH_WORKER_MEMORY_MB, default FM_WORKER_MEMORY_MB; an allocation past
+ * it fails (Python: MemoryError; C: malloc returns NULL). Not in sanitizer
+ * builds, whose shadow memory needs far more address space. */
+#define FM_WORKER_MEMORY_MB 512
+void fm_worker_limit_memory(void);
+
 /* Frees this thread's read-ahead buffer (it is kept between frames). */
 void fm_py_frame_release(void);
 

@@ -155,6 +155,7 @@ static char *exception_json(PyObject *boot) {
 
 int fm_python_worker_main(void) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the node */
+    fm_worker_limit_memory();
     char *init = NULL;
     size_t ilen = 0;
     if (fm_py_recv(sock, -1, &init, &ilen) != 'I') return 2;
