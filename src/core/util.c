@@ -108,19 +108,117 @@ json_t *fm_json_str(const char *s) {
     return fm_json_strn(s ? s : "", s ? strlen(s) : 0);
 }
 
+/* Copy of JSON text in which every integer literal beyond int64 (outside
+ * strings) has ".0" appended, so that jansson reads just those as doubles. */
+static char *widen_big_ints(const char *buf, size_t len, size_t *out_len) {
+    char *out = malloc(len * 3 / 2 + 16);
+    size_t o = 0, cap = len * 3 / 2 + 16;
+    bool in_str = false;
+    for (size_t i = 0; i < len;) {
+        char c = buf[i];
+        if (in_str) {
+            out[o++] = c;
+            if (c == '\\' && i + 1 < len) out[o++] = buf[++i];
+            else if (c == '"') in_str = false;
+            i++;
+        } else if (c == '"') {
+            in_str = true;
+            out[o++] = c;
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i + (c == '-');
+            while (j < len && buf[j] >= '0' && buf[j] <= '9') j++;
+            bool integral = j >= len || (buf[j] != '.' && buf[j] != 'e' && buf[j] != 'E');
+            size_t digits = j - i - (c == '-');
+            bool big = integral && digits >= 19 &&
+                       (digits > 19 || strncmp(buf + i + (c == '-'), c == '-' ? "9223372036854775808"
+                                                                             : "9223372036854775807",
+                                               19) > 0);
+            if (o + (j - i) + 3 > cap) out = realloc(out, cap = (o + (j - i) + 3) * 2);
+            memcpy(out + o, buf + i, j - i);
+            o += j - i;
+            if (big) {
+                out[o++] = '.';
+                out[o++] = '0';
+            }
+            i = j;
+        } else {
+            out[o++] = c;
+            i++;
+        }
+        if (o + 4 > cap) out = realloc(out, cap *= 2);
+    }
+    *out_len = o;
+    return out;
+}
+
 json_t *fm_json_parse(const char *buf, size_t len, fm_err *err) {
     json_error_t je;
     json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     if (v) return v;
     if (strstr(je.text, "too big")) {
-        /* Integers beyond int64: keep them as doubles rather than refusing. */
-        v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+        /* Integers beyond int64 become doubles; the others stay exact. */
+        size_t wl;
+        char *w = widen_big_ints(buf, len, &wl);
+        v = json_loadb(w, wl, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        free(w);
         if (v) return v;
     }
     fm_err_set(err, FM_INVALID_JSON, "invalid JSON at line %d, column %d (position %d): %s",
                je.line, je.column, je.position, je.text);
     fm_err_detail(err, "position", json_integer(je.position));
     return NULL;
+}
+
+static int hex4(const char *p) {
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Copy of JSON text with every unpaired surrogate escape replaced by \ufffd. */
+static char *replace_lone_surrogates(const char *buf, size_t len) {
+    char *out = malloc(len + 1);
+    memcpy(out, buf, len);
+    out[len] = '\0';
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (out[i] != '\\') continue;
+        if (out[i + 1] != 'u' || i + 6 > len) {
+            i++; /* skip the escaped character */
+            continue;
+        }
+        int v = hex4(out + i + 2);
+        bool high = v >= 0xd800 && v <= 0xdbff, low = v >= 0xdc00 && v <= 0xdfff;
+        if (high && i + 12 <= len && out[i + 6] == '\\' && out[i + 7] == 'u') {
+            int w = hex4(out + i + 8);
+            if (w >= 0xdc00 && w <= 0xdfff) {
+                i += 11; /* a valid pair */
+                continue;
+            }
+        }
+        if (high || low) memcpy(out + i + 2, "fffd", 4);
+        i += 5;
+    }
+    return out;
+}
+
+json_t *fm_json_parse_value(const char *buf, size_t len) {
+    fm_err err = FM_ERR_INIT;
+    json_t *v = fm_json_parse(buf, len, &err);
+    if (!v && strstr(err.msg, "Unicode")) {
+        char *fixed = replace_lone_surrogates(buf, len);
+        fm_err_clear(&err);
+        v = fm_json_parse(fixed, len, &err);
+        free(fixed);
+    }
+    fm_err_clear(&err);
+    return v;
 }
 
 char *fm_json_dump(const json_t *v, size_t *len_out) {

@@ -32,6 +32,10 @@ json_t *fm_json_strn(const char *s, size_t len);
 /* Parses JSON text (any value). On failure returns NULL and sets err to
  * FM_INVALID_JSON with "line L, column C (position P): reason" and details.position. */
 json_t *fm_json_parse(const char *buf, size_t len, fm_err *err);
+/* Parses JSON text made by a runtime (not user input): like fm_json_parse,
+ * but unpaired surrogate escapes become U+FFFD instead of an error. NULL when
+ * the text is not JSON. New reference. */
+json_t *fm_json_parse_value(const char *buf, size_t len);
 /* Serialises compactly (JSON_COMPACT|JSON_ENCODE_ANY); owned malloc'd string. */
 char *fm_json_dump(const json_t *v, size_t *len_out);
 

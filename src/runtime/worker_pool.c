@@ -260,10 +260,7 @@ static void finish_busy(wp_worker *w, char type, const char *payload, size_t len
     fm_job *job = pop_busy(w);
     if (type == 'R') {
         if (job->want_value) {
-            json_error_t je;
-            json_t *v = json_loadb(payload, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
-            if (!v && strstr(je.text, "too big"))
-                v = json_loadb(payload, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+            json_t *v = fm_json_parse_value(payload, len);
             if (json_is_null(v)) {
                 json_decref(v);
                 v = NULL;
@@ -335,7 +332,7 @@ static void wp_mesh_done(fm_job *child, void *ud) {
 }
 
 static void mesh_request(wp_worker *w, const char *p, size_t len) {
-    json_t *req = json_loadb(p, len, 0, NULL);
+    json_t *req = fm_json_parse_value(p, len);
     const char *target = json_string_value(json_object_get(req, "t"));
     json_t *pos = json_object_get(req, "a"), *named = json_object_get(req, "n");
     fm_err err = FM_ERR_INIT;

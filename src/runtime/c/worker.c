@@ -27,6 +27,7 @@
 #define FM_SDK_NO_HELPERS
 #include "fnmesh.h"
 
+#include "core/util.h"
 #include "runtime/c/c_int.h"
 #include "runtime/python/python_int.h"
 
@@ -236,8 +237,7 @@ static fm_val *api_call(fm_ctx *c, const char *target, size_t argc, fm_val *cons
         call_failed(c, "the node is gone", "internal");
         return NULL;
     }
-    json_t *v = json_loadb(answer + 1, alen - 1, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    if (!v) v = json_loadb(answer + 1, alen - 1, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+    json_t *v = fm_json_parse_value(answer + 1, alen - 1);
     bool ok = answer[0] != 0;
     free(answer);
     if (!ok) {
@@ -372,7 +372,7 @@ bad:
 /* Runs one call ('C' payload after the id); sends 'R' or 'F'. */
 static void serve(const unsigned char id[4], const char *req, size_t len, const c_fn *fns,
                   size_t nfns) {
-    json_t *r = json_loadb(req, len, JSON_ALLOW_NUL, NULL);
+    json_t *r = fm_json_parse_value(req, len);
     json_int_t index = json_integer_value(json_object_get(r, "i"));
     fm_ctx c = {.args = json_incref(json_object_get(r, "a")), .arena = json_array()};
     if (!json_is_array(c.args)) {

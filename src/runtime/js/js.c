@@ -375,12 +375,18 @@ static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
         return v;
     }
     case JSON_ARRAY: {
+        /* Elements go into the array as they are made: a value held only in
+         * heap memory is invisible to JSC's conservative garbage collector. */
         size_t n = json_array_size(j);
         JSValueRef small[16] = {0};
-        JSValueRef *items = n <= 16 ? small : malloc(n * sizeof(JSValueRef));
-        for (size_t i = 0; i < n; i++) items[i] = json_to_js(ctx, json_array_get(j, i));
-        JSObjectRef a = JSObjectMakeArray(ctx, n, items, NULL);
-        if (items != small) free(items);
+        if (n <= 16) {
+            for (size_t i = 0; i < n; i++) small[i] = json_to_js(ctx, json_array_get(j, i));
+            return JSObjectMakeArray(ctx, n, small, NULL);
+        }
+        JSObjectRef a = JSObjectMakeArray(ctx, 0, NULL, NULL);
+        for (size_t i = 0; i < n; i++)
+            JSObjectSetPropertyAtIndex(ctx, a, (unsigned)i, json_to_js(ctx, json_array_get(j, i)),
+                                       NULL);
         return a;
     }
     case JSON_OBJECT: {
@@ -524,77 +530,30 @@ static fm_job *pending_take(js_thread *ts, uint64_t id) {
 }
 
 /* ---- values out of JavaScript, for the mesh ----
- * Like JSON.stringify but into jansson values directly: undefined and
- * functions become NULL (undefined; dropped from objects), integral numbers
- * within 2^53 integers, others reals; NaN/Infinity null; Date and objects
- * with toJSON through it; BigInt within int64 an integer. `why` is set on
- * failure (cycle/too deep, BigInt out of range). */
-#define JS_MAX_DEPTH 512
-
+ * Through JSC's own JSON.stringify (one API call, inside the engine, safe
+ * against its garbage collector) and jansson: undefined and functions
+ * become NULL (undefined), NaN/Infinity null, toJSON honoured; unpaired
+ * surrogates become U+FFFD. `why` is set on failure (cycles, BigInt,
+ * nesting beyond the JSON parser's bound). */
 static json_t *js_to_json(JSContextRef ctx, JSValueRef v, int depth, char *why, size_t whylen) {
-    if (why[0]) return NULL;
-    if (depth > JS_MAX_DEPTH) {
-        snprintf(why, whylen, "nested deeper than %d levels (or cyclic)", JS_MAX_DEPTH);
-        return NULL;
-    }
-    switch (JSValueGetType(ctx, v)) {
-    case kJSTypeUndefined: return NULL;
-    case kJSTypeNull: return json_null();
-    case kJSTypeBoolean: return json_boolean(JSValueToBoolean(ctx, v));
-    case kJSTypeNumber: {
-        double d = JSValueToNumber(ctx, v, NULL);
-        if (d != d || d == 1.0 / 0.0 || d == -1.0 / 0.0) return json_null();
-        if (d == (double)(int64_t)d && d >= -9007199254740992.0 && d <= 9007199254740992.0)
-            return json_integer((json_int_t)d);
-        return json_real(d);
-    }
-    case kJSTypeString: {
-        JSStringRef s = JSValueToStringCopy(ctx, v, NULL);
-        size_t len;
-        char *c = js_cstr(s, &len);
-        JSStringRelease(s);
-        json_t *j = fm_json_strn(c, len);
-        free(c);
-        return j;
-    }
-    case kJSTypeSymbol: return NULL;
-    default: break;
-    }
-    JSObjectRef o = (JSObjectRef)v;
-    if (JSObjectIsFunction(ctx, o)) return NULL;
-    if (JSValueIsArray(ctx, v)) {
-        JSStringRef ln = JSStringCreateWithUTF8CString("length");
-        size_t n = (size_t)JSValueToNumber(ctx, JSObjectGetProperty(ctx, o, ln, NULL), NULL);
-        JSStringRelease(ln);
-        json_t *a = json_array();
-        for (size_t i = 0; i < n && !why[0]; i++) {
-            json_t *e = js_to_json(ctx, JSObjectGetPropertyAtIndex(ctx, o, (unsigned)i, NULL),
-                                   depth + 1, why, whylen);
-            json_array_append_new(a, e ? e : json_null());
+    (void)depth;
+    JSValueRef exc = NULL;
+    JSStringRef s = JSValueCreateJSONString(ctx, v, 0, &exc);
+    if (!s) {
+        if (exc) {
+            char *m = js_value_cstr(ctx, exc);
+            snprintf(why, whylen, "%s", m);
+            free(m);
         }
-        return a;
+        return NULL; /* undefined */
     }
-    JSStringRef tj = JSStringCreateWithUTF8CString("toJSON");
-    JSValueRef f = JSObjectGetProperty(ctx, o, tj, NULL);
-    JSStringRelease(tj);
-    if (f && JSValueIsObject(ctx, f) && JSObjectIsFunction(ctx, (JSObjectRef)f)) {
-        JSValueRef r = JSObjectCallAsFunction(ctx, (JSObjectRef)f, o, 0, NULL, NULL);
-        return r ? js_to_json(ctx, r, depth + 1, why, whylen) : json_null();
-    }
-    json_t *obj = json_object();
-    JSPropertyNameArrayRef names = JSObjectCopyPropertyNames(ctx, o);
-    size_t n = JSPropertyNameArrayGetCount(names);
-    for (size_t i = 0; i < n && !why[0]; i++) {
-        JSStringRef k = JSPropertyNameArrayGetNameAtIndex(names, i);
-        json_t *e = js_to_json(ctx, JSObjectGetProperty(ctx, o, k, NULL), depth + 1, why, whylen);
-        if (!e) continue;
-        size_t kl;
-        char *kc = js_cstr(k, &kl);
-        if (json_object_setn_new(obj, kc, kl, e) != 0) json_decref(e);
-        free(kc);
-    }
-    JSPropertyNameArrayRelease(names);
-    return obj;
+    size_t len;
+    char *text = js_cstr(s, &len);
+    JSStringRelease(s);
+    json_t *j = fm_json_parse_value(text, len);
+    free(text);
+    if (!j) snprintf(why, whylen, "the value is nested too deeply (more than 2048 levels)");
+    return j;
 }
 
 /* An outgoing fnmesh.call(), waiting for its callee. */
@@ -697,10 +656,19 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     for (size_t i = 0; i < n; i++) {
         JSValueRef a = JSObjectGetPropertyAtIndex(ctx, args_arr, (unsigned)i, NULL);
         if (JSValueIsObject(ctx, a) && ccopy) {
-            JSValueRef c = JSObjectCallAsFunction(cctx, ccopy, NULL, 1, &a, NULL);
-            a = c ? c : JSValueMakeUndefined(cctx);
+            JSValueRef cexc = NULL;
+            JSValueRef c = JSObjectCallAsFunction(cctx, ccopy, NULL, 1, &a, &cexc);
+            if (!c) { /* cannot be passed on (too deep, cyclic): the call fails */
+                for (size_t k = 0; args != small && k < i; k++) JSValueUnprotect(cctx, args[k]);
+                if (args != small) free(args);
+                JSValueRef why = cexc ? cexc : JSValueMakeUndefined(ctx);
+                JSObjectCallAsFunction(ctx, reject, NULL, 1, &why, NULL);
+                return;
+            }
+            a = c;
         }
         args[i] = a;
+        if (args != small) JSValueProtect(cctx, a); /* heap-held: keep it from the GC */
     }
     /* the callee is the current function while it runs */
     js_instance *saved_inst = ts->cur_inst;
@@ -717,7 +685,10 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     JSValueRef r = JSObjectCallAsFunction(cctx, callee->fns[fn->index], NULL, n, args, &exc);
     ts->cur_inst = saved_inst;
     ts->cur_job = saved_job;
-    if (args != small) free(args);
+    if (args != small) {
+        for (size_t i = 0; i < n; i++) JSValueUnprotect(cctx, args[i]);
+        free(args);
+    }
     if (r && !ts->fired) {
         js_instance *caller = ts->cur_inst;
         JSValueRef a[3] = {resolve, r, NULL};
@@ -730,7 +701,10 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
         } else {
             a[2] = JSValueMakeUndefined(ctx);
         }
-        if (caller->adopt_fn) JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 3, a, NULL);
+        JSValueRef aexc = NULL;
+        if (caller->adopt_fn &&
+            JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 3, a, &aexc) == NULL && aexc)
+            JSObjectCallAsFunction(ctx, reject, NULL, 1, &aexc, NULL); /* e.g. too deep to copy */
         return;
     }
     /* the callee threw (or ran out of time): reject in the caller's realm */
@@ -808,9 +782,12 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     JSStringRelease(ln);
     json_t **args = calloc(n ? n : 1, sizeof(json_t *));
     char why[160] = "";
-    for (size_t i = 0; i < n; i++)
-        args[i] = js_to_json(ctx, JSObjectGetPropertyAtIndex(ctx, arr, (unsigned)i, NULL), 0, why,
-                             sizeof(why));
+    json_t *all = js_to_json(ctx, arr, 0, why, sizeof(why)); /* one conversion for all */
+    for (size_t i = 0; i < n && all; i++) {
+        json_t *a = json_array_get(all, i);
+        args[i] = a && !json_is_null(a) ? json_incref(a) : (a ? json_null() : NULL);
+    }
+    json_decref(all);
     fm_err err = FM_ERR_INIT;
     mesh_rec *rec = calloc(1, sizeof(*rec));
     rec->inst = ts->cur_inst;
@@ -1140,11 +1117,16 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
     job->async_id = ++ts->next_async; /* mesh calls made now find their parent by it */
     JSValueRef small[8] = {0};
     JSValueRef *args = job->argc <= 8 ? small : malloc(job->argc * sizeof(JSValueRef));
-    for (size_t i = 0; i < job->argc; i++)
+    for (size_t i = 0; i < job->argc; i++) {
         args[i] = job->argv[i] ? json_to_js(ctx, job->argv[i]) : JSValueMakeUndefined(ctx);
+        if (args != small) JSValueProtect(ctx, args[i]); /* heap-held: keep it from the GC */
+    }
     JSValueRef exc = NULL;
     JSValueRef r = JSObjectCallAsFunction(ctx, inst->fns[index], NULL, job->argc, args, &exc);
-    if (args != small) free(args);
+    if (args != small) {
+        for (size_t i = 0; i < job->argc; i++) JSValueUnprotect(ctx, args[i]);
+        free(args);
+    }
     if (!r || ts->fired) {
         /* fired with a result: the code was terminated in the microtask
          * drain that ends the call (e.g. a loop after an await) */

@@ -143,7 +143,7 @@
       case "function": case "symbol": return undefined;
       default: return v;
     }
-    if (depth > 512) throw new RangeError("value nested deeper than 512 levels (or cyclic)");
+    if (depth > 2048) throw new RangeError("value nested deeper than 2048 levels (or cyclic)");
     if (typeof v.toJSON === "function") return copy(v.toJSON(), depth + 1);
     if (Array.isArray(v)) {
       const a = new Array(v.length);
