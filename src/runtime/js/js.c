@@ -349,13 +349,6 @@ static char *js_value_cstr(JSContextRef ctx, JSValueRef v) {
     return r;
 }
 
-static JSObjectRef get_fn_obj(JSContextRef ctx, const char *name) {
-    JSStringRef n = JSStringCreateWithUTF8CString(name);
-    JSValueRef v = JSObjectGetProperty(ctx, JSContextGetGlobalObject(ctx), n, NULL);
-    JSStringRelease(n);
-    return v && JSValueIsObject(ctx, v) ? (JSObjectRef)v : NULL;
-}
-
 static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
     switch (json_typeof(j)) {
     case JSON_NULL:
@@ -556,6 +549,21 @@ static json_t *js_to_json(JSContextRef ctx, JSValueRef v, int depth, char *why, 
     return j;
 }
 
+/* A callee's error ({code, message, name, stack} from fm_mesh_error) as an
+ * Error of this realm, made by the prelude's __fm_mkerror. */
+static JSValueRef mesh_error_value(JSContextRef ctx, JSObjectRef mkerror, json_t *e) {
+    JSValueRef parts[4];
+    static const char *keys[4] = {"code", "message", "name", "stack"};
+    for (int i = 0; i < 4; i++) {
+        const char *sv = json_string_value(json_object_get(e, keys[i]));
+        JSStringRef js = js_str(sv ? sv : "", sv ? strlen(sv) : 0);
+        parts[i] = JSValueMakeString(ctx, js);
+        JSStringRelease(js);
+    }
+    JSValueRef err = mkerror ? JSObjectCallAsFunction(ctx, mkerror, NULL, 4, parts, NULL) : NULL;
+    return err ? err : parts[1];
+}
+
 /* An outgoing fnmesh.call(), waiting for its callee. */
 typedef struct mesh_rec {
     struct mesh_rec *next;
@@ -600,17 +608,7 @@ static void mesh_done(fm_job *child, void *ud) {
             settle = rec->resolve;
         } else {
             json_t *e = fm_mesh_error(child);
-            JSValueRef a[4];
-            const char *keys[4] = {"code", "message", "name", "stack"};
-            for (int i = 0; i < 4; i++) {
-                const char *sv = json_string_value(json_object_get(e, keys[i]));
-                JSStringRef js = js_str(sv ? sv : "", sv ? strlen(sv) : 0);
-                a[i] = JSValueMakeString(ctx, js);
-                JSStringRelease(js);
-            }
-            JSObjectRef mk = get_fn_obj(ctx, "__fm_mkerror");
-            arg = mk ? JSObjectCallAsFunction(ctx, mk, NULL, 4, a, NULL) : NULL;
-            if (!arg) arg = a[1];
+            arg = mesh_error_value(ctx, inst->mkerror_fn, e);
             json_decref(e);
             settle = rec->reject;
         }
@@ -713,17 +711,7 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     tmp.version = v;
     fail_from_exception(callee, &tmp, exc);
     json_t *e = fm_mesh_error(&tmp);
-    JSValueRef parts[4];
-    const char *keys[4] = {"code", "message", "name", "stack"};
-    for (int i = 0; i < 4; i++) {
-        const char *sv = json_string_value(json_object_get(e, keys[i]));
-        JSStringRef js = js_str(sv ? sv : "", sv ? strlen(sv) : 0);
-        parts[i] = JSValueMakeString(ctx, js);
-        JSStringRelease(js);
-    }
-    JSObjectRef mk = ts->cur_inst->mkerror_fn;
-    JSValueRef err = mk ? JSObjectCallAsFunction(ctx, mk, NULL, 4, parts, NULL) : NULL;
-    if (!err) err = parts[1];
+    JSValueRef err = mesh_error_value(ctx, ts->cur_inst->mkerror_fn, e);
     JSObjectCallAsFunction(ctx, reject, NULL, 1, &err, NULL);
     json_decref(e);
     json_decref(tmp.error);
