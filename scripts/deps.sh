@@ -7,7 +7,7 @@ BUILD="build-essential cmake pkg-config esbuild libh2o-evloop-dev libssl-dev lib
 libjavascriptcoregtk-4.1-dev libjansson-dev libsqlite3-dev libarchive-dev
 libcurl4-openssl-dev libluajit2-5.1-dev libjs-mustache
 libpython3.11-dev"
-TEST="libcmocka-dev curl python3 valgrind"
+TEST="libcmocka-dev curl python3 valgrind prometheus"
 BENCH="wrk nginx-light"
 
 want="$BUILD"

@@ -186,6 +186,17 @@ static void outbox_add(fm_job *job) {
 
 void fm_job_finish(fm_job *job) {
     job->finished_us = fm_mono_us();
+    if (job->kind == FM_JOB_CALL && job->fn) {
+        fm_outcome o = job->status == FM_OK        ? FM_OUTCOME_OK
+                       : job->status == FM_TIMEOUT ? FM_OUTCOME_TIMEOUT
+                       : job->status == FM_OVERLOADED || job->status == FM_DRAINING
+                           ? FM_OUTCOME_REJECTED
+                           : FM_OUTCOME_ERROR;
+        /* metrics are the mutable, atomic part of the (otherwise const) function */
+        fm_metrics_record((fm_fn_metrics *)&job->fn->metrics, o,
+                          job->started_us ? job->finished_us - job->started_us : -1,
+                          job->cold_start);
+    }
     if (job->kind == FM_JOB_CALL && fm_exec_global && job->thread >= 0) {
         exthread *t = &fm_exec_global->t[job->thread];
         atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);

@@ -79,6 +79,9 @@ void fm_route_match(const char *p, size_t n, fm_route *r) {
     } else if (eq(p, n, "/readyz")) {
         r->kind = FM_ROUTE_READYZ;
         r->allow = "GET";
+    } else if (eq(p, n, "/metrics")) {
+        r->kind = FM_ROUTE_METRICS;
+        r->allow = "GET";
     } else {
         none(r, "no such path");
     }

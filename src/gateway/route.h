@@ -14,6 +14,7 @@ typedef enum {
     FM_ROUTE_RPC,         /* /rpc */
     FM_ROUTE_HEALTHZ,     /* /healthz */
     FM_ROUTE_READYZ,      /* /readyz */
+    FM_ROUTE_METRICS,     /* /metrics (Prometheus) */
     FM_ROUTE_DEPLOYMENTS, /* /system/v1/deployments */
     FM_ROUTE_DEPLOYMENT,  /* /system/v1/deployments/{a} */
     FM_ROUTE_VERSIONS,    /* /system/v1/deployments/{a}/versions */

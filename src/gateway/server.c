@@ -76,6 +76,7 @@ struct io_thread {
     h2o_timeout_t watchdog_timeout;
     h2o_timeout_entry_t watchdog_entry;
     uint64_t reqid_counter;
+    atomic_uint_fast64_t responses[16]; /* by http_slot(); written by this thread only */
     int wait_skip; /* passes left without waiting for answers after a hand-off */
     uint64_t wait_hit, wait_miss;
 };
@@ -104,6 +105,7 @@ struct fm_node {
     /* state */
     atomic_bool ready, draining, stop;
     atomic_int outstanding; /* calls and control requests not yet finished */
+    int64_t started_ms;
     char reqid_prefix[9];
 };
 
@@ -134,8 +136,24 @@ typedef struct reqinfo {
 } reqinfo;
 
 /* Sends a JSON body (copied). `extra_name/value` is an optional extra header. */
+/* Status codes counted for /metrics; the last slot is "other". */
+static const int counted_codes[15] = {200, 201, 204, 400, 401, 404, 405, 409,
+                                      413, 429, 500, 503, 504, 508, 0};
+
+static int http_slot(int status) {
+    for (int i = 0; i < 14; i++)
+        if (counted_codes[i] == status) return i;
+    return 15;
+}
+
+static void count_response(h2o_req_t *req, int status) {
+    io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, ctx, req->conn->ctx);
+    atomic_fetch_add_explicit(&io->responses[http_slot(status)], 1, memory_order_relaxed);
+}
+
 static void send_json(h2o_req_t *req, const reqinfo *ri, int status, const char *body, size_t len,
                       const char *extra_name, const char *extra_value) {
+    count_response(req, status);
     req->res.status = status;
     req->res.reason = reason(status);
     if (status != 204)
@@ -452,6 +470,7 @@ static void pend_answer(pend *p, fm_job *job) {
         json_t *str = json_loadb(job->result, job->result_len, JSON_DECODE_ANY, NULL);
         if (json_is_string(str)) {
             h2o_req_t *req = p->req;
+            count_response(req, 200);
             req->res.status = 200;
             req->res.reason = "OK";
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
@@ -859,6 +878,74 @@ static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, cons
 
 /* ------------------------------------------------------------ routing */
 
+/* ------------------------------------------------------------ /metrics */
+
+typedef struct scrape {
+    fm_metrics_buf *b;
+    const char *family;
+    size_t deployments;
+} scrape;
+
+static void scrape_version(fm_version *v, void *ud) {
+    scrape *sc = ud;
+    sc->deployments++;
+    char ver[13];
+    snprintf(ver, sizeof(ver), "%.12s", v->id);
+    for (size_t i = 0; i < v->nfns; i++) {
+        const fm_function *f = &v->fns[i];
+        fm_metrics_function(sc->b, sc->family, &f->metrics, v->deployment, f->name, f->rt->name,
+                            ver);
+    }
+}
+
+static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
+    fm_node *node = io->node;
+    fm_metrics_buf b = {0};
+    fm_metrics_header(&b, "fnmesh_build_info");
+    fm_metrics_printf(&b, "fnmesh_build_info{version=\"%s\"} 1\n", FM_VERSION);
+    fm_metrics_header(&b, "fnmesh_up_seconds");
+    fm_metrics_printf(&b, "fnmesh_up_seconds %.3f\n", (double)(fm_mono_ms() - node->started_ms) / 1e3);
+    static const char *families[] = {"fnmesh_function_invocations_total",
+                                     "fnmesh_function_duration_seconds",
+                                     "fnmesh_function_cold_starts_total"};
+    scrape sc = {.b = &b};
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        fm_metrics_header(&b, families[i]);
+        sc.family = families[i];
+        sc.deployments = 0;
+        fm_registry_read(node->registry, scrape_version, &sc);
+    }
+    fm_metrics_header(&b, "fnmesh_deployments");
+    fm_metrics_printf(&b, "fnmesh_deployments %zu\n", sc.deployments);
+    fm_metrics_header(&b, "fnmesh_executor_threads");
+    fm_metrics_printf(&b, "fnmesh_executor_threads %d\n", fm_exec_threads(node->exec));
+    fm_metrics_header(&b, "fnmesh_executor_inflight");
+    for (int t = 0; t < fm_exec_threads(node->exec); t++)
+        fm_metrics_printf(&b, "fnmesh_executor_inflight{thread=\"%d\"} %d\n", t,
+                          fm_exec_inflight(node->exec, t));
+    fm_metrics_header(&b, "fnmesh_http_responses_total");
+    for (int slot = 0; slot < 16; slot++) {
+        if (slot == 14) continue;
+        uint64_t n = 0;
+        for (int i = 0; i < node->io_threads; i++)
+            n += atomic_load_explicit(&node->io[i].responses[slot], memory_order_relaxed);
+        if (slot == 15) fm_metrics_printf(&b, "fnmesh_http_responses_total{code=\"other\"} %llu\n",
+                                          (unsigned long long)n);
+        else fm_metrics_printf(&b, "fnmesh_http_responses_total{code=\"%d\"} %llu\n",
+                               counted_codes[slot], (unsigned long long)n);
+    }
+    count_response(req, 200);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                          ri->id, strlen(ri->id));
+    req->res.content_length = b.len;
+    h2o_send_inline(req, b.data ? b.data : "", b.len);
+    free(b.data);
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     fm_node *node = ((fm_handler *)self)->node;
     io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, ctx, req->conn->ctx);
@@ -885,6 +972,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     switch (rt.kind) {
     case FM_ROUTE_FN: handle_fn(io, req, &ri, &rt); break;
     case FM_ROUTE_RPC: handle_rpc(io, req, &ri); break;
+    case FM_ROUTE_METRICS: handle_metrics(io, req, &ri); break;
     case FM_ROUTE_HEALTHZ:
         send_json(req, &ri, 200, H2O_STRLIT("{\"status\":\"ok\"}"), NULL, NULL);
         break;
@@ -1153,6 +1241,7 @@ int fm_serve_main(int argc, char **argv) {
     snprintf(path, sizeof(path), "%s/fnmesh.db", node->data_dir);
     if (fm_store_open_sqlite(path, &node->store, &err) != FM_OK) goto fatal;
     fm_random_hex(node->reqid_prefix, 4);
+    node->started_ms = fm_mono_ms();
     node->registry = fm_registry_create();
     fm_mesh_set_registry(node->registry);
     if (fm_exec_create(node->threads, &node->exec, &err) != FM_OK) goto fatal;

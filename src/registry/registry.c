@@ -277,3 +277,8 @@ void fm_registry_foreach(fm_registry *r, void (*fn)(fm_version *v, void *ud), vo
 size_t fm_registry_count(fm_registry *r) {
     return atomic_load(&r->current)->n;
 }
+
+void fm_registry_read(fm_registry *r, void (*fn)(fm_version *v, void *ud), void *ud) {
+    snapshot *s = atomic_load_explicit(&r->current, memory_order_acquire);
+    for (size_t i = 0; i < s->n; i++) fn(s->v[i], ud);
+}

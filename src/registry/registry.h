@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "metrics/metrics.h"
 #include "registry/manifest.h"
 #include "runtime/runtime.h"
 
@@ -35,6 +36,7 @@ struct fm_function {
     uint32_t unit;       /* index into version->units */
     uint32_t index;      /* export index inside the unit's instances */
     int64_t timeout_ms;
+    fm_fn_metrics metrics; /* the one mutable part of a published version (atomics) */
 };
 
 typedef struct fm_unit {
@@ -92,6 +94,9 @@ fm_version *fm_registry_acquire(fm_registry *r, const char *name, size_t len);
 void fm_registry_activate(fm_registry *r, fm_version *v);
 /* Removes a deployment; returns false when unknown. */
 bool fm_registry_remove(fm_registry *r, const char *name);
+/* Calls fn for every active version (sorted by name), any thread: it reads
+ * the current snapshot, which stays valid far longer than a scrape takes. */
+void fm_registry_read(fm_registry *r, void (*fn)(fm_version *v, void *ud), void *ud);
 /* Calls fn for every active version (sorted by name), writer side only. */
 void fm_registry_foreach(fm_registry *r, void (*fn)(fm_version *v, void *ud), void *ud);
 size_t fm_registry_count(fm_registry *r);

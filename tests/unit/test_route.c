@@ -55,6 +55,11 @@ static void test_rpc_and_ops(void **state) {
     assert_true(fm_route_allows(&r, "GET", 3));
     assert_false(fm_route_allows(&r, "POST", 4));
     assert_int_equal(route("/readyz").kind, FM_ROUTE_READYZ);
+    r = route("/metrics");
+    assert_int_equal(r.kind, FM_ROUTE_METRICS);
+    assert_false(r.system);
+    assert_true(fm_route_allows(&r, "GET", 3));
+    assert_false(fm_route_allows(&r, "POST", 4));
     assert_int_equal(route("/").kind, FM_ROUTE_NONE);
     assert_int_equal(route("/healthzz").kind, FM_ROUTE_NONE);
 }

@@ -1,0 +1,64 @@
+/* metrics.h - counters and latency histograms of functions and of the node,
+ * and their Prometheus text exposition.
+ *
+ * Recording is a handful of relaxed atomic additions on counters that live
+ * in the function they describe (no lock, no allocation on the call path);
+ * a scrape reads them without stopping anyone. Metric names and help texts
+ * are declared once, in FM_METRICS below, and everything else (the
+ * exposition, docs/observability.md) follows that table. */
+#ifndef FM_METRICS_H
+#define FM_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*  X(name, type, help) */
+#define FM_METRICS(X)                                                                              \
+    X(fnmesh_build_info, gauge, "Version of the running node (always 1).")                        \
+    X(fnmesh_up_seconds, gauge, "Seconds since the node started.")                                 \
+    X(fnmesh_deployments, gauge, "Deployments with an active version.")                           \
+    X(fnmesh_executor_threads, gauge, "Executor threads running functions.")                      \
+    X(fnmesh_executor_inflight, gauge, "Calls queued or running, per executor thread.")           \
+    X(fnmesh_http_responses_total, counter, "HTTP responses sent, by status code.")               \
+    X(fnmesh_function_invocations_total, counter,                                                 \
+      "Finished calls of a function, by outcome (ok, error, timeout, rejected).")                 \
+    X(fnmesh_function_duration_seconds, histogram,                                                \
+      "Time from the start of a call on its executor to its result.")                             \
+    X(fnmesh_function_cold_starts_total, counter,                                                 \
+      "Calls that had to create the instance they ran on.")
+
+/* Histogram bucket upper bounds, seconds. */
+#define FM_DURATION_BUCKETS                                                                        \
+    {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,  \
+     10, 30, 60}
+#define FM_NBUCKETS 18
+
+typedef enum { FM_OUTCOME_OK, FM_OUTCOME_ERROR, FM_OUTCOME_TIMEOUT, FM_OUTCOME_REJECTED,
+               FM_NOUTCOMES } fm_outcome;
+
+typedef struct fm_fn_metrics {
+    atomic_uint_fast64_t outcomes[FM_NOUTCOMES];
+    atomic_uint_fast64_t buckets[FM_NBUCKETS + 1]; /* not cumulative; the last: above all */
+    atomic_uint_fast64_t duration_us_sum;
+    atomic_uint_fast64_t cold_starts;
+} fm_fn_metrics;
+
+/* Records one finished call (any thread). */
+void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us, int cold);
+
+/* A growable text buffer for the exposition. */
+typedef struct fm_metrics_buf {
+    char *data;
+    size_t len, cap;
+} fm_metrics_buf;
+
+void fm_metrics_printf(fm_metrics_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "# HELP" and "# TYPE" lines of a declared metric. */
+void fm_metrics_header(fm_metrics_buf *b, const char *name);
+/* The series of one function (labels: deployment, function, runtime, version). */
+void fm_metrics_function(fm_metrics_buf *b, const char *family, const fm_fn_metrics *m,
+                         const char *deployment, const char *function, const char *runtime,
+                         const char *version);
+
+#endif

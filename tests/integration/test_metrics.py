@@ -1,0 +1,108 @@
+"""GET /metrics: the Prometheus text exposition, checked by promtool (Debian's
+prometheus package), with per-function invocations by outcome, duration
+histograms, cold starts, and HTTP responses by status code."""
+import re
+import shutil
+import subprocess
+
+from fmtest import BIN, FnTestCase, main
+
+SRC = r"""
+export const ok = (x) => x;
+export function bad() { throw new Error("bad"); }
+export function spin() { for (;;) {} }
+"""
+
+
+def parse(text):
+    """{(name, frozenset(labels)): value} of every sample line."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
+        assert m, "not a sample line: %r" % line
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def sample(samples, name, **labels):
+    want = set(labels.items())
+    found = [v for (n, ls), v in samples.items() if n == name and want <= set(ls)]
+    assert len(found) == 1, "%s %s: %d samples" % (name, labels, len(found))
+    return found[0]
+
+
+class MetricsTest(FnTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.node = cls.class_node()
+        cls.must_deploy(cls.node, "m", {"index.js": SRC,
+                                        "fnmesh.json": '{"functions": {"spin": {"timeout_ms": 200}}}'})
+
+    def scrape(self):
+        st, h, body = self.node.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        self.assertTrue(h["content-type"].startswith("text/plain; version=0.0.4"), h)
+        return body.decode()
+
+    def test_promtool_accepts_the_exposition(self):
+        self.node.call("m", "ok", 1)
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool (Debian package prometheus) is required")
+        p = subprocess.run([promtool, "check", "metrics"], input=self.scrape().encode(),
+                           capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
+
+    def test_invocations_by_outcome_and_histogram(self):
+        before = parse(self.scrape())
+        fn = lambda f: {"deployment": "m", "function": f}
+
+        def count(samples, f, outcome):
+            return sample(samples, "fnmesh_function_invocations_total", outcome=outcome, **fn(f))
+
+        for i in range(5):
+            self.assertEqual(self.node.call("m", "ok", i), (200, i))
+        for _ in range(2):
+            self.assertEqual(self.node.call("m", "bad")[0], 500)
+        self.assertEqual(self.node.call("m", "spin")[0], 504)
+        after = parse(self.scrape())
+        self.assertEqual(count(after, "ok", "ok") - count(before, "ok", "ok"), 5)
+        self.assertEqual(count(after, "bad", "error") - count(before, "bad", "error"), 2)
+        self.assertEqual(count(after, "spin", "timeout") - count(before, "spin", "timeout"), 1)
+        self.assertEqual(count(after, "ok", "error"), 0)
+        # histogram: buckets are cumulative, +Inf == count, sum of the spin >= 0.2 s
+        h = "fnmesh_function_duration_seconds"
+        n = sample(after, h + "_count", **fn("ok"))
+        self.assertEqual(sample(after, h + "_bucket", le="+Inf", **fn("ok")), n)
+        self.assertGreaterEqual(n, 5)
+        buckets = sorted(((float(dict(ls)["le"]) if dict(ls)["le"] != "+Inf" else float("inf")), v)
+                         for (name, ls), v in after.items()
+                         if name == h + "_bucket" and ("function", "ok") in ls)
+        values = [v for _, v in buckets]
+        self.assertEqual(values, sorted(values), "buckets must be cumulative")
+        self.assertGreaterEqual(sample(after, h + "_sum", **fn("spin")), 0.19)
+        self.assertEqual(sample(after, "fnmesh_function_invocations_total", outcome="ok",
+                                runtime="js", **fn("ok")), count(after, "ok", "ok"))
+
+    def test_http_responses_and_node_gauges(self):
+        before = parse(self.scrape())
+        self.node.call("m", "ok", 1)
+        self.node.request("GET", "/fn/m/nope")
+        self.node.request("GET", "/fn/m/nope")
+        after = parse(self.scrape())
+        code = lambda s, c: sample(s, "fnmesh_http_responses_total", code=c)
+        self.assertEqual(code(after, "404") - code(before, "404"), 2)
+        self.assertGreaterEqual(code(after, "200") - code(before, "200"), 2)  # the call + a scrape
+        self.assertEqual(sample(after, "fnmesh_deployments"), 1)
+        self.assertGreaterEqual(sample(after, "fnmesh_executor_threads"), 1)
+        self.assertEqual(sample(after, "fnmesh_build_info", version=self.node_version()), 1)
+
+    def node_version(self):
+        p = subprocess.run([BIN, "--version"], capture_output=True, text=True)
+        return p.stdout.split()[-1]
+
+
+if __name__ == "__main__":
+    main()
