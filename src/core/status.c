@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <string.h>
 
 static const struct {
     const char *code;
@@ -19,6 +20,13 @@ const char *fm_status_code(fm_status s) {
 
 int fm_status_http(fm_status s) {
     return (unsigned)s < FM_STATUS_COUNT ? status_table[s].http : 500;
+}
+
+fm_status fm_status_from_code(const char *code, fm_status fallback) {
+    if (!code) return fallback;
+    for (int s = FM_OK + 1; s < FM_STATUS_COUNT; s++)
+        if (strcmp(status_table[s].code, code) == 0) return (fm_status)s;
+    return fallback;
 }
 
 fm_status fm_err_vset(fm_err *err, fm_status s, const char *fmt, va_list ap) {

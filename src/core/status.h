@@ -40,6 +40,9 @@ typedef enum {
 /* Wire code ("not_found") and HTTP status of a status. */
 const char *fm_status_code(fm_status s);
 int fm_status_http(fm_status s);
+/* The status whose wire code is `code` ("timeout" -> FM_TIMEOUT); `fallback`
+ * for NULL, "ok" and unknown codes. */
+fm_status fm_status_from_code(const char *code, fm_status fallback);
 
 /* Error detail. `details` is an owned jansson object (may be NULL) with
  * extra members merged into the error body (name, stack, position...). */

@@ -34,7 +34,6 @@ typedef struct exthread {
     atomic_int inflight;
     _Atomic int64_t busy_since_us; /* start of the job running now, 0 when idle */
     void *rt_state[FM_MAX_RUNTIMES];
-    atomic_uint_fast64_t calls, cold_starts;
     fm_job *local_head, *local_tail; /* mesh calls made on this thread; own thread only */
 } exthread;
 
@@ -184,6 +183,17 @@ static void outbox_add(fm_job *job) {
     o->tail = job;
 }
 
+void fm_job_fail_timeout(fm_job *job) {
+    char msg[128];
+    snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
+             (long long)(job->fn ? job->fn->timeout_ms : 0));
+    fm_job_fail(job, FM_TIMEOUT, msg, NULL, NULL);
+}
+
+fm_status fm_mesh_status(const char *code) {
+    return fm_status_from_code(code, FM_FUNCTION_ERROR);
+}
+
 void fm_job_finish(fm_job *job) {
     job->finished_us = fm_mono_us();
     if (job->kind == FM_JOB_CALL && job->fn) {
@@ -200,7 +210,6 @@ void fm_job_finish(fm_job *job) {
     if (job->kind == FM_JOB_CALL && fm_exec_global && job->thread >= 0) {
         exthread *t = &fm_exec_global->t[job->thread];
         atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&t->calls, 1, memory_order_relaxed);
     }
     if (job->reply_to) outbox_add(job);
     else if (job->on_done) job->on_done(job);
@@ -230,7 +239,6 @@ static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold,
                                ex, nex, err) != FM_OK)
         return NULL;
     if (cold) *cold = true;
-    atomic_fetch_add_explicit(&t->cold_starts, 1, memory_order_relaxed);
     *s = inst;
     return inst;
 }
@@ -527,14 +535,6 @@ void fm_exec_submit(fm_exec *ex, int ti, fm_job *head, fm_job *tail, int ncalls)
 
 int fm_exec_inflight(fm_exec *ex, int t) {
     return atomic_load(&ex->t[t].inflight);
-}
-
-void fm_exec_get_stats(fm_exec *ex, fm_exec_stats *out) {
-    memset(out, 0, sizeof(*out));
-    for (int i = 0; i < ex->n; i++) {
-        out->calls += atomic_load(&ex->t[i].calls);
-        out->cold_starts += atomic_load(&ex->t[i].cold_starts);
-    }
 }
 
 void fm_exec_retire_version(fm_version *v) {

@@ -96,10 +96,6 @@ struct fm_job {
     size_t ud_nexports;
 };
 
-typedef struct fm_exec_stats {
-    uint64_t calls, cold_starts;
-} fm_exec_stats;
-
 /* Starts `nthreads` executor threads. */
 fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err);
 /* Stops the threads after their current jobs; fails queued jobs. */
@@ -119,7 +115,12 @@ void fm_job_free(fm_job *job);
 void fm_job_succeed(fm_job *job, char *json, size_t len);
 void fm_job_fail(fm_job *job, fm_status st, const char *message, const char *name,
                  const char *stack);
-/* Completes the job: records the finish time, updates counters, calls on_done. */
+/* Fails the job with FM_TIMEOUT and the standard deadline message. */
+void fm_job_fail_timeout(fm_job *job);
+/* Status of a call whose uncaught error came from a called function with
+ * wire code `code`: the callee's status is kept, else FM_FUNCTION_ERROR. */
+fm_status fm_mesh_status(const char *code);
+/* Completes the job: records the finish time and metrics, calls on_done. */
 void fm_job_finish(fm_job *job);
 
 /* Result setter for a job with want_value: `v` is owned (NULL = null). */
@@ -165,7 +166,6 @@ void fm_exec_watch_del(fm_exec_watch *w);
 
 /* Number of calls queued or running on thread t. */
 int fm_exec_inflight(fm_exec *ex, int t);
-void fm_exec_get_stats(fm_exec *ex, fm_exec_stats *out);
 
 /* The executor a version's retire jobs go to (set once at start-up). */
 extern fm_exec *fm_exec_global;

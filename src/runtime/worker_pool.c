@@ -172,12 +172,6 @@ static int reap(wp_worker *w, bool force) {
     return status;
 }
 
-static void timeout_fail(fm_job *job) {
-    char msg[160];
-    snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
-             (long long)(job->fn ? job->fn->timeout_ms : 0));
-    fm_job_fail(job, FM_TIMEOUT, msg, NULL, NULL);
-}
 
 /* Sends a call to an idle, live worker. */
 static bool send_call(wp_worker *w, fm_job *job) {
@@ -239,7 +233,7 @@ static void worker_died(wp_worker *w) {
     w->interrupted_at = interrupted;
     if (job) {
         if (w->interrupted_at || (job->deadline_us && fm_mono_us() >= job->deadline_us)) {
-            timeout_fail(job);
+            fm_job_fail_timeout(job);
         } else {
             char msg[160];
             if (WIFSIGNALED(status))
@@ -273,16 +267,12 @@ static void finish_busy(wp_worker *w, char type, const char *payload, size_t len
             fm_job_succeed(job, copy, len);
         }
     } else if (interrupted) {
-        timeout_fail(job);
+        fm_job_fail_timeout(job);
     } else {
         json_t *e = json_loadb(payload, len, 0, NULL);
         const char *m = json_string_value(json_object_get(e, "message"));
-        const char *code = json_string_value(json_object_get(e, "code"));
         /* an uncaught error of a called function keeps its status */
-        fm_status st = FM_FUNCTION_ERROR;
-        static const fm_status passthrough[] = {FM_TIMEOUT, FM_NOT_FOUND, FM_LOOP, FM_BAD_REQUEST};
-        for (size_t i = 0; code && i < sizeof(passthrough) / sizeof(passthrough[0]); i++)
-            if (strcmp(code, fm_status_code(passthrough[i])) == 0) st = passthrough[i];
+        fm_status st = fm_mesh_status(json_string_value(json_object_get(e, "code")));
         fm_job_fail(job, st, m ? m : "error", json_string_value(json_object_get(e, "name")),
                     json_string_value(json_object_get(e, "stack")));
         json_decref(e);
@@ -506,7 +496,7 @@ static void start_next(wp_inst *in) {
             in->qhead = job->next;
             if (!in->qhead) in->qtail = NULL;
             job->next = NULL;
-            timeout_fail(job);
+            fm_job_fail_timeout(job);
             fm_job_finish(job);
             continue;
         }

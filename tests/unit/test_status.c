@@ -43,6 +43,22 @@ static void test_every_status_code_and_http(void **state) {
     }
 }
 
+static void test_status_from_code_round_trips(void **state) {
+    (void)state;
+    for (int s = FM_OK + 1; s < FM_STATUS_COUNT; s++) {
+        /* codes shared by two statuses map to the first; it has the same HTTP status */
+        fm_status back = fm_status_from_code(fm_status_code((fm_status)s), FM_OK);
+        assert_string_equal(fm_status_code(back), fm_status_code((fm_status)s));
+        assert_int_equal(fm_status_http(back), fm_status_http((fm_status)s));
+    }
+    assert_int_equal(fm_status_from_code("timeout", FM_FUNCTION_ERROR), FM_TIMEOUT);
+    assert_int_equal(fm_status_from_code("loop_detected", FM_FUNCTION_ERROR), FM_LOOP);
+    assert_int_equal(fm_status_from_code(NULL, FM_FUNCTION_ERROR), FM_FUNCTION_ERROR);
+    assert_int_equal(fm_status_from_code("", FM_FUNCTION_ERROR), FM_FUNCTION_ERROR);
+    assert_int_equal(fm_status_from_code("ok", FM_FUNCTION_ERROR), FM_FUNCTION_ERROR);
+    assert_int_equal(fm_status_from_code("no_such_code", FM_INTERNAL), FM_INTERNAL);
+}
+
 static void test_out_of_range_status_is_internal(void **state) {
     (void)state;
     assert_string_equal(fm_status_code(FM_STATUS_COUNT), "internal");
@@ -142,6 +158,7 @@ static void test_err_to_json_without_request_id_or_details(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_status_code_and_http),
+        cmocka_unit_test(test_status_from_code_round_trips),
         cmocka_unit_test(test_out_of_range_status_is_internal),
         cmocka_unit_test(test_err_set_formats_and_returns_status),
         cmocka_unit_test(test_err_set_truncates_long_message),

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/proc.h"
 #include "core/util.h"
 #include "runtime/c/c_int.h"
 #include "runtime/python/python_int.h"
@@ -83,56 +84,19 @@ static char *first_error(const char *out, int status) {
 }
 
 /* Runs cc in `src` on `entry`, writing `out`; compiler output goes to `log`.
- * Returns the wait status, or -1 when cc cannot run (err filled). */
+ * Returns the wait status, or -1 when cc did not run to the end (err filled). */
 static int run_cc(const char *src, const char *entry, const char *out, const char *log,
                   fm_err *err) {
     const char *inc = getenv("FNMESH_INCLUDE_DIR");
     if (!inc || !*inc) inc = FM_C_INCLUDE_DIR;
     char *argv[] = {"cc",          "-O2", "-std=c11",   "-shared",       "-fPIC", "-Wall",
                     "-I",          (char *)inc, "-o", (char *)out, (char *)entry, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addchdir_np(&fa, src);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    posix_spawnattr_t at;
-    posix_spawnattr_init(&at);
-    sigset_t none, defs;
-    sigemptyset(&none);
-    sigemptyset(&defs);
-    sigaddset(&defs, SIGPIPE);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &defs);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, "cc", &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (rc != 0) {
-        fm_err_set(err, FM_INTERNAL, "cannot run the C compiler (cc): %s", strerror(rc));
-        return -1;
-    }
     int status = 0;
-    int64_t give_up = fm_mono_ms() + COMPILE_TIMEOUT_MS;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) {
-            fm_err_set(err, FM_INTERNAL, "waitpid: %s", strerror(errno));
-            return -1;
-        }
-        if (fm_mono_ms() > give_up) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-            }
-            fm_err_set(err, FM_INVALID_BUNDLE, "%s: the C compiler took longer than %d s", entry,
-                       COMPILE_TIMEOUT_MS / 1000);
-            return -1;
-        }
-        usleep(2000);
-    }
-    return status;
+    fm_status st = fm_run_tool(argv, src, log, COMPILE_TIMEOUT_MS, &status, err);
+    if (st == FM_TIMEOUT)
+        fm_err_set(err, FM_INVALID_BUNDLE, "%s: the C compiler took longer than %d s", entry,
+                   COMPILE_TIMEOUT_MS / 1000);
+    return st == FM_OK ? status : -1;
 }
 
 static fm_status c_compile(const fm_bundle *b, const char *const *entries, size_t n,

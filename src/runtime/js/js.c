@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/proc.h"
 #include "core/util.h"
 #include "exec/exec.h"
 #include "registry/registry.h"
@@ -50,6 +51,7 @@ __asm__(".section .rodata\n"
         ".previous\n");
 
 #define ENTRY_NAME ".fnmesh-entry.cjs"
+#define BUILD_TIMEOUT_MS 60000
 /* The watchdog budget is the call's timeout in thread CPU time (CPU time
  * never runs ahead of wall time, so the budget runs out at or after the
  * wall-clock deadline). It is changed only when the timeout differs from
@@ -115,24 +117,20 @@ static fm_status js_compile(const fm_bundle *b, const char *const *entries, size
     }
     if ((st = fm_bundle_write(b, src, err)) != FM_OK) goto done;
 
-    /* The synthetic entry requires every entry file, keyed by its path. */
-    json_t *keys = json_object();
+    /* The synthetic entry requires every entry file, keyed by its path
+     * (JSON-quoted, so any name is safe). */
     size_t cap = 64;
-    char *entry = malloc(cap), *w;
+    char *entry = malloc(cap);
     size_t len = (size_t)snprintf(entry, cap, "module.exports = {\n");
     for (size_t i = 0; i < n; i++) {
         json_t *s = fm_json_str(entries[i]);
         char *q = json_dumps(s, JSON_ENCODE_ANY);
-        char *r = json_dumps(json_string_value(s) ? s : s, JSON_ENCODE_ANY);
+        json_decref(s);
         size_t need = len + strlen(q) * 2 + 64;
         if (need > cap) entry = realloc(entry, cap = need * 2);
-        /* require("./<path>") : the path is JSON-quoted, so any name is safe */
-        len += (size_t)sprintf(entry + len, "  %s: require(\"./\" + %s),\n", q, r);
+        len += (size_t)sprintf(entry + len, "  %s: require(\"./\" + %s),\n", q, q);
         free(q);
-        free(r);
-        json_decref(s);
     }
-    json_decref(keys);
     len += (size_t)sprintf(entry + len, "};\n");
     snprintf(path, sizeof(path), "%s/" ENTRY_NAME, src);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -144,7 +142,6 @@ static fm_status js_compile(const fm_bundle *b, const char *const *entries, size
     }
     close(fd);
     free(entry);
-    (void)w;
 
     char errpath[4096], outfile[4096];
     snprintf(errpath, sizeof(errpath), "%s/esbuild.err", dir);
@@ -166,22 +163,16 @@ static fm_status js_compile(const fm_bundle *b, const char *const *entries, size
                     "--sources-content=false",
                     outfile,
                     NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addchdir_np(&fa, src);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, esbuild, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        st = fm_err_set(err, FM_INTERNAL, "cannot run %s (is the esbuild package installed?): %s",
-                        esbuild, strerror(rc));
+    int status = 0;
+    st = fm_run_tool(argv, src, errpath, BUILD_TIMEOUT_MS, &status, err);
+    if (st == FM_TIMEOUT) {
+        st = fm_err_set(err, FM_INVALID_BUNDLE, "bundling took longer than %d s",
+                        BUILD_TIMEOUT_MS / 1000);
         goto done;
     }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    if (st != FM_OK) {
+        st = fm_err_set(err, FM_INTERNAL, "%s (is the esbuild package installed?)", err->msg);
+        goto done;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char *msg = fm_read_file(errpath, NULL);
@@ -403,10 +394,7 @@ static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
 static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) {
     js_thread *ts = inst->ts;
     if (ts->fired || fm_mono_us() >= ts->deadline_us) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
-                 (long long)(job->fn ? job->fn->timeout_ms : 0));
-        fm_job_fail(job, FM_TIMEOUT, msg, NULL, NULL);
+        fm_job_fail_timeout(job);
         return;
     }
     JSValueRef args[1] = {exc ? exc : JSValueMakeUndefined(inst->ctx)};
@@ -420,11 +408,7 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
     char *msg = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 1, NULL));
     char *stack = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 2, NULL));
     char *code = js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, arr, 3, NULL));
-    /* an uncaught error of a called function keeps its status (timeout, ...) */
-    fm_status st = FM_FUNCTION_ERROR;
-    static const fm_status passthrough[] = {FM_TIMEOUT, FM_NOT_FOUND, FM_LOOP, FM_BAD_REQUEST};
-    for (size_t i = 0; i < sizeof(passthrough) / sizeof(passthrough[0]); i++)
-        if (strcmp(code, fm_status_code(passthrough[i])) == 0) st = passthrough[i];
+    fm_status st = fm_mesh_status(code); /* a called function's error keeps its status */
     free(code);
     /* frames of the host's own prelude are noise to the user */
     if (*stack) {
@@ -460,12 +444,12 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
     free(stack);
 }
 
-static json_t *js_to_json(JSContextRef ctx, JSValueRef v, int depth, char *why, size_t whylen);
+static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whylen);
 
 static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
     if (job->want_value) { /* a mesh call: hand over a value, no JSON text */
         char why[160] = "";
-        json_t *j = js_to_json(inst->ctx, v, 0, why, sizeof(why));
+        json_t *j = js_to_json(inst->ctx, v, why, sizeof(why));
         if (why[0]) {
             char msg[256];
             snprintf(msg, sizeof(msg), "the return value cannot be passed on: %s", why);
@@ -528,8 +512,7 @@ static fm_job *pending_take(js_thread *ts, uint64_t id) {
  * become NULL (undefined), NaN/Infinity null, toJSON honoured; unpaired
  * surrogates become U+FFFD. `why` is set on failure (cycles, BigInt,
  * nesting beyond the JSON parser's bound). */
-static json_t *js_to_json(JSContextRef ctx, JSValueRef v, int depth, char *why, size_t whylen) {
-    (void)depth;
+static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whylen) {
     JSValueRef exc = NULL;
     JSStringRef s = JSValueCreateJSONString(ctx, v, 0, &exc);
     if (!s) {
@@ -770,7 +753,7 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     JSStringRelease(ln);
     json_t **args = calloc(n ? n : 1, sizeof(json_t *));
     char why[160] = "";
-    json_t *all = js_to_json(ctx, arr, 0, why, sizeof(why)); /* one conversion for all */
+    json_t *all = js_to_json(ctx, arr, why, sizeof(why)); /* one conversion for all */
     for (size_t i = 0; i < n && all; i++) {
         json_t *a = json_array_get(all, i);
         args[i] = a && !json_is_null(a) ? json_incref(a) : (a ? json_null() : NULL);
@@ -1159,10 +1142,7 @@ static int64_t js_poll(void *tsp) {
         if (j->deadline_us && now >= j->deadline_us) {
             *pp = j->next;
             j->next = NULL;
-            char msg[128];
-            snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
-                     (long long)(j->fn ? j->fn->timeout_ms : 0));
-            fm_job_fail(j, FM_TIMEOUT, msg, NULL, NULL);
+            fm_job_fail_timeout(j);
             fm_job_finish(j);
             continue;
         }

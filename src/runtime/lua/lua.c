@@ -176,11 +176,6 @@ static void ctx_leave(lthread *ts, ctx_save s) {
     ts->deadline_us = s.deadline;
 }
 
-static void timeout_message(const fm_job *job, char *buf, size_t n) {
-    snprintf(buf, n, "deadline exceeded: the function ran longer than %lld ms",
-             (long long)(job->fn ? job->fn->timeout_ms : 0));
-}
-
 static void fail_memory(linst *in, fm_job *job) {
     char msg[96];
     snprintf(msg, sizeof(msg), "memory limit exceeded (%zu MiB)", in->limit >> 20);
@@ -922,9 +917,7 @@ static void fail_from_error(lcall *c, int rc) {
     lua_State *co = c->co;
     void *tag = lua_type(co, -1) == LUA_TLIGHTUSERDATA ? lua_touserdata(co, -1) : NULL;
     if (tag == TIMEOUT_TAG || fm_mono_us() >= deadline_of(job)) {
-        char msg[128];
-        timeout_message(job, msg, sizeof(msg));
-        fm_job_fail(job, FM_TIMEOUT, msg, NULL, NULL);
+        fm_job_fail_timeout(job);
         return;
     }
     if (rc == LUA_ERRMEM || tag == MEMORY_TAG || in->mem_hit) {
@@ -949,11 +942,7 @@ static void fail_from_error(lcall *c, int rc) {
                          "LuaError", NULL);
     } else {
         /* an uncaught error of a called function keeps its status */
-        fm_status st = FM_FUNCTION_ERROR;
-        static const fm_status passthrough[] = {FM_TIMEOUT, FM_NOT_FOUND, FM_LOOP, FM_BAD_REQUEST};
-        for (size_t i = 0; d.code && i < sizeof(passthrough) / sizeof(passthrough[0]); i++)
-            if (strcmp(d.code, fm_status_code(passthrough[i])) == 0) st = passthrough[i];
-        fm_job_fail(job, st, d.message, d.name ? d.name : "LuaError", *d.stack ? d.stack : NULL);
+        fm_job_fail(job, fm_mesh_status(d.code), d.message, d.name ? d.name : "LuaError", *d.stack ? d.stack : NULL);
     }
     free(d.message);
     free(d.name);
@@ -1041,9 +1030,7 @@ static void lua_call_export(void *tsp, void *ip, uint32_t index, fm_job *job) {
 }
 
 static void expire(lcall *c) {
-    char msg[128];
-    timeout_message(c->job, msg, sizeof(msg));
-    fm_job_fail(c->job, FM_TIMEOUT, msg, NULL, NULL);
+    fm_job_fail_timeout(c->job);
     call_end(c);
 }
 
