@@ -196,7 +196,7 @@ fm_status fm_mesh_status(const char *code) {
 
 void fm_job_finish(fm_job *job) {
     job->finished_us = fm_mono_us();
-    if (job->kind == FM_JOB_CALL && job->fn) {
+    if (job->kind == FM_JOB_CALL && job->fn && fm_telemetry) {
         fm_outcome o = job->status == FM_OK        ? FM_OUTCOME_OK
                        : job->status == FM_TIMEOUT ? FM_OUTCOME_TIMEOUT
                        : job->status == FM_OVERLOADED || job->status == FM_DRAINING

@@ -1098,6 +1098,8 @@ static int usage(FILE *f) {
             "  --io-threads N       HTTP event-loop threads (default 1)\n"
             "  --body-limit BYTES   largest call body accepted (default 6291456)\n"
             "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+            "  --telemetry on|off   per-call metrics, latency windows, usage and traces\n"
+            "                       (default on; off only to measure their cost)\n"
             "  -h, --help           this help\n"
             "\n"
             "environment:\n"
@@ -1169,6 +1171,7 @@ int fm_serve_main(int argc, char **argv) {
                                          {"io-threads", required_argument, NULL, 'i'},
                                          {"body-limit", required_argument, NULL, 'b'},
                                          {"log-level", required_argument, NULL, 'L'},
+                                         {"telemetry", required_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
@@ -1211,6 +1214,14 @@ int fm_serve_main(int argc, char **argv) {
             else if (strcmp(optarg, "error") == 0) fm_log_set_level(FM_LOG_ERROR);
             else {
                 fprintf(stderr, "fnmesh serve: unknown log level %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'T':
+            if (strcmp(optarg, "on") == 0) fm_telemetry = true;
+            else if (strcmp(optarg, "off") == 0) fm_telemetry = false;
+            else {
+                fprintf(stderr, "fnmesh serve: --telemetry wants on or off\n");
                 return 2;
             }
             break;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool fm_telemetry = true;
+
 static const double bucket_bounds[FM_NBUCKETS] = FM_DURATION_BUCKETS;
 
 void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us, int cold) {

@@ -10,6 +10,7 @@
 #define FM_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,11 @@ typedef struct fm_fn_metrics {
     atomic_uint_fast64_t duration_us_sum;
     atomic_uint_fast64_t cold_starts;
 } fm_fn_metrics;
+
+/* The telemetry switch (`fnmesh serve --telemetry off`): when false, calls
+ * record no metrics, latency windows, usage or spans; logs and the node's
+ * own counters stay. Set once at start-up, before any call; read anywhere. */
+extern bool fm_telemetry;
 
 /* Records one finished call (any thread). */
 void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us, int cold);
