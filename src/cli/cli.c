@@ -29,12 +29,17 @@
 /* Verb-specific options: bits in fm_cli_verb.opts and fm_cli_optdef.verbs. */
 #define FM_CLI_VOPT_NAME (1u << 0)
 #define FM_CLI_VOPT_DATA (1u << 1)
+#define FM_CLI_VOPT_TOP (1u << 2)
 
 /* ---- the option table ------------------------------------------------ */
 
 enum fm_cli_optid {
     OPT_NAME,
     OPT_DATA,
+    OPT_SORT,
+    OPT_WINDOW,
+    OPT_INTERVAL,
+    OPT_ITERATIONS,
     OPT_URL,
     OPT_TOKEN,
     OPT_JSON,
@@ -56,6 +61,14 @@ static const fm_cli_optdef k_opts[OPT_COUNT] = {
                   "deployment name (default: DIR's base name, lowercased)"},
     [OPT_DATA] = {"data", "JSON", FM_CLI_VOPT_DATA,
                   "send JSON as the request body, as-is, instead of ARGs"},
+    [OPT_SORT] = {"sort", "KEY", FM_CLI_VOPT_TOP,
+                  "order by rps, p99, errors or cpu (default rps; keys r p e c)"},
+    [OPT_WINDOW] = {"window", "1m|5m", FM_CLI_VOPT_TOP,
+                    "sliding window of the figures (default 1m; key w)"},
+    [OPT_INTERVAL] = {"interval", "SECONDS", FM_CLI_VOPT_TOP, "refresh every SECONDS (default 2)"},
+    [OPT_ITERATIONS] = {"iterations", "N", FM_CLI_VOPT_TOP,
+                        "stop after N refreshes (default: until q or Ctrl-C on a\n"
+                        "terminal, 1 otherwise)"},
     [OPT_URL] = {"url", "URL", 0, "node URL (env FNMESH_URL; default http://127.0.0.1:8080)"},
     [OPT_TOKEN] = {"token", "TOKEN", 0,
                    "admin token (env FNMESH_TOKEN; default: the content of\n"
@@ -147,6 +160,19 @@ static const fm_cli_verb k_verbs[] = {
      .summary = "make another version of a deployment active",
      .help = "Makes VERSION (a full version or a unique prefix of at least 8 hex digits)\n"
              "the active version of deployment NAME."},
+    {.name = "top",
+     .run = fm_cli_verb_top,
+     .remote = true,
+     .max_args = 0,
+     .opts = FM_CLI_VOPT_TOP,
+     .usage = "fnmesh top [--sort rps|p99|errors|cpu] [--window 1m|5m] [--interval SECONDS]\n"
+              "           [--iterations N]",
+     .summary = "live view of the busiest functions",
+     .help = "Shows every function that was called, with its calls per second, errors,\n"
+             "latency percentiles (p50, p99, p99.9) and CPU share over a sliding window,\n"
+             "refreshed every interval, busiest first. On a terminal, keys change the\n"
+             "order (r rps, p p99, e errors, c cpu), w switches the window, q quits.\n"
+             "With --json, prints the node's /system/v1/stats answer instead."},
     {.name = "help",
      .run = verb_help,
      .max_args = 1,
@@ -279,6 +305,40 @@ static int set_option(fm_cli_opts *o, enum fm_cli_optid id, const char *val, cha
     case OPT_DATA:
         o->data = val;
         break;
+    case OPT_SORT:
+        if (strcmp(val, "rps") && strcmp(val, "p99") && strcmp(val, "errors") && strcmp(val, "cpu")) {
+            snprintf(err, errlen, "invalid --sort '%s': expected rps, p99, errors or cpu", val);
+            return FM_CLI_USAGE;
+        }
+        o->sort = val;
+        break;
+    case OPT_WINDOW:
+        if (strcmp(val, "1m") && strcmp(val, "5m")) {
+            snprintf(err, errlen, "invalid --window '%s': expected 1m or 5m", val);
+            return FM_CLI_USAGE;
+        }
+        o->window = val;
+        break;
+    case OPT_INTERVAL: {
+        char *end = NULL;
+        double v = strtod(val, &end);
+        if (!*val || *end || !isfinite(v) || v < 0.1 || v > 3600) {
+            snprintf(err, errlen, "invalid --interval '%s': expected 0.1 to 3600 seconds", val);
+            return FM_CLI_USAGE;
+        }
+        o->interval_ms = (long)(v * 1000);
+        break;
+    }
+    case OPT_ITERATIONS: {
+        char *end = NULL;
+        long v = strtol(val, &end, 10);
+        if (!*val || *end || v < 1) {
+            snprintf(err, errlen, "invalid --iterations '%s': expected a positive number", val);
+            return FM_CLI_USAGE;
+        }
+        o->iterations = v;
+        break;
+    }
     case OPT_URL:
         if (!*val) {
             snprintf(err, errlen, "option --url needs a value (URL)");

@@ -89,6 +89,10 @@ typedef struct fm_cli_opts {
     const char *name;   /* deploy --name */
     const char *data;   /* invoke --data */
     long timeout_ms;    /* --timeout in ms; 0 = no limit */
+    const char *sort;   /* top --sort, NULL = rps */
+    const char *window; /* top --window, NULL = 1m */
+    long interval_ms;   /* top --interval, 0 = default */
+    long iterations;    /* top --iterations, 0 = default */
     bool json;          /* --json */
     bool help;          /* --help / -h */
     bool version;       /* --version */
@@ -163,5 +167,9 @@ int fm_cli_verb_invoke(const fm_cli_opts *o, fm_cli_http *h);
 int fm_cli_verb_rm(const fm_cli_opts *o, fm_cli_http *h);
 int fm_cli_verb_versions(const fm_cli_opts *o, fm_cli_http *h);
 int fm_cli_verb_rollback(const fm_cli_opts *o, fm_cli_http *h);
+
+/* ---- cli_top.c ------------------------------------------------------- */
+
+int fm_cli_verb_top(const fm_cli_opts *o, fm_cli_http *h);
 
 #endif

@@ -40,6 +40,49 @@ void fm_rfc3339(int64_t wall_ms, char *buf, size_t size) {
     strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+bool fm_parse_time(const char *s, int64_t now_ms, int64_t *out_ms) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    if (end != s && errno == 0 && n >= 0) {
+        static const struct {
+            char unit;
+            int64_t ms;
+        } units[] = {{'s', 1000}, {'m', 60000}, {'h', 3600000}, {'d', 86400000}};
+        if (*end == '\0') {
+            *out_ms = (int64_t)n * 1000;
+            return true;
+        }
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+            if (end[0] == units[i].unit && end[1] == '\0' && n <= INT64_MAX / units[i].ms) {
+                *out_ms = now_ms - (int64_t)n * units[i].ms;
+                return true;
+            }
+    }
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p) return false;
+    int64_t ms = 0;
+    if (*p == '.') {
+        int64_t scale = 100;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10) ms += (*p - '0') * scale;
+    }
+    int64_t off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int hh = atoi(p + 1), mm = atoi(p + 4);
+        off = (*p == '+' ? 1 : -1) * ((int64_t)hh * 3600 + mm * 60) * 1000;
+        p += 6;
+    } else {
+        return false;
+    }
+    if (*p) return false;
+    *out_ms = (int64_t)timegm(&tm) * 1000 + ms - off;
+    return true;
+}
+
 void fm_hex(const unsigned char *in, size_t len, char *out) {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {

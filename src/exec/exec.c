@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "core/util.h"
+#include "metrics/fnstat.h"
 #include "registry/registry.h"
 #include "runtime/runtime.h"
 
@@ -194,6 +195,67 @@ fm_status fm_mesh_status(const char *code) {
     return fm_status_from_code(code, FM_FUNCTION_ERROR);
 }
 
+/* ---- CPU accounting of in-process calls ----
+ * Reading the thread's CPU clock is a system call (about 0.3 µs here), too
+ * dear for every call. Instead each executor thread sums the on-thread time
+ * of the calls it runs and, at most every CPU_SAMPLE_US, reads its CPU
+ * clock once: a call's CPU time is its on-thread time times the thread's
+ * CPU / on-thread ratio over the last sample. */
+#define CPU_SAMPLE_US 20000
+static __thread fm_job *tls_running;     /* the call whose synchronous part runs now */
+static __thread int64_t tls_busy_us;     /* on-thread time of calls since the last sample */
+static __thread int64_t tls_sample_us;   /* monotonic time of the last sample */
+static __thread int64_t tls_sample_cpu;  /* thread CPU ns at the last sample */
+static __thread double tls_cpu_ratio = 1.0;
+
+static int64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void cpu_sample(int64_t now_us) {
+    /* a sample spans at least CPU_SAMPLE_US and 1 ms of calls, so that a
+     * quiet thread's ratio is not one call's noise */
+    if (now_us - tls_sample_us < CPU_SAMPLE_US || (tls_sample_us && tls_busy_us < 1000)) return;
+    int64_t cpu = thread_cpu_ns();
+    if (tls_sample_us) {
+        double r = (double)(cpu - tls_sample_cpu) / 1e3 / (double)tls_busy_us;
+        tls_cpu_ratio = r < 0.01 ? 0.01 : r > 4 ? 4 : r;
+    }
+    tls_sample_us = now_us;
+    tls_sample_cpu = cpu;
+    tls_busy_us = 0;
+}
+
+static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
+    fm_function *f = (fm_function *)job->fn; /* stat is the atomic part of the function */
+    fm_fnstat *st = atomic_load_explicit(&f->stat, memory_order_acquire);
+    if (!st) {
+        st = fm_fnstat_get(job->version->deployment, f->name, f->rt->name);
+        atomic_store_explicit(&f->stat, st, memory_order_release);
+    }
+    fm_call_sample c = {.outcome = o, .duration_us = duration_us, .req_bytes = job->req_bytes,
+                        .peak_memory = job->peak_memory};
+    if (!job->want_value) c.resp_bytes = job->status == FM_OK ? job->result_len : 0;
+    if (job->cpu_measured) {
+        c.cpu_us = job->cpu_us;
+    } else if (duration_us >= 0) {
+        int64_t busy = job == tls_running ? duration_us : job->busy_us;
+        c.cpu_us = (uint64_t)((double)busy * tls_cpu_ratio + 0.5);
+    }
+    fm_fnstat_record(st, &c, job->finished_us);
+    fm_metrics_record_usage(&f->metrics, c.cpu_us, c.peak_memory);
+}
+
+/* The function's inflight gauge counts a call from submission to finish. */
+static void count_inflight(fm_job *job) {
+    if (!fm_telemetry || !job->fn || job->counted) return;
+    job->counted = true;
+    atomic_fetch_add_explicit(&((fm_function *)job->fn)->metrics.inflight, 1,
+                              memory_order_relaxed);
+}
+
 void fm_job_finish(fm_job *job) {
     job->finished_us = fm_mono_us();
     if (job->kind == FM_JOB_CALL && job->fn && fm_telemetry) {
@@ -203,10 +265,16 @@ void fm_job_finish(fm_job *job) {
                            ? FM_OUTCOME_REJECTED
                            : FM_OUTCOME_ERROR;
         /* metrics are the mutable, atomic part of the (otherwise const) function */
-        fm_metrics_record((fm_fn_metrics *)&job->fn->metrics, o,
-                          job->started_us ? job->finished_us - job->started_us : -1,
-                          job->cold_start);
+        int64_t duration = job->started_us ? job->finished_us - job->started_us : -1;
+        fm_metrics_record((fm_fn_metrics *)&job->fn->metrics, o, duration, job->cold_start);
+        record_call(job, o, duration);
     }
+    if (job->kind == FM_JOB_CALL && job->counted) {
+        fm_fn_metrics *m = (fm_fn_metrics *)&job->fn->metrics;
+        atomic_fetch_sub_explicit(&m->inflight, 1, memory_order_relaxed);
+        if (job->started_us) atomic_fetch_sub_explicit(&m->running, 1, memory_order_relaxed);
+    }
+    if (job == tls_running) tls_running = NULL;
     if (job->kind == FM_JOB_CALL && fm_exec_global && job->thread >= 0) {
         exthread *t = &fm_exec_global->t[job->thread];
         atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
@@ -240,6 +308,7 @@ static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold,
         return NULL;
     if (cold) *cold = true;
     *s = inst;
+    atomic_fetch_add_explicit(&((fm_unit *)u)->instances, 1, memory_order_relaxed);
     return inst;
 }
 
@@ -249,6 +318,9 @@ static void run_job(exthread *t, fm_job *job) {
     switch (job->kind) {
     case FM_JOB_CALL: {
         job->started_us = fm_mono_us();
+        if (job->counted)
+            atomic_fetch_add_explicit(&((fm_function *)job->fn)->metrics.running, 1,
+                                      memory_order_relaxed);
         if (job->deadline_us && job->started_us >= job->deadline_us) {
             fm_job_fail(job, FM_TIMEOUT, "deadline exceeded before the call started", NULL, NULL);
             fm_job_finish(job);
@@ -262,7 +334,18 @@ static void run_job(exthread *t, fm_job *job) {
             return;
         }
         const fm_runtime *rt = job->fn->rt;
+        int64_t started = job->started_us;
+        tls_running = job;
         rt->call(t->rt_state[fm_runtime_index(rt)], inst, job->fn->index, job);
+        int64_t now = fm_mono_us();
+        if (tls_running == job) { /* still running (async): it finishes later */
+            job->busy_us = now - started;
+            tls_running = NULL;
+        }
+        if (fm_telemetry) {
+            tls_busy_us += now - started;
+            cpu_sample(now);
+        }
         return;
     }
     case FM_JOB_INSTANTIATE: {
@@ -300,6 +383,7 @@ static void run_job(exthread *t, fm_job *job) {
                 const fm_runtime *rt = v->units[u].rt;
                 rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
                 *s = NULL;
+                atomic_fetch_sub_explicit(&v->units[u].instances, 1, memory_order_relaxed);
             }
         }
         if (atomic_fetch_sub(&v->retire_left, 1) == 1) fm_version_free(v);
@@ -517,7 +601,10 @@ int fm_exec_pick(fm_exec *ex) {
 
 void fm_exec_submit(fm_exec *ex, int ti, fm_job *head, fm_job *tail, int ncalls) {
     exthread *t = &ex->t[ti];
-    for (fm_job *j = head; j; j = j->next) j->thread = ti;
+    for (fm_job *j = head; j; j = j->next) {
+        j->thread = ti;
+        if (j->kind == FM_JOB_CALL) count_inflight(j);
+    }
     if (ncalls) atomic_fetch_add_explicit(&t->inflight, ncalls, memory_order_relaxed);
     pthread_mutex_lock(&t->mu);
     if (t->tail) t->tail->next = head;
@@ -531,6 +618,14 @@ void fm_exec_submit(fm_exec *ex, int ti, fm_job *head, fm_job *tail, int ncalls)
         ssize_t w = write(t->wakefd, &one, sizeof(one));
         (void)w;
     }
+}
+
+int fm_exec_stuck(fm_exec *ex) {
+    int n = 0;
+    int64_t now = fm_mono_us();
+    for (int i = 0; i < ex->n; i++)
+        if (effective_load(&ex->t[i], now) >= 1 << 20) n++;
+    return n;
 }
 
 int fm_exec_inflight(fm_exec *ex, int t) {
@@ -624,6 +719,7 @@ fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **
     child->mesh_done = done;
     child->mesh_ud = ud;
     child->thread = t->index;
+    count_inflight(child);
     atomic_fetch_add_explicit(&t->inflight, 1, memory_order_relaxed);
     if (t->local_tail) t->local_tail->next = child;
     else t->local_head = child;

@@ -90,6 +90,14 @@ struct fm_job {
     void (*mesh_done)(fm_job *child, void *ud); /* the caller's continuation */
     void *mesh_ud;
 
+    /* Metering (see metrics/fnstat.h). */
+    uint64_t req_bytes;   /* set by the gateway: bytes of the call's body or query */
+    uint64_t cpu_us;      /* set by out-of-process runtimes: the worker's CPU time */
+    bool cpu_measured;    /* cpu_us is set; else the executor estimates it */
+    uint64_t peak_memory; /* bytes, set by runtimes that can measure it (0 = unknown) */
+    int64_t busy_us;      /* executor-private: on-thread time of an async call's first part */
+    bool counted;         /* executor-private: in its function's inflight gauge */
+
     /* FM_JOB_INSTANTIATE: when want_exports, the exports found (owned). */
     bool want_exports;
     struct fm_export *ud_exports;
@@ -166,6 +174,9 @@ void fm_exec_watch_del(fm_exec_watch *w);
 
 /* Number of calls queued or running on thread t. */
 int fm_exec_inflight(fm_exec *ex, int t);
+/* Threads running one job for more than a second (engine code that cannot
+ * be interrupted, or a long synchronous computation). Any thread. */
+int fm_exec_stuck(fm_exec *ex);
 
 /* The executor a version's retire jobs go to (set once at start-up). */
 extern fm_exec *fm_exec_global;

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "metrics/fnstat.h"
+#include "registry/bind.h"
 #include "registry/bundle.h"
 
 typedef struct waiter {
@@ -379,5 +381,106 @@ fm_status fm_control_rollback(fm_control *c, const char *name, const void *body,
 done:
     fm_version_release(v);
     json_decref(req);
+    return st;
+}
+
+/* ---- metering ---- */
+
+typedef struct flush_ctx {
+    fm_store_usage *rows;
+    fm_fnstat **stats;
+    size_t n, cap;
+    int64_t minute;
+} flush_ctx;
+
+static void take_one(fm_fnstat *s, void *ud) {
+    flush_ctx *fc = ud;
+    fm_usage d;
+    if (!fm_fnstat_take_delta(s, &d)) return;
+    if (fc->n == fc->cap) {
+        fc->cap = fc->cap ? fc->cap * 2 : 64;
+        fc->rows = realloc(fc->rows, fc->cap * sizeof(*fc->rows));
+        fc->stats = realloc(fc->stats, fc->cap * sizeof(*fc->stats));
+    }
+    fc->stats[fc->n] = s;
+    fc->rows[fc->n++] = (fm_store_usage){
+        .minute = fc->minute, .deployment = s->deployment, .function = s->function,
+        .invocations = d.invocations, .errors = d.errors, .wall_us = d.wall_us,
+        .cpu_us = d.cpu_us, .req_bytes = d.req_bytes, .resp_bytes = d.resp_bytes,
+        .peak_memory = d.peak_memory};
+}
+
+void fm_control_flush_usage(fm_control *c) {
+    flush_ctx fc = {.minute = fm_wall_ms() / 60000};
+    fm_fnstat_foreach(take_one, &fc);
+    if (fc.n) {
+        fm_err err = FM_ERR_INIT;
+        if (c->store->ops->usage_add(c->store, fc.rows, fc.n, &err) != FM_OK) {
+            fm_log(FM_LOG_WARN, NULL, "usage not stored (kept for the next flush): %s", err.msg);
+            fm_err_clear(&err);
+            for (size_t i = 0; i < fc.n; i++) {
+                const fm_store_usage *r = &fc.rows[i];
+                fm_usage d = {r->invocations, r->errors,     r->wall_us,    r->cpu_us,
+                              r->req_bytes,   r->resp_bytes, r->peak_memory};
+                fm_fnstat_untake(fc.stats[i], &d);
+            }
+        }
+    }
+    free(fc.rows);
+    free(fc.stats);
+}
+
+static const char *usage_keys[] = {"invocations", "errors",     "wall_us",          "cpu_us",
+                                   "req_bytes",   "resp_bytes", "peak_memory_bytes"};
+
+fm_status fm_control_usage(fm_control *c, const char *q, size_t qlen, json_t **out, fm_err *err) {
+    int64_t now = fm_wall_ms(), from = 0, to = now + 60000;
+    char *from_s = fm_query_get(q, qlen, "from"), *to_s = fm_query_get(q, qlen, "to");
+    char *group = fm_query_get(q, qlen, "group_by"), *dep = fm_query_get(q, qlen, "deployment");
+    fm_status st = FM_OK;
+    if (from_s && !fm_parse_time(from_s, now, &from))
+        st = fm_err_set(err, FM_BAD_REQUEST,
+                        "from: expected unix seconds, an RFC 3339 time or a duration such as 1h");
+    else if (to_s && !fm_parse_time(to_s, now, &to))
+        st = fm_err_set(err, FM_BAD_REQUEST,
+                        "to: expected unix seconds, an RFC 3339 time or a duration such as 1h");
+    else if (group && strcmp(group, "deployment") && strcmp(group, "function") &&
+             strcmp(group, "minute"))
+        st = fm_err_set(err, FM_BAD_REQUEST,
+                        "group_by: expected deployment, function or minute");
+    else if (to < from)
+        st = fm_err_set(err, FM_BAD_REQUEST, "to is before from");
+    if (st == FM_OK) {
+        fm_control_flush_usage(c);
+        /* whole minutes: from rounds down, to rounds up (a partial minute counts whole) */
+        fm_store_usage_query uq = {.from_minute = from / 60000,
+                                   .to_minute = (to + 59999) / 60000,
+                                   .deployment = dep && *dep ? dep : NULL,
+                                   .group_by = group ? group : "function"};
+        json_t *rows = NULL;
+        st = c->store->ops->usage_query(c->store, &uq, &rows, err);
+        if (st == FM_OK) {
+            json_t *total = json_object();
+            for (size_t k = 0; k < sizeof(usage_keys) / sizeof(usage_keys[0]); k++) {
+                json_int_t sum = 0;
+                size_t i;
+                json_t *r;
+                json_array_foreach(rows, i, r) {
+                    json_int_t v = json_integer_value(json_object_get(r, usage_keys[k]));
+                    sum = k == 6 ? (v > sum ? v : sum) : sum + v;
+                }
+                json_object_set_new(total, usage_keys[k], json_integer(sum));
+            }
+            char a[32], b[32];
+            fm_rfc3339(uq.from_minute * 60000, a, sizeof(a));
+            fm_rfc3339(uq.to_minute * 60000, b, sizeof(b));
+            *out = json_pack("{s:s, s:s, s:s, s:i, s:o, s:o}", "from", a, "to", b, "group_by",
+                             uq.group_by, "bucket_seconds", 60, "usage", rows, "total", total);
+        }
+    }
+    free(from_s);
+    free(to_s);
+    free(group);
+    free(dep);
     return st;
 }

@@ -35,4 +35,13 @@ fm_status fm_control_versions(fm_control *c, const char *name, json_t **out, fm_
 fm_status fm_control_rollback(fm_control *c, const char *name, const void *body, size_t len,
                               json_t **out, fm_err *err);
 
+/* Metering: writes every function's usage since the last flush into the
+ * store, in the current minute's rows (one transaction). A failed write is
+ * kept for the next flush. */
+void fm_control_flush_usage(fm_control *c);
+/* GET /system/v1/usage: flushes, then answers the query string `q` (from=,
+ * to=, group_by=deployment|function|minute, deployment=). FM_BAD_REQUEST
+ * for bad parameters. */
+fm_status fm_control_usage(fm_control *c, const char *q, size_t qlen, json_t **out, fm_err *err);
+
 #endif

@@ -20,6 +20,12 @@ static void none(fm_route *r, const char *why) {
 
 static void system_route(const char *p, size_t n, fm_route *r) {
     r->system = true;
+    size_t bare = n && p[n - 1] == '/' ? n - 1 : n;
+    if (eq(p, bare, "stats") || eq(p, bare, "usage")) {
+        r->kind = p[0] == 's' ? FM_ROUTE_STATS : FM_ROUTE_USAGE;
+        r->allow = "GET";
+        return;
+    }
     if (!prefix(p, n, "deployments") || (n > 11 && p[11] != '/'))
         return none(r, "no such control-plane resource");
     p += 11, n -= 11;

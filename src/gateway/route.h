@@ -19,6 +19,8 @@ typedef enum {
     FM_ROUTE_DEPLOYMENT,  /* /system/v1/deployments/{a} */
     FM_ROUTE_VERSIONS,    /* /system/v1/deployments/{a}/versions */
     FM_ROUTE_ROLLBACK,    /* /system/v1/deployments/{a}/rollback */
+    FM_ROUTE_STATS,       /* /system/v1/stats: latency windows of every function */
+    FM_ROUTE_USAGE,       /* /system/v1/usage: metered consumption */
 } fm_route_kind;
 
 typedef struct fm_route {

@@ -37,7 +37,10 @@
 #include "gateway/control.h"
 #include "gateway/http.h"
 #include "gateway/route.h"
+#include "metrics/fnstat.h"
+#include "registry/bind.h"
 #include "registry/registry.h"
+#include "runtime/worker_pool.h"
 #include "store/store.h"
 
 #define FM_DEFAULT_BODY_LIMIT (6u * 1024 * 1024)
@@ -77,6 +80,7 @@ struct io_thread {
     h2o_timeout_entry_t watchdog_entry;
     uint64_t reqid_counter;
     atomic_uint_fast64_t responses[16]; /* by http_slot(); written by this thread only */
+    atomic_uint_fast64_t conns_open, conns_total; /* client connections; this thread writes */
     int wait_skip; /* passes left without waiting for answers after a hand-off */
     uint64_t wait_hit, wait_miss;
 };
@@ -276,6 +280,7 @@ struct rpc_batch {
     reqinfo ri;
     bool is_batch;
     size_t n, remaining;
+    size_t item_bytes; /* request bytes metered per call: the body shared by its calls */
     char **slots; /* response objects (JSON text), NULL for notifications */
 };
 
@@ -604,6 +609,8 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
     }
     pend *p = submit_call(io, v, fn, argv, argc, ri);
     p->req = req;
+    p->job->req_bytes = get ? (req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0)
+                            : req->entity.len;
     if (strcmp(fn->rt->name, "template") == 0) {
         /* templates render HTML: give it raw to browsers that ask for it */
         ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
@@ -671,6 +678,7 @@ static char *rpc_item(io_thread *io, rpc_batch *b, size_t slot, json_t *item, bo
         return notify ? NULL : rpc_error_text(id, -32603, "the node is shutting down", NULL);
     }
     pend *p = submit_call(io, v, fn, argv, argc, &b->ri);
+    p->job->req_bytes = b->item_bytes;
     if (!notify) {
         p->batch = b;
         p->slot = slot;
@@ -706,6 +714,7 @@ static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
         doc = json_string("");
     }
     b->n = b->is_batch ? json_array_size(doc) : 1;
+    b->item_bytes = req->entity.len / b->n; /* metering: a batch's bytes shared by its calls */
     b->slots = calloc(b->n, sizeof(char *));
     for (size_t i = 0; i < b->n; i++) {
         bool pending;
@@ -727,7 +736,15 @@ static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
 
 /* ------------------------------------------------------------ control plane */
 
-typedef enum { CTL_DEPLOY, CTL_LIST, CTL_SHOW, CTL_DELETE, CTL_VERSIONS, CTL_ROLLBACK } ctl_op;
+typedef enum {
+    CTL_DEPLOY,
+    CTL_LIST,
+    CTL_SHOW,
+    CTL_DELETE,
+    CTL_VERSIONS,
+    CTL_ROLLBACK,
+    CTL_USAGE
+} ctl_op;
 
 typedef struct ctl_req {
     h2o_multithread_message_t msg;
@@ -766,12 +783,18 @@ static void ctl_run(fm_node *node, ctl_req *c) {
     case CTL_ROLLBACK:
         st = fm_control_rollback(ctl, c->name, c->body, c->len, &c->doc, &c->err);
         break;
+    case CTL_USAGE: st = fm_control_usage(ctl, c->body, c->len, &c->doc, &c->err); break;
     }
     if (st != FM_OK && c->err.status == FM_OK) fm_err_set(&c->err, st, "failed");
 }
 
+/* Metering: usage goes to the store this often (and at every usage query and
+ * at shutdown), so a kill -9 loses at most this much of it. */
+#define FM_USAGE_FLUSH_MS 5000
+
 static void *ctl_main(void *arg) {
     fm_node *node = arg;
+    int64_t last_flush = fm_mono_ms();
     pthread_mutex_lock(&node->ctl_mu);
     for (;;) {
         while (!node->ctl_head && !node->ctl_stop) {
@@ -781,6 +804,10 @@ static void *ctl_main(void *arg) {
             if (pthread_cond_timedwait(&node->ctl_cv, &node->ctl_mu, &ts) == ETIMEDOUT) {
                 pthread_mutex_unlock(&node->ctl_mu);
                 fm_registry_gc(node->registry, false);
+                if (fm_mono_ms() - last_flush >= FM_USAGE_FLUSH_MS) {
+                    fm_control_flush_usage(&node->control);
+                    last_flush = fm_mono_ms();
+                }
                 pthread_mutex_lock(&node->ctl_mu);
             }
         }
@@ -825,7 +852,12 @@ static void ctl_submit(io_thread *io, h2o_req_t *req, const reqinfo *ri, ctl_op 
     ctl_req *c = calloc(1, sizeof(*c));
     c->op = op;
     snprintf(c->name, sizeof(c->name), "%.*s", (int)(nlen < 127 ? nlen : 127), name ? name : "");
-    if (with_body && req->entity.base) {
+    if (op == CTL_USAGE && req->query_at != SIZE_MAX) { /* the query is the input */
+        c->len = req->path.len - req->query_at - 1;
+        c->body = malloc(c->len + 1);
+        memcpy(c->body, req->path.base + req->query_at + 1, c->len);
+        c->body[c->len] = '\0';
+    } else if (with_body && req->entity.base) {
         c->body = malloc(req->entity.len + 1);
         memcpy(c->body, req->entity.base, req->entity.len);
         c->body[req->entity.len] = '\0';
@@ -857,6 +889,69 @@ static bool authorized(fm_node *node, h2o_req_t *req) {
     return fm_ct_equal(tok, tlen, node->token, strlen(node->token));
 }
 
+/* GET /system/v1/stats: answered on the I/O thread from the lock-free
+ * windows (no store, no control thread). */
+typedef struct stats_ctx {
+    fm_node *node;
+    json_t *fns;
+    char *dep;    /* filter, or NULL */
+    bool w1, w5;  /* windows asked for */
+    int64_t now;
+} stats_ctx;
+
+static void stats_one(fm_fnstat *s, void *ud) {
+    stats_ctx *sc = ud;
+    if (sc->dep && strcmp(sc->dep, s->deployment) != 0) return;
+    fm_version *v = fm_registry_acquire(sc->node->registry, s->deployment, strlen(s->deployment));
+    const fm_function *f = v ? fm_version_find(v, s->function, strlen(s->function)) : NULL;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b}", "deployment", s->deployment, "function",
+                          s->function, "runtime", s->runtime, "active", f != NULL);
+    if (f) json_object_set_new(o, "version", json_stringn(v->id, 12));
+    fm_version_release(v);
+    if (sc->w1) json_object_set_new(o, "1m", fm_fnstat_window(s, 4, sc->now));
+    if (sc->w5) json_object_set_new(o, "5m", fm_fnstat_window(s, 20, sc->now));
+    fm_usage u;
+    fm_fnstat_totals(s, &u);
+    json_object_set_new(
+        o, "total",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "invocations", (json_int_t)u.invocations,
+                  "errors", (json_int_t)u.errors, "wall_us", (json_int_t)u.wall_us, "cpu_us",
+                  (json_int_t)u.cpu_us, "req_bytes", (json_int_t)u.req_bytes, "resp_bytes",
+                  (json_int_t)u.resp_bytes, "peak_memory_bytes",
+                  (json_int_t)atomic_load_explicit(&s->peak_memory, memory_order_relaxed)));
+    json_array_append_new(sc->fns, o);
+}
+
+static void handle_stats(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
+    fm_node *node = io->node;
+    const char *q = req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : NULL;
+    size_t qlen = q ? req->path.len - req->query_at - 1 : 0;
+    char *window = fm_query_get(q, qlen, "window");
+    stats_ctx sc = {.node = node, .fns = json_array(), .dep = fm_query_get(q, qlen, "deployment"),
+                    .w1 = true, .w5 = true, .now = fm_mono_us()};
+    if (window && strcmp(window, "1m") == 0) sc.w5 = false;
+    else if (window && strcmp(window, "5m") == 0) sc.w1 = false;
+    else if (window) {
+        send_status(req, ri, FM_BAD_REQUEST, "window: expected 1m or 5m");
+        free(window);
+        free(sc.dep);
+        json_decref(sc.fns);
+        return;
+    }
+    fm_fnstat_foreach(stats_one, &sc);
+    int inflight = 0;
+    for (int t = 0; t < fm_exec_threads(node->exec); t++) inflight += fm_exec_inflight(node->exec, t);
+    json_t *doc = json_pack(
+        "{s:{s:f, s:i, s:i, s:i, s:b}, s:o}", "node", "uptime_seconds",
+        (double)(fm_mono_ms() - node->started_ms) / 1e3, "executor_threads",
+        fm_exec_threads(node->exec), "inflight", inflight, "deployments",
+        (int)fm_registry_count(node->registry), "telemetry", fm_telemetry, "functions", sc.fns);
+    free(window);
+    free(sc.dep);
+    send_doc(req, ri, 200, doc);
+    json_decref(doc);
+}
+
 static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
     if (rt->a && rt->alen > 100) {
         send_status(req, ri, FM_BAD_REQUEST, "deployment name too long");
@@ -872,6 +967,8 @@ static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, cons
         break;
     case FM_ROUTE_VERSIONS: ctl_submit(io, req, ri, CTL_VERSIONS, rt->a, rt->alen, false); break;
     case FM_ROUTE_ROLLBACK: ctl_submit(io, req, ri, CTL_ROLLBACK, rt->a, rt->alen, true); break;
+    case FM_ROUTE_USAGE: ctl_submit(io, req, ri, CTL_USAGE, NULL, 0, false); break;
+    case FM_ROUTE_STATS: handle_stats(io, req, ri); break;
     default: send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource"); break;
     }
 }
@@ -893,8 +990,26 @@ static void scrape_version(fm_version *v, void *ud) {
     snprintf(ver, sizeof(ver), "%.12s", v->id);
     for (size_t i = 0; i < v->nfns; i++) {
         const fm_function *f = &v->fns[i];
-        fm_metrics_function(sc->b, sc->family, &f->metrics, v->deployment, f->name, f->rt->name,
-                            ver);
+        const fm_fn_metrics *m = &f->metrics;
+        double val;
+        if (strcmp(sc->family, "fnmesh_function_cpu_seconds_total") == 0)
+            val = (double)atomic_load_explicit(&m->cpu_us, memory_order_relaxed) / 1e6;
+        else if (strcmp(sc->family, "fnmesh_function_peak_memory_bytes") == 0)
+            val = (double)atomic_load_explicit(&m->peak_memory, memory_order_relaxed);
+        else if (strcmp(sc->family, "fnmesh_function_inflight") == 0)
+            val = atomic_load_explicit(&m->inflight, memory_order_relaxed);
+        else if (strcmp(sc->family, "fnmesh_function_queued") == 0) {
+            int q = atomic_load_explicit(&m->inflight, memory_order_relaxed) -
+                    atomic_load_explicit(&m->running, memory_order_relaxed);
+            val = q > 0 ? q : 0;
+        } else if (strcmp(sc->family, "fnmesh_function_instances") == 0)
+            val = atomic_load_explicit(&v->units[f->unit].instances, memory_order_relaxed);
+        else {
+            fm_metrics_function(sc->b, sc->family, m, v->deployment, f->name, f->rt->name, ver);
+            continue;
+        }
+        fm_metrics_function_value(sc->b, sc->family, val, v->deployment, f->name, f->rt->name,
+                                  ver);
     }
 }
 
@@ -905,9 +1020,11 @@ static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     fm_metrics_printf(&b, "fnmesh_build_info{version=\"%s\"} 1\n", FM_VERSION);
     fm_metrics_header(&b, "fnmesh_up_seconds");
     fm_metrics_printf(&b, "fnmesh_up_seconds %.3f\n", (double)(fm_mono_ms() - node->started_ms) / 1e3);
-    static const char *families[] = {"fnmesh_function_invocations_total",
-                                     "fnmesh_function_duration_seconds",
-                                     "fnmesh_function_cold_starts_total"};
+    static const char *families[] = {
+        "fnmesh_function_invocations_total", "fnmesh_function_duration_seconds",
+        "fnmesh_function_cold_starts_total", "fnmesh_function_cpu_seconds_total",
+        "fnmesh_function_peak_memory_bytes", "fnmesh_function_inflight",
+        "fnmesh_function_queued",            "fnmesh_function_instances"};
     scrape sc = {.b = &b};
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
         fm_metrics_header(&b, families[i]);
@@ -923,6 +1040,29 @@ static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     for (int t = 0; t < fm_exec_threads(node->exec); t++)
         fm_metrics_printf(&b, "fnmesh_executor_inflight{thread=\"%d\"} %d\n", t,
                           fm_exec_inflight(node->exec, t));
+    fm_metrics_header(&b, "fnmesh_executor_stuck");
+    fm_metrics_printf(&b, "fnmesh_executor_stuck %d\n", fm_exec_stuck(node->exec));
+    uint64_t conns = 0, accepted = 0;
+    for (int i = 0; i < node->io_threads; i++) {
+        conns += atomic_load_explicit(&node->io[i].conns_open, memory_order_relaxed);
+        accepted += atomic_load_explicit(&node->io[i].conns_total, memory_order_relaxed);
+    }
+    fm_metrics_header(&b, "fnmesh_http_connections");
+    fm_metrics_printf(&b, "fnmesh_http_connections %llu\n", (unsigned long long)conns);
+    fm_metrics_header(&b, "fnmesh_http_connections_total");
+    fm_metrics_printf(&b, "fnmesh_http_connections_total %llu\n", (unsigned long long)accepted);
+    fm_wpool_stat ws[8];
+    size_t nws = fm_wpool_stats(ws, 8);
+    static const char *wfam[] = {"fnmesh_worker_processes", "fnmesh_worker_starts_total",
+                                 "fnmesh_worker_deaths_total"};
+    for (int k = 0; k < 3; k++) {
+        fm_metrics_header(&b, wfam[k]);
+        for (size_t i = 0; i < nws; i++) {
+            uint64_t val = k == 0 ? ws[i].started - ws[i].exited : k == 1 ? ws[i].started : ws[i].died;
+            fm_metrics_printf(&b, "%s{runtime=\"%s\"} %llu\n", wfam[k], ws[i].runtime,
+                              (unsigned long long)val);
+        }
+    }
     fm_metrics_header(&b, "fnmesh_http_responses_total");
     for (int slot = 0; slot < 16; slot++) {
         if (slot == 14) continue;
@@ -990,12 +1130,22 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
 
 /* ------------------------------------------------------------ I/O threads */
 
+static void on_conn_closed(void *data) {
+    io_thread *io = data;
+    atomic_fetch_sub_explicit(&io->conns_open, 1, memory_order_relaxed);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err) {
     if (err) return;
     io_thread *io = listener->data;
     h2o_socket_t *sock;
-    for (int i = 0; i < 64 && (sock = h2o_evloop_socket_accept(listener)); i++)
+    for (int i = 0; i < 64 && (sock = h2o_evloop_socket_accept(listener)); i++) {
+        atomic_fetch_add_explicit(&io->conns_total, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&io->conns_open, 1, memory_order_relaxed);
+        sock->on_close.cb = on_conn_closed;
+        sock->on_close.data = io;
         h2o_accept(&io->accept, sock);
+    }
 }
 
 static int open_listener(const char *host, int port, char *errbuf, size_t errlen) {
@@ -1319,14 +1469,17 @@ int fm_serve_main(int argc, char **argv) {
     pthread_mutex_unlock(&node->ctl_mu);
     pthread_join(node->ctl_tid, NULL);
     if (left > 0) {
+        fm_control_flush_usage(&node->control);
         /* An executor is stuck in code that cannot be interrupted: do not wait for it. */
         fm_log(FM_LOG_WARN, NULL, "%d call(s) still running after the drain timeout; exiting", left);
         _exit(0);
     }
     fm_registry_destroy(node->registry);
     fm_exec_destroy(node->exec);
+    fm_control_flush_usage(&node->control); /* every call has finished */
     for (int i = 0; i < node->io_threads; i++) io_dispose(&node->io[i]);
     node->store->ops->close(node->store);
+    fm_fnstat_reset();
     fm_log(FM_LOG_INFO, NULL, "stopped");
     return 0;
 

@@ -22,6 +22,15 @@ void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us
                               memory_order_relaxed);
 }
 
+void fm_metrics_record_usage(fm_fn_metrics *m, uint64_t cpu_us, uint64_t peak_memory) {
+    if (cpu_us) atomic_fetch_add_explicit(&m->cpu_us, cpu_us, memory_order_relaxed);
+    uint_fast64_t cur = atomic_load_explicit(&m->peak_memory, memory_order_relaxed);
+    while (peak_memory > cur &&
+           !atomic_compare_exchange_weak_explicit(&m->peak_memory, &cur, peak_memory,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
 void fm_metrics_printf(fm_metrics_buf *b, const char *fmt, ...) {
     for (;;) {
         va_list ap;
@@ -74,6 +83,13 @@ static void labels(fm_metrics_buf *b, const char *dep, const char *fn, const cha
     label(b, "function", fn, 0);
     label(b, "runtime", rt, 0);
     label(b, "version", ver, 0);
+}
+
+void fm_metrics_function_value(fm_metrics_buf *b, const char *family, double value,
+                               const char *dep, const char *fn, const char *rt, const char *ver) {
+    fm_metrics_printf(b, "%s{", family);
+    labels(b, dep, fn, rt, ver);
+    fm_metrics_printf(b, "} %.9g\n", value);
 }
 
 void fm_metrics_function(fm_metrics_buf *b, const char *family, const fm_fn_metrics *m,

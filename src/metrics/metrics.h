@@ -27,7 +27,23 @@
     X(fnmesh_function_duration_seconds, histogram,                                                \
       "Time from the start of a call on its executor to its result.")                             \
     X(fnmesh_function_cold_starts_total, counter,                                                 \
-      "Calls that had to create the instance they ran on.")
+      "Calls that had to create the instance they ran on.")                                       \
+    X(fnmesh_function_cpu_seconds_total, counter,                                                 \
+      "CPU time used by calls of a function (in-process: executor thread; else worker process).") \
+    X(fnmesh_function_peak_memory_bytes, gauge,                                                   \
+      "Highest memory of one call (Lua heap, worker RSS); 0 where not measured (JavaScript).")     \
+    X(fnmesh_function_inflight, gauge, "Calls of a function queued or running now.")              \
+    X(fnmesh_function_queued, gauge, "Calls of a function waiting for an executor to start them.") \
+    X(fnmesh_function_instances, gauge,                                                           \
+      "Live instances of the function's code (one per executor thread that ran it).")             \
+    X(fnmesh_http_connections, gauge, "Open client connections.")                                 \
+    X(fnmesh_http_connections_total, counter, "Client connections accepted.")                     \
+    X(fnmesh_executor_stuck, gauge,                                                               \
+      "Executor threads that have been running one call for more than a second.")                 \
+    X(fnmesh_worker_processes, gauge, "Live worker processes, by runtime.")                       \
+    X(fnmesh_worker_starts_total, counter, "Worker processes started, by runtime.")               \
+    X(fnmesh_worker_deaths_total, counter,                                                        \
+      "Worker processes that crashed, exited or were killed at a deadline, by runtime.")
 
 /* Histogram bucket upper bounds, seconds. */
 #define FM_DURATION_BUCKETS                                                                        \
@@ -43,6 +59,10 @@ typedef struct fm_fn_metrics {
     atomic_uint_fast64_t buckets[FM_NBUCKETS + 1]; /* not cumulative; the last: above all */
     atomic_uint_fast64_t duration_us_sum;
     atomic_uint_fast64_t cold_starts;
+    atomic_uint_fast64_t cpu_us;      /* sum */
+    atomic_uint_fast64_t peak_memory; /* max, bytes */
+    atomic_int inflight;              /* submitted, not finished */
+    atomic_int running;               /* started, not finished */
 } fm_fn_metrics;
 
 /* The telemetry switch (`fnmesh serve --telemetry off`): when false, calls
@@ -52,6 +72,8 @@ extern bool fm_telemetry;
 
 /* Records one finished call (any thread). */
 void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us, int cold);
+/* CPU and memory of one finished call (any thread). */
+void fm_metrics_record_usage(fm_fn_metrics *m, uint64_t cpu_us, uint64_t peak_memory);
 
 /* A growable text buffer for the exposition. */
 typedef struct fm_metrics_buf {
@@ -66,5 +88,9 @@ void fm_metrics_header(fm_metrics_buf *b, const char *name);
 void fm_metrics_function(fm_metrics_buf *b, const char *family, const fm_fn_metrics *m,
                          const char *deployment, const char *function, const char *runtime,
                          const char *version);
+/* A gauge or counter sample of one function with an integer value. */
+void fm_metrics_function_value(fm_metrics_buf *b, const char *family, double value,
+                               const char *deployment, const char *function, const char *runtime,
+                               const char *version);
 
 #endif

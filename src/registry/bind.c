@@ -114,6 +114,23 @@ char *fm_url_decode(const char *s, size_t len, size_t *out_len) {
     return out;
 }
 
+char *fm_query_get(const char *q, size_t len, const char *key) {
+    size_t klen = strlen(key), i = 0;
+    while (q && i < len) {
+        size_t end = i;
+        while (end < len && q[end] != '&') end++;
+        const char *eq = memchr(q + i, '=', end - i);
+        size_t kl = eq ? (size_t)(eq - (q + i)) : end - i;
+        size_t dl;
+        char *k = fm_url_decode(q + i, kl, &dl);
+        bool match = dl == klen && memcmp(k, key, klen) == 0;
+        free(k);
+        if (match) return eq ? fm_url_decode(eq + 1, (size_t)(q + end - eq - 1), NULL) : strdup("");
+        i = end + 1;
+    }
+    return NULL;
+}
+
 fm_status fm_bind_query(const fm_function *fn, const char *q, size_t len, json_t ***argv,
                         size_t *argc, fm_err *err) {
     json_t *obj = json_object();

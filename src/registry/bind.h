@@ -25,5 +25,8 @@ fm_status fm_bind_named(const fm_function *fn, json_t *obj, json_t ***argv, size
                         fm_err *err);
 /* Percent-decodes (and '+' -> ' ') into an owned string. */
 char *fm_url_decode(const char *s, size_t len, size_t *out_len);
+/* The decoded value of the first `key` in a query string ("a=1&b=x",
+ * without '?'): owned, "" for a key without '=', NULL when absent. */
+char *fm_query_get(const char *q, size_t len, const char *key);
 
 #endif

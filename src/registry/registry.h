@@ -37,12 +37,14 @@ struct fm_function {
     uint32_t index;      /* export index inside the unit's instances */
     int64_t timeout_ms;
     fm_fn_metrics metrics; /* the one mutable part of a published version (atomics) */
+    _Atomic(struct fm_fnstat *) stat; /* windows + usage, found at the first call */
 };
 
 typedef struct fm_unit {
     const fm_runtime *rt;
     char *artifact; /* owned */
     size_t artifact_len;
+    atomic_int instances; /* live instances (executor threads that created one) */
 } fm_unit;
 
 typedef struct fm_version fm_version;

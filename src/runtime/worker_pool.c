@@ -87,6 +87,39 @@ static const char *self_exe(void) {
 
 static void on_readable(uint32_t events, void *ud);
 
+/* ---- process counters per runtime (for /metrics) ---- */
+#define MAX_KINDS 4
+static struct {
+    _Atomic(const char *) runtime;
+    atomic_uint_fast64_t started, exited, died;
+} kind_stats[MAX_KINDS];
+
+static int kind_slot(const fm_wpool_kind *k) {
+    for (int i = 0; i < MAX_KINDS; i++) {
+        const char *cur = atomic_load(&kind_stats[i].runtime);
+        if (cur == k->runtime) return i;
+        if (!cur) {
+            const char *expected = NULL;
+            if (atomic_compare_exchange_strong(&kind_stats[i].runtime, &expected, k->runtime) ||
+                expected == k->runtime)
+                return i;
+        }
+    }
+    return MAX_KINDS - 1;
+}
+
+size_t fm_wpool_stats(fm_wpool_stat *out, size_t max) {
+    size_t n = 0;
+    for (int i = 0; i < MAX_KINDS && n < max; i++) {
+        const char *rt = atomic_load(&kind_stats[i].runtime);
+        if (!rt) break;
+        out[n++] = (fm_wpool_stat){rt, atomic_load(&kind_stats[i].started),
+                                   atomic_load(&kind_stats[i].exited),
+                                   atomic_load(&kind_stats[i].died)};
+    }
+    return n;
+}
+
 /* Starts a worker process and loads the deployment; fills exports_json
  * (owned) with the worker's list of exports. */
 static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
@@ -120,6 +153,7 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
                             in->kind->label, strerror(rc));
     }
     w->fd = sv[0];
+    atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1, memory_order_relaxed);
     char *payload = NULL;
     size_t plen = 0;
     int type = fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0) == 0
@@ -166,6 +200,8 @@ static int reap(wp_worker *w, bool force) {
         if (force) kill(w->pid, SIGKILL);
         while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR) {
         }
+        atomic_fetch_add_explicit(&kind_stats[kind_slot(w->in->kind)].exited, 1,
+                                  memory_order_relaxed);
     }
     w->pid = 0;
     w->rlen = 0;
@@ -218,6 +254,7 @@ static fm_job *pop_busy(wp_worker *w) {
 static void start_next(wp_inst *in);
 
 static void worker_died(wp_worker *w) {
+    atomic_fetch_add_explicit(&kind_stats[kind_slot(w->in->kind)].died, 1, memory_order_relaxed);
     int64_t interrupted = w->interrupted_at;
     int status = reap(w, true);
     fm_job *job = w->busy ? pop_busy(w) : NULL;
@@ -426,9 +463,13 @@ static void on_readable(uint32_t events, void *ud) {
             log_line(w, p, plen);
         } else if (type == 'M' && w->busy) {
             mesh_request(w, p, plen);
-        } else if ((type == 'R' || type == 'F') && plen >= 4 && w->busy &&
+        } else if ((type == 'R' || type == 'F') && plen >= 12 && w->busy &&
                    fm_get_u32((const unsigned char *)p) == w->busy_id) {
-            finish_busy(w, type, p + 4, plen - 4);
+            fm_job *job = w->busy;
+            job->cpu_us = fm_get_u32((const unsigned char *)p + 4);
+            job->cpu_measured = true;
+            job->peak_memory = (uint64_t)fm_get_u32((const unsigned char *)p + 8) * 1024;
+            finish_busy(w, type, p + 12, plen - 12);
         }
         if (w->fd < 0) return; /* died while handling (e.g. send failed) */
     }

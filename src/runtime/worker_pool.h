@@ -17,14 +17,26 @@
 #define FM_WORKER_POOL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "runtime/runtime.h"
 
 typedef struct fm_wpool_kind {
+    const char *runtime; /* runtime name in metrics: "python" */
     const char *verb;  /* argv[1] of the worker process: "worker-python" */
     const char *label; /* in messages: "the Python worker crashed" */
     bool sigint_first; /* at the deadline: SIGINT, then SIGKILL after 1 s; else SIGKILL */
 } fm_wpool_kind;
+
+/* Worker processes of one runtime since the node started (for /metrics). */
+typedef struct fm_wpool_stat {
+    const char *runtime;
+    uint64_t started; /* processes started */
+    uint64_t exited;  /* processes gone (stopped by the node or died) */
+    uint64_t died;    /* of those, the ones that crashed, were killed at a deadline or quit */
+} fm_wpool_stat;
+/* Fills up to `max` entries (one per runtime that started a worker); any thread. */
+size_t fm_wpool_stats(fm_wpool_stat *out, size_t max);
 
 void *fm_wpool_thread_init(int index);
 void fm_wpool_thread_dispose(void *ts);

@@ -39,6 +39,21 @@ void fm_store_version_dispose(fm_store_version *v);
 
 typedef void (*fm_store_visit)(fm_store_version *v, void *ud); /* v owned by the visitor */
 
+/* Usage of one function in one minute (metering). Strings borrowed. */
+typedef struct fm_store_usage {
+    int64_t minute; /* wall-clock minutes since the epoch */
+    const char *deployment, *function;
+    uint64_t invocations, errors, wall_us, cpu_us, req_bytes, resp_bytes, peak_memory;
+} fm_store_usage;
+
+/* A usage query: minutes [from, to), optionally one deployment; grouped by
+ * "deployment", "function" or "minute". */
+typedef struct fm_store_usage_query {
+    int64_t from_minute, to_minute;
+    const char *deployment; /* NULL: all */
+    const char *group_by;
+} fm_store_usage_query;
+
 typedef struct fm_store_ops {
     const char *name;
     /* Stores bundle + version + artifacts and makes the version active, in one transaction. */
@@ -55,6 +70,13 @@ typedef struct fm_store_ops {
     fm_status (*load_active)(fm_store *s, fm_store_visit visit, void *ud, fm_err *err);
     /* [{version, created_at(ms), active, functions(count)}] newest first; FM_NOT_FOUND if none. */
     fm_status (*list_versions)(fm_store *s, const char *deployment, json_t **out, fm_err *err);
+    /* Adds usage rows (summed into existing minute rows; peak_memory is the
+     * maximum) in one transaction. */
+    fm_status (*usage_add)(fm_store *s, const fm_store_usage *rows, size_t n, fm_err *err);
+    /* Rows [{deployment?, function?, minute?, invocations, errors, wall_us,
+     * cpu_us, req_bytes, resp_bytes, peak_memory_bytes}] of a query. */
+    fm_status (*usage_query)(fm_store *s, const fm_store_usage_query *q, json_t **rows,
+                             fm_err *err);
     void (*close)(fm_store *s);
 } fm_store_ops;
 

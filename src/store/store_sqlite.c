@@ -30,7 +30,12 @@ static const char *schema =
     "  FOREIGN KEY(deployment, version) REFERENCES versions(deployment, version)"
     "  ON DELETE CASCADE);"
     "CREATE TABLE IF NOT EXISTS deployments(name TEXT PRIMARY KEY, active TEXT NOT NULL,"
-    "  updated_at INTEGER NOT NULL);";
+    "  updated_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS usage(minute INTEGER NOT NULL, deployment TEXT NOT NULL,"
+    "  function TEXT NOT NULL, invocations INTEGER NOT NULL, errors INTEGER NOT NULL,"
+    "  wall_us INTEGER NOT NULL, cpu_us INTEGER NOT NULL, req_bytes INTEGER NOT NULL,"
+    "  resp_bytes INTEGER NOT NULL, peak_memory INTEGER NOT NULL,"
+    "  PRIMARY KEY(minute, deployment, function)) WITHOUT ROWID;";
 
 static fm_status db_err(sqlite_store *s, fm_err *err, const char *what) {
     return fm_err_set(err, FM_INTERNAL, "store: %s: %s", what, sqlite3_errmsg(s->db));
@@ -276,6 +281,97 @@ static fm_status sq_list_versions(fm_store *base, const char *dep, json_t **out,
     return FM_OK;
 }
 
+static fm_status sq_usage_add(fm_store *base, const fm_store_usage *rows, size_t n, fm_err *err) {
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite3_stmt *st = NULL;
+    if (exec(s, "BEGIN IMMEDIATE") != SQLITE_OK) return db_err(s, err, "begin");
+    if (sqlite3_prepare_v2(
+            s->db,
+            "INSERT INTO usage(minute, deployment, function, invocations, errors, wall_us, cpu_us,"
+            " req_bytes, resp_bytes, peak_memory) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+            " ON CONFLICT(minute, deployment, function) DO UPDATE SET"
+            " invocations = invocations + excluded.invocations, errors = errors + excluded.errors,"
+            " wall_us = wall_us + excluded.wall_us, cpu_us = cpu_us + excluded.cpu_us,"
+            " req_bytes = req_bytes + excluded.req_bytes,"
+            " resp_bytes = resp_bytes + excluded.resp_bytes,"
+            " peak_memory = max(peak_memory, excluded.peak_memory)",
+            -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        const fm_store_usage *u = &rows[i];
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, u->minute);
+        sqlite3_bind_text(st, 2, u->deployment, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, u->function, -1, SQLITE_STATIC);
+        const uint64_t vals[] = {u->invocations, u->errors,     u->wall_us,    u->cpu_us,
+                                 u->req_bytes,   u->resp_bytes, u->peak_memory};
+        for (int k = 0; k < 7; k++) sqlite3_bind_int64(st, 4 + k, (sqlite3_int64)vals[k]);
+        if (sqlite3_step(st) != SQLITE_DONE) goto fail;
+    }
+    sqlite3_finalize(st);
+    if (exec(s, "COMMIT") != SQLITE_OK) {
+        exec(s, "ROLLBACK");
+        return db_err(s, err, "commit");
+    }
+    return FM_OK;
+fail:
+    db_err(s, err, "usage");
+    sqlite3_finalize(st);
+    exec(s, "ROLLBACK");
+    return err ? err->status : FM_INTERNAL;
+}
+
+static fm_status sq_usage_query(fm_store *base, const fm_store_usage_query *q, json_t **out,
+                                fm_err *err) {
+    sqlite_store *s = (sqlite_store *)base;
+    const char *key = strcmp(q->group_by, "minute") == 0       ? "minute"
+                      : strcmp(q->group_by, "deployment") == 0 ? "deployment"
+                                                               : "deployment, function";
+    char sql[768];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s, sum(invocations), sum(errors), sum(wall_us), sum(cpu_us),"
+             " sum(req_bytes), sum(resp_bytes), max(peak_memory) FROM usage"
+             " WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR deployment = ?3)"
+             " GROUP BY %s ORDER BY %s",
+             key, key, key);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_err(s, err, "usage query");
+    sqlite3_bind_int64(st, 1, q->from_minute);
+    sqlite3_bind_int64(st, 2, q->to_minute);
+    if (q->deployment) sqlite3_bind_text(st, 3, q->deployment, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 3);
+    int nkeys = strcmp(key, "deployment, function") == 0 ? 2 : 1;
+    json_t *rows = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *r = json_object();
+        if (strcmp(key, "minute") == 0) {
+            char ts[32];
+            fm_rfc3339(sqlite3_column_int64(st, 0) * 60000, ts, sizeof(ts));
+            json_object_set_new(r, "minute", json_string(ts));
+        } else {
+            json_object_set_new(r, "deployment",
+                                fm_json_str((const char *)sqlite3_column_text(st, 0)));
+            if (nkeys == 2)
+                json_object_set_new(r, "function",
+                                    fm_json_str((const char *)sqlite3_column_text(st, 1)));
+        }
+        static const char *names[] = {"invocations", "errors",     "wall_us",          "cpu_us",
+                                      "req_bytes",   "resp_bytes", "peak_memory_bytes"};
+        for (int k = 0; k < 7; k++)
+            json_object_set_new(r, names[k], json_integer(sqlite3_column_int64(st, nkeys + k)));
+        json_array_append_new(rows, r);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(rows);
+        return db_err(s, err, "usage query");
+    }
+    *out = rows;
+    return FM_OK;
+}
+
 static void sq_close(fm_store *base) {
     sqlite_store *s = (sqlite_store *)base;
     if (!s) return;
@@ -291,6 +387,8 @@ static const fm_store_ops sqlite_ops = {
     .load_version = sq_load_version,
     .load_active = sq_load_active,
     .list_versions = sq_list_versions,
+    .usage_add = sq_usage_add,
+    .usage_query = sq_usage_query,
     .close = sq_close,
 };
 

@@ -155,7 +155,7 @@ done:
     return FM_OK;
 }
 
-static const fm_wpool_kind c_kind = {.verb = "worker-c", .label = "C", .sigint_first = false};
+static const fm_wpool_kind c_kind = {.runtime = "c", .verb = "worker-c", .label = "C", .sigint_first = false};
 
 static fm_status c_instance_create(void *ts, const char *deployment, const char *artifact,
                                    size_t artifact_len, void **out, fm_export **exports,

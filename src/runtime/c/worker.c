@@ -398,7 +398,7 @@ static void serve(const unsigned char id[4], const char *req, size_t len, const 
         json_decref(e);
         type = 'F';
     }
-    fm_py_send(sock, type, id, 4, text, strlen(text));
+    fm_worker_reply(sock, type, id, text, strlen(text));
     free(text);
     key_cache.map = NULL;
     json_decref(c.args);
@@ -429,6 +429,7 @@ int fm_c_worker_main(void) {
     char *ej = json_dumps(exports, JSON_COMPACT);
     json_decref(exports);
     fm_py_send(sock, 'E', ej, strlen(ej), NULL, 0);
+    fm_worker_ready();
     free(ej);
     for (;;) {
         char *req = NULL;

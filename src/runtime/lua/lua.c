@@ -85,6 +85,7 @@ struct linst {
     lua_State *L;
     char *deployment;
     size_t used, limit;
+    size_t peak;         /* high-water mark of `used` since the last call started */
     bool mem_hit;        /* the allocator refused during the current slice */
     size_t gc_mark;      /* usage at which the hook runs a full collection */
     fm_lua_file *files;  /* paths/sources borrowed from the version's artifact */
@@ -124,6 +125,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         return NULL;
     }
     in->used = in->used - old + nsize;
+    if (in->used > in->peak) in->peak = in->used;
     return p;
 }
 
@@ -976,6 +978,7 @@ static void call_end(lcall *c) {
         in->gc_mark = in->limit / 4 * 3;
     }
     in->mem_hit = false;
+    job->peak_memory = in->peak;
     fm_job_finish(job);
 }
 
@@ -1016,6 +1019,7 @@ static void lua_call_export(void *tsp, void *ip, uint32_t index, fm_job *job) {
     c->inst = in;
     c->job = job;
     c->index = index;
+    in->peak = in->used;
     ctx_save s = ctx_enter(ts, in, c, deadline_of(job));
     int rc = lua_cpcall(in->L, setup_call, c);
     ctx_leave(ts, s);

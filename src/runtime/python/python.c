@@ -60,7 +60,7 @@ static fm_status py_compile(const fm_bundle *b, const char *const *entries, size
 }
 
 static const fm_wpool_kind py_kind = {
-    .verb = "worker-python", .label = "Python", .sigint_first = true};
+    .runtime = "python", .verb = "worker-python", .label = "Python", .sigint_first = true};
 
 static fm_status py_instance_create(void *ts, const char *deployment, const char *artifact,
                                     size_t artifact_len, void **out, fm_export **exports,

@@ -197,6 +197,7 @@ int fm_python_worker_main(void) {
     }
     const char *ej = PyUnicode_AsUTF8(exports);
     fm_py_send(sock, 'E', ej, strlen(ej), NULL, 0);
+    fm_worker_ready();
     Py_DECREF(exports);
 
     PyObject *call = PyObject_GetAttrString(boot, "call");
@@ -216,13 +217,13 @@ int fm_python_worker_main(void) {
         if (!r) { /* a KeyboardInterrupt outside the guarded call */
             PyErr_Clear();
             const char *m = "{\"message\":\"interrupted\",\"name\":\"KeyboardInterrupt\"}";
-            fm_py_send(sock, 'F', id, 4, m, strlen(m));
+            fm_worker_reply(sock, 'F', id, m, strlen(m));
             continue;
         }
         int ok = PyObject_IsTrue(PyTuple_GetItem(r, 0));
         Py_ssize_t tl = 0;
         const char *text = PyUnicode_AsUTF8AndSize(PyTuple_GetItem(r, 1), &tl);
-        fm_py_send(sock, ok ? 'R' : 'F', id, 4, text ? text : "null", text ? (size_t)tl : 4);
+        fm_worker_reply(sock, ok ? 'R' : 'F', id, text ? text : "null", text ? (size_t)tl : 4);
         Py_DECREF(r);
     }
     Py_XDECREF(call);
