@@ -448,8 +448,9 @@ fm_status fm_control_usage(fm_control *c, const char *q, size_t qlen, json_t **o
              strcmp(group, "minute"))
         st = fm_err_set(err, FM_BAD_REQUEST,
                         "group_by: expected deployment, function or minute");
-    else if (to < from)
-        st = fm_err_set(err, FM_BAD_REQUEST, "to is before from");
+    else if (!to_s && to < from)
+        to = from; /* only a future `from`: an empty answer, not an error */
+    if (st == FM_OK && to < from) st = fm_err_set(err, FM_BAD_REQUEST, "to is before from");
     if (st == FM_OK) {
         fm_control_flush_usage(c);
         /* whole minutes: from rounds down, to rounds up (a partial minute counts whole) */

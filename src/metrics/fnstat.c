@@ -84,6 +84,14 @@ void fm_win_bucket_range(int b, uint64_t *low, uint64_t *high) {
     *high = *low + ((uint64_t)1 << (e - 3));
 }
 
+static void max_u64(atomic_uint_fast64_t *a, uint64_t v) {
+    uint_fast64_t cur = atomic_load_explicit(a, memory_order_relaxed);
+    while (v > cur &&
+           !atomic_compare_exchange_weak_explicit(a, &cur, v, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
+}
+
 /* ---- recording ---- */
 
 static fm_win_slot *slots_of(fm_fnstat *s) {
@@ -112,26 +120,22 @@ static fm_win_slot *slot_for(fm_fnstat *s, int64_t epoch) {
         for (int i = 0; i < FM_NOUTCOMES; i++)
             atomic_store_explicit(&slot->outcomes[i], 0, memory_order_relaxed);
         atomic_store_explicit(&slot->cpu_us, 0, memory_order_relaxed);
+        atomic_store_explicit(&slot->max_us, 0, memory_order_relaxed);
         atomic_store_explicit(&slot->epoch, epoch, memory_order_release);
     }
     atomic_flag_clear_explicit(&s->rotating, memory_order_release);
     return slot;
 }
 
-static void max_u64(atomic_uint_fast64_t *a, uint64_t v) {
-    uint_fast64_t cur = atomic_load_explicit(a, memory_order_relaxed);
-    while (v > cur &&
-           !atomic_compare_exchange_weak_explicit(a, &cur, v, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-    }
-}
 
 void fm_fnstat_record(fm_fnstat *s, const fm_call_sample *c, int64_t now_us) {
     fm_win_slot *slot = slot_for(s, now_us / FM_WIN_SLOT_US + 1);
     atomic_fetch_add_explicit(&slot->outcomes[c->outcome], 1, memory_order_relaxed);
-    if (c->duration_us >= 0)
+    if (c->duration_us >= 0) {
         atomic_fetch_add_explicit(&slot->counts[fm_win_bucket(c->duration_us)], 1,
                                   memory_order_relaxed);
+        max_u64(&slot->max_us, (uint64_t)c->duration_us);
+    }
     if (c->cpu_us) atomic_fetch_add_explicit(&slot->cpu_us, c->cpu_us, memory_order_relaxed);
 
     atomic_fetch_add_explicit(&s->invocations, 1, memory_order_relaxed);
@@ -171,7 +175,7 @@ json_t *fm_fnstat_window(const fm_fnstat *s, int nslots, int64_t now_us) {
     if (nslots > FM_WIN_SLOTS - 1) nslots = FM_WIN_SLOTS - 1; /* + the current slot */
     uint64_t counts[FM_WIN_BUCKETS] = {0};
     uint64_t outcomes[FM_NOUTCOMES] = {0};
-    uint64_t cpu = 0, total = 0;
+    uint64_t cpu = 0, total = 0, max = 0;
     int64_t cur = now_us / FM_WIN_SLOT_US + 1;
     fm_win_slot *sl = atomic_load_explicit(&((fm_fnstat *)s)->slots, memory_order_acquire);
     for (int k = 0; sl && k <= nslots; k++) {
@@ -187,6 +191,8 @@ json_t *fm_fnstat_window(const fm_fnstat *s, int nslots, int64_t now_us) {
         for (int o = 0; o < FM_NOUTCOMES; o++)
             outcomes[o] += atomic_load_explicit(&slot->outcomes[o], memory_order_relaxed);
         cpu += atomic_load_explicit(&slot->cpu_us, memory_order_relaxed);
+        uint64_t m = atomic_load_explicit(&slot->max_us, memory_order_relaxed);
+        if (m > max) max = m;
     }
     /* seconds covered: the whole slots plus the elapsed part of the current
      * one, but no more than the entry has been recording */
@@ -214,15 +220,7 @@ json_t *fm_fnstat_window(const fm_fnstat *s, int nslots, int64_t now_us) {
         json_object_set_new(w, qs[i].key,
                             total ? json_integer((json_int_t)percentile(counts, total, qs[i].q))
                                   : json_null());
-    if (total) {
-        int top = FM_WIN_BUCKETS - 1;
-        while (top > 0 && !counts[top]) top--;
-        uint64_t lo, hi;
-        fm_win_bucket_range(top, &lo, &hi);
-        json_object_set_new(w, "max_us", json_integer((json_int_t)(top < 8 ? lo : hi - 1)));
-    } else {
-        json_object_set_new(w, "max_us", json_null());
-    }
+    json_object_set_new(w, "max_us", total ? json_integer((json_int_t)max) : json_null());
     return w;
 }
 

@@ -42,6 +42,7 @@ typedef struct fm_win_slot {
     atomic_uint_least32_t counts[FM_WIN_BUCKETS];
     atomic_uint_least32_t outcomes[FM_NOUTCOMES];
     atomic_uint_fast64_t cpu_us;
+    atomic_uint_fast64_t max_us; /* exact slowest call */
 } fm_win_slot;
 
 /* Usage totals: what metering bills. Monotonic; read with relaxed loads. */

@@ -4,13 +4,28 @@ histograms, cold starts, and HTTP responses by status code."""
 import re
 import shutil
 import subprocess
+import threading
+import time
 
 from fmtest import BIN, FnTestCase, main
 
 SRC = r"""
 export const ok = (x) => x;
+export async function slow(ms) { await new Promise((r) => setTimeout(r, ms)); return ms; }
+export function busy(ms) { const end = Date.now() + ms; while (Date.now() < end) {} return ms; }
 export function bad() { throw new Error("bad"); }
 export function spin() { for (;;) {} }
+"""
+
+
+PY = r"""
+import os
+
+def pid():
+    return os.getpid()
+
+def die():
+    os._exit(3)
 """
 
 
@@ -38,6 +53,7 @@ class MetricsTest(FnTestCase):
     @classmethod
     def setUpClass(cls):
         cls.node = cls.class_node()
+        cls.must_deploy(cls.node, "w", {"work.py": PY})
         cls.must_deploy(cls.node, "m", {"index.js": SRC,
                                         "fnmesh.json": '{"functions": {"spin": {"timeout_ms": 200}}}'})
 
@@ -95,9 +111,56 @@ class MetricsTest(FnTestCase):
         code = lambda s, c: sample(s, "fnmesh_http_responses_total", code=c)
         self.assertEqual(code(after, "404") - code(before, "404"), 2)
         self.assertGreaterEqual(code(after, "200") - code(before, "200"), 2)  # the call + a scrape
-        self.assertEqual(sample(after, "fnmesh_deployments"), 1)
+        self.assertEqual(sample(after, "fnmesh_deployments"), 2)
         self.assertGreaterEqual(sample(after, "fnmesh_executor_threads"), 1)
         self.assertEqual(sample(after, "fnmesh_build_info", version=self.node_version()), 1)
+
+    def test_usage_gauges_and_workers(self):
+        fn = lambda f: {"deployment": "m", "function": f}
+        self.assertEqual(self.node.call("m", "busy", 150), (200, 150))
+        # a slow call in flight shows in the gauges while it runs
+        t = threading.Thread(target=self.node.call, args=("m", "slow", 800))
+        t.start()
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                during = parse(self.scrape())
+                if sample(during, "fnmesh_function_inflight", **fn("slow")) == 1:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(sample(during, "fnmesh_function_inflight", **fn("slow")), 1)
+            self.assertEqual(sample(during, "fnmesh_function_queued", **fn("slow")), 0)
+        finally:
+            t.join()
+        conn = self.node.connection()
+        self.node.request("GET", "/healthz", conn=conn)  # keep-alive: stays open
+        self.assertEqual(self.node.call("w", "pid")[0], 200)
+        after = parse(self.scrape())
+        conn.close()
+        self.assertEqual(sample(after, "fnmesh_function_inflight", **fn("slow")), 0)
+        cpu = sample(after, "fnmesh_function_cpu_seconds_total", **fn("busy"))
+        self.assertGreater(cpu, 0.08)
+        self.assertLess(cpu, 0.6)
+        self.assertLess(sample(after, "fnmesh_function_cpu_seconds_total", **fn("slow")), 0.05)
+        self.assertGreaterEqual(sample(after, "fnmesh_function_instances", **fn("busy")), 1)
+        self.assertGreaterEqual(sample(after, "fnmesh_http_connections"), 2)
+        self.assertGreaterEqual(sample(after, "fnmesh_http_connections_total"),
+                                sample(after, "fnmesh_http_connections"))
+        self.assertEqual(sample(after, "fnmesh_executor_stuck"), 0)
+        wlabels = {"deployment": "w", "function": "pid"}
+        self.assertGreater(sample(after, "fnmesh_function_peak_memory_bytes", **wlabels), 1 << 20)
+        live = sample(after, "fnmesh_worker_processes", runtime="python")
+        self.assertGreaterEqual(live, 1)
+        deaths = sample(after, "fnmesh_worker_deaths_total", runtime="python")
+        starts = sample(after, "fnmesh_worker_starts_total", runtime="python")
+        self.assertEqual(self.node.call("w", "die")[0], 500)  # os._exit in the worker
+        self.assertEqual(self.node.call("w", "pid")[0], 200)  # a new worker takes over
+        later = parse(self.scrape())
+        self.assertEqual(sample(later, "fnmesh_worker_deaths_total", runtime="python"), deaths + 1)
+        # workers are replaced when needed: never more live than started
+        self.assertGreaterEqual(sample(later, "fnmesh_worker_starts_total", runtime="python"), starts)
+        self.assertLessEqual(sample(later, "fnmesh_worker_processes", runtime="python"),
+                             sample(later, "fnmesh_worker_starts_total", runtime="python"))
 
     def node_version(self):
         p = subprocess.run([BIN, "--version"], capture_output=True, text=True)

@@ -442,6 +442,75 @@ static void test_open_failure(void **state) {
     assert_int_equal(fm_store_open_sqlite(f->dir, &s, &err), FM_INTERNAL);
 }
 
+/* Usage rows: added twice into the same minute they sum (peak: maximum),
+ * other minutes stay apart, queries group and filter, and all of it is
+ * still there after reopening. */
+static json_t *usage(fm_store *s, int64_t from, int64_t to, const char *dep, const char *group) {
+    fm_store_usage_query q = {from, to, dep, group};
+    json_t *rows = NULL;
+    fm_err err = FM_ERR_INIT;
+    assert_int_equal(s->ops->usage_query(s, &q, &rows, &err), FM_OK);
+    return rows;
+}
+
+static json_int_t field(json_t *rows, size_t i, const char *key) {
+    json_t *v = json_object_get(json_array_get(rows, i), key);
+    assert_non_null(v);
+    return json_integer_value(v);
+}
+
+static void test_usage_sums_per_minute(void **state) {
+    fixture *f = *state;
+    fm_err err = FM_ERR_INIT;
+    fm_store_usage a[] = {
+        {100, "hello", "merge", 3, 1, 300, 200, 30, 12, 1000},
+        {100, "hello", "greet", 1, 0, 50, 40, 5, 9, 0},
+        {101, "other", "f", 7, 0, 700, 600, 70, 14, 5},
+    };
+    assert_int_equal(f->s->ops->usage_add(f->s, a, 3, &err), FM_OK);
+    fm_store_usage b[] = {{100, "hello", "merge", 2, 0, 200, 100, 20, 8, 400}};
+    assert_int_equal(f->s->ops->usage_add(f->s, b, 1, &err), FM_OK);
+
+    json_t *rows = usage(f->s, 0, 1000, NULL, "function");
+    assert_int_equal(json_array_size(rows), 3); /* ordered by deployment, function */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 1), "function")),
+                        "merge");
+    assert_int_equal(field(rows, 1, "invocations"), 5);
+    assert_int_equal(field(rows, 1, "errors"), 1);
+    assert_int_equal(field(rows, 1, "wall_us"), 500);
+    assert_int_equal(field(rows, 1, "cpu_us"), 300);
+    assert_int_equal(field(rows, 1, "req_bytes"), 50);
+    assert_int_equal(field(rows, 1, "resp_bytes"), 20);
+    assert_int_equal(field(rows, 1, "peak_memory_bytes"), 1000);
+    json_decref(rows);
+
+    rows = usage(f->s, 0, 1000, NULL, "deployment");
+    assert_int_equal(json_array_size(rows), 2);
+    assert_int_equal(field(rows, 0, "invocations"), 6); /* hello: 5 + 1 */
+    assert_int_equal(field(rows, 1, "invocations"), 7);
+    json_decref(rows);
+
+    rows = usage(f->s, 101, 102, NULL, "minute"); /* [from, to) */
+    assert_int_equal(json_array_size(rows), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "minute")),
+                        "1970-01-01T01:41:00Z");
+    assert_int_equal(field(rows, 0, "invocations"), 7);
+    json_decref(rows);
+
+    rows = usage(f->s, 0, 1000, "other", "function");
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    rows = usage(f->s, 102, 1000, NULL, "function");
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+
+    f->s->ops->close(f->s);
+    f->s = open_store(f->path);
+    rows = usage(f->s, 0, 1000, "hello", "deployment");
+    assert_int_equal(field(rows, 0, "invocations"), 6);
+    json_decref(rows);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -457,6 +526,7 @@ int main(void) {
         T(test_put_same_version_again),
         T(test_reopen_keeps_data),
         T(test_open_failure),
+        T(test_usage_sums_per_minute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
