@@ -48,16 +48,16 @@ void fm_metrics_printf(fm_metrics_buf *b, const char *fmt, ...) {
     }
 }
 
-static const struct {
-    const char *name, *type, *help;
-} catalogue[] = {
-#define FM_X(name, type, help) {#name, #type, help},
+const fm_metric_def fm_metric_catalogue[] = {
+#define FM_X(name, type, labels, help) {#name, #type, labels, help},
     FM_METRICS(FM_X)
 #undef FM_X
 };
+const size_t fm_metric_count = sizeof(fm_metric_catalogue) / sizeof(fm_metric_catalogue[0]);
+#define catalogue fm_metric_catalogue
 
 void fm_metrics_header(fm_metrics_buf *b, const char *name) {
-    for (size_t i = 0; i < sizeof(catalogue) / sizeof(catalogue[0]); i++) {
+    for (size_t i = 0; i < fm_metric_count; i++) {
         if (strcmp(catalogue[i].name, name) != 0) continue;
         fm_metrics_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, catalogue[i].help, name,
                           catalogue[i].type);

@@ -14,45 +14,64 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/*  X(name, type, help) */
+/*  X(name, type, labels, help): the one list of metrics; the exposition
+ * and the catalogue in docs/observability.md (tests/unit/test_metrics.c
+ * checks it, FNMESH_UPDATE_DOCS=1 rewrites it) follow it. */
 #define FM_METRICS(X)                                                                              \
-    X(fnmesh_build_info, gauge, "Version of the running node (always 1).")                        \
-    X(fnmesh_up_seconds, gauge, "Seconds since the node started.")                                 \
-    X(fnmesh_deployments, gauge, "Deployments with an active version.")                           \
-    X(fnmesh_executor_threads, gauge, "Executor threads running functions.")                      \
-    X(fnmesh_executor_inflight, gauge, "Calls queued or running, per executor thread.")           \
-    X(fnmesh_http_responses_total, counter, "HTTP responses sent, by status code.")               \
-    X(fnmesh_function_invocations_total, counter,                                                 \
-      "Finished calls of a function, by outcome (ok, error, timeout, rejected).")                 \
-    X(fnmesh_function_duration_seconds, histogram,                                                \
-      "Time from the start of a call on its executor to its result.")                             \
-    X(fnmesh_function_cold_starts_total, counter,                                                 \
-      "Calls that had to create the instance they ran on.")                                       \
-    X(fnmesh_function_cpu_seconds_total, counter,                                                 \
-      "CPU time used by calls of a function (in-process: executor thread; else worker process).") \
-    X(fnmesh_function_peak_memory_bytes, gauge,                                                   \
+    X(fnmesh_build_info, gauge, "version", "Version of the running node (always 1).")              \
+    X(fnmesh_up_seconds, gauge, "", "Seconds since the node started.")                             \
+    X(fnmesh_deployments, gauge, "", "Deployments with an active version.")                        \
+    X(fnmesh_executor_threads, gauge, "", "Executor threads running functions.")                   \
+    X(fnmesh_executor_inflight, gauge, "thread", "Calls queued or running, per executor thread.")  \
+    X(fnmesh_executor_stuck, gauge, "",                                                            \
+      "Executor threads that have been running one call for more than a second.")                  \
+    X(fnmesh_http_responses_total, counter, "code", "HTTP responses sent, by status code.")        \
+    X(fnmesh_http_connections, gauge, "", "Open client connections.")                              \
+    X(fnmesh_http_connections_total, counter, "", "Client connections accepted.")                  \
+    X(fnmesh_function_invocations_total, counter,                                                  \
+      "deployment, function, runtime, version, outcome",                                           \
+      "Finished calls of a function, by outcome (ok, error, timeout, rejected).")                  \
+    X(fnmesh_function_duration_seconds, histogram, "deployment, function, runtime, version",       \
+      "Time from the start of a call on its executor to its result.")                              \
+    X(fnmesh_function_cold_starts_total, counter, "deployment, function, runtime, version",        \
+      "Calls that had to create the instance they ran on.")                                        \
+    X(fnmesh_function_cpu_seconds_total, counter, "deployment, function, runtime, version",        \
+      "CPU time used by calls of a function (in-process: executor thread; else worker process).")  \
+    X(fnmesh_function_peak_memory_bytes, gauge, "deployment, function, runtime, version",          \
       "Highest memory of one call (Lua heap, worker RSS); 0 where not measured (JavaScript).")     \
-    X(fnmesh_function_inflight, gauge, "Calls of a function queued or running now.")              \
-    X(fnmesh_function_queued, gauge, "Calls of a function waiting for an executor to start them.") \
-    X(fnmesh_function_instances, gauge,                                                           \
-      "Live instances of the function's code (one per executor thread that ran it).")             \
-    X(fnmesh_http_connections, gauge, "Open client connections.")                                 \
-    X(fnmesh_http_connections_total, counter, "Client connections accepted.")                     \
-    X(fnmesh_executor_stuck, gauge,                                                               \
-      "Executor threads that have been running one call for more than a second.")                 \
-    X(fnmesh_worker_processes, gauge, "Live worker processes, by runtime.")                       \
-    X(fnmesh_worker_starts_total, counter, "Worker processes started, by runtime.")               \
-    X(fnmesh_worker_deaths_total, counter,                                                        \
+    X(fnmesh_function_inflight, gauge, "deployment, function, runtime, version",                   \
+      "Calls of a function queued or running now.")                                                \
+    X(fnmesh_function_queued, gauge, "deployment, function, runtime, version",                     \
+      "Calls of a function waiting for an executor to start them.")                                \
+    X(fnmesh_function_instances, gauge, "deployment, function, runtime, version",                  \
+      "Live instances of the function's code (one per executor thread that ran it).")              \
+    X(fnmesh_worker_processes, gauge, "runtime", "Live worker processes, by runtime.")             \
+    X(fnmesh_worker_starts_total, counter, "runtime", "Worker processes started, by runtime.")     \
+    X(fnmesh_worker_deaths_total, counter, "runtime",                                              \
       "Worker processes that crashed, exited or were killed at a deadline, by runtime.")
+
+/* The catalogue as data (same order as FM_METRICS). */
+typedef struct fm_metric_def {
+    const char *name, *type, *labels, *help;
+} fm_metric_def;
+extern const fm_metric_def fm_metric_catalogue[];
+extern const size_t fm_metric_count;
 
 /* Histogram bucket upper bounds, seconds. */
 #define FM_DURATION_BUCKETS                                                                        \
-    {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,  \
-     10, 30, 60}
+    {                                                                                              \
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,  \
+            5, 10, 30, 60                                                                          \
+    }
 #define FM_NBUCKETS 18
 
-typedef enum { FM_OUTCOME_OK, FM_OUTCOME_ERROR, FM_OUTCOME_TIMEOUT, FM_OUTCOME_REJECTED,
-               FM_NOUTCOMES } fm_outcome;
+typedef enum {
+    FM_OUTCOME_OK,
+    FM_OUTCOME_ERROR,
+    FM_OUTCOME_TIMEOUT,
+    FM_OUTCOME_REJECTED,
+    FM_NOUTCOMES
+} fm_outcome;
 
 typedef struct fm_fn_metrics {
     atomic_uint_fast64_t outcomes[FM_NOUTCOMES];
@@ -81,7 +100,8 @@ typedef struct fm_metrics_buf {
     size_t len, cap;
 } fm_metrics_buf;
 
-void fm_metrics_printf(fm_metrics_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void fm_metrics_printf(fm_metrics_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* "# HELP" and "# TYPE" lines of a declared metric. */
 void fm_metrics_header(fm_metrics_buf *b, const char *name);
 /* The series of one function (labels: deployment, function, runtime, version). */
