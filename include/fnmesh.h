@@ -1,4 +1,4 @@
-/* fnmesh.h - the SDK of fnmesh functions written in C (version 1).
+/* fnmesh.h - the SDK of fnmesh functions written in C (version 2).
  *
  * Self-contained: needs only libc, and a module never links against node
  * symbols. The node compiles each top-level .c file of a bundle into a
@@ -17,7 +17,7 @@
  * values built with fm_int64/fm_string/... and results of fm_call all live
  * until the exported function returns; nothing needs freeing. Integers are
  * exact 64-bit, strings carry their length (they may hold NUL bytes) and
- * must be valid UTF-8. Return a value, or fm_error(ctx, ...) for an error
+ * must be valid UTF-8; binary data is FM_BYTES (fm_bytes, fm_get_bytes). Return a value, or fm_error(ctx, ...) for an error
  * (the caller gets a 500 with the message); returning NULL means null. */
 #ifndef FNMESH_H
 #define FNMESH_H
@@ -28,13 +28,13 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define FM_API_VERSION 1
+#define FM_API_VERSION 2 /* 2: bytes (get_bytes, make_bytes) */
 
 typedef struct fm_val fm_val; /* a value: opaque */
 typedef struct fm_ctx fm_ctx; /* the running call: opaque */
 
 /* Value types (fm_type). */
-enum { FM_NULL = 0, FM_BOOL, FM_INT, FM_DOUBLE, FM_STRING, FM_ARRAY, FM_MAP };
+enum { FM_NULL = 0, FM_BOOL, FM_INT, FM_DOUBLE, FM_STRING, FM_ARRAY, FM_MAP, FM_BYTES };
 /* Log levels (fm_log). */
 enum { FM_DEBUG = 0, FM_INFO = 1, FM_WARN = 2, FM_ERROR = 3 };
 
@@ -53,7 +53,7 @@ struct fm_api {
     double (*get_double)(const fm_val *v);  /* integers converted, others 0 */
     bool (*get_bool)(const fm_val *v);      /* false unless true */
     const char *(*get_string)(const fm_val *v, size_t *len); /* NULL unless a string */
-    size_t (*len)(const fm_val *v);         /* items of an array/map, bytes of a string */
+    size_t (*len)(const fm_val *v);         /* items of an array/map, bytes of a string/bytes */
     fm_val *(*item)(const fm_val *arr, size_t i);           /* NULL past the end */
     fm_val *(*get)(const fm_val *map, const char *key);     /* NULL if absent */
     const char *(*key_at)(const fm_val *map, size_t i, fm_val **value); /* iteration */
@@ -74,6 +74,10 @@ struct fm_api {
     fm_val *(*call)(fm_ctx *ctx, const char *target, size_t argc, fm_val *const *argv);
     /* Message of the last failed call (and its code, e.g. "not_found"). */
     const char *(*call_error)(fm_ctx *ctx, const char **code);
+    /* version 2: bytes. The data of a bytes value (NULL unless FM_BYTES),
+     * valid until the function returns; a bytes value copied from p[0..len). */
+    const void *(*get_bytes)(fm_ctx *ctx, const fm_val *v, size_t *len);
+    fm_val *(*make_bytes)(fm_ctx *ctx, const void *p, size_t len);
 };
 
 typedef fm_val *(*fm_fn)(fm_ctx *ctx);
@@ -145,6 +149,12 @@ static inline fm_val *fm_cstring(fm_ctx *ctx, const char *s) {
     size_t n = 0;
     while (s[n]) n++;
     return fm__api->make_string(ctx, s, n);
+}
+static inline const void *fm_get_bytes(fm_ctx *ctx, const fm_val *v, size_t *len) {
+    return fm__api->get_bytes(ctx, v, len);
+}
+static inline fm_val *fm_bytes(fm_ctx *ctx, const void *p, size_t len) {
+    return fm__api->make_bytes(ctx, p, len);
 }
 static inline fm_val *fm_array(fm_ctx *ctx) { return fm__api->make_array(ctx); }
 static inline fm_val *fm_map(fm_ctx *ctx) { return fm__api->make_map(ctx); }

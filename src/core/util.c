@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -122,6 +123,19 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
     }
     if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
     return len;
+}
+
+bool fm_utf8_valid(const char *s, size_t len) {
+    for (size_t i = 0; i < len;) {
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = utf8_seq((const unsigned char *)s + i, len - i);
+        if (!n) return false;
+        i += n;
+    }
+    return true;
 }
 
 json_t *fm_json_strn(const char *s, size_t len) {
@@ -361,4 +375,89 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 int fm_rmtree(const char *path) {
     return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- bytes ---- */
+
+char *fm_base64_encode(const void *p, size_t n, size_t *out_len) {
+    size_t cap = 4 * ((n + 2) / 3) + 1;
+    char *out = malloc(cap);
+    int w = n ? EVP_EncodeBlock((unsigned char *)out, p, (int)n) : 0;
+    out[w] = '\0';
+    if (out_len) *out_len = (size_t)w;
+    return out;
+}
+
+unsigned char *fm_base64_decode(const char *s, size_t len, size_t *out_len) {
+    if (len % 4) return NULL;
+    size_t pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '+' || c == '/';
+        if (c == '=' && i >= len - 2) {
+            pad++;
+            continue;
+        }
+        if (!ok || pad) return NULL; /* '=' only at the end, nothing after it */
+    }
+    unsigned char *out = malloc(len / 4 * 3 + 1);
+    int w = len ? EVP_DecodeBlock(out, (const unsigned char *)s, (int)len) : 0;
+    if (w < 0) {
+        free(out);
+        return NULL;
+    }
+    size_t n = (size_t)w - pad; /* EVP_DecodeBlock counts the padding as zero bytes */
+    out[n] = 0;
+    if (out_len) *out_len = n;
+    return out;
+}
+
+bool fm_json_is_bytes(const json_t *v) {
+    return json_is_object(v) && json_object_size(v) == 1 &&
+           json_is_string(json_object_get(v, FM_BYTES_KEY));
+}
+
+json_t *fm_json_bytes(const void *p, size_t n) {
+    size_t len;
+    char *b64 = fm_base64_encode(p, n, &len);
+    json_t *o = json_object();
+    json_object_set_new(o, FM_BYTES_KEY, json_stringn(b64, len));
+    free(b64);
+    return o;
+}
+
+unsigned char *fm_json_bytes_decode(const json_t *v, size_t *n) {
+    if (!fm_json_is_bytes(v)) return NULL;
+    const json_t *s = json_object_get(v, FM_BYTES_KEY);
+    return fm_base64_decode(json_string_value(s), json_string_length(s), n);
+}
+
+static fm_status check_bytes(const json_t *v, int depth, fm_err *err) {
+    if (depth > 2048) return FM_OK; /* the parsers bound nesting; nothing deeper exists */
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (check_bytes(json_array_get(v, i), depth + 1, err) != FM_OK) return err->status;
+    } else if (json_is_object(v)) {
+        if (fm_json_is_bytes(v)) {
+            const json_t *s = json_object_get(v, FM_BYTES_KEY);
+            size_t n;
+            unsigned char *b = fm_base64_decode(json_string_value(s), json_string_length(s), &n);
+            if (!b)
+                return fm_err_set(err, FM_BAD_REQUEST,
+                                  "a {\"$bytes\": ...} value is not valid padded base64");
+            free(b);
+            return FM_OK;
+        }
+        const char *k;
+        json_t *m;
+        json_object_foreach((json_t *)v, k, m) {
+            if (check_bytes(m, depth + 1, err) != FM_OK) return err->status;
+        }
+    }
+    return FM_OK;
+}
+
+fm_status fm_json_check_bytes(const json_t *v, fm_err *err) {
+    return check_bytes(v, 0, err);
 }

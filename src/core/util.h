@@ -32,6 +32,8 @@ bool fm_random_hex(char *out, size_t nbytes);
 /* Constant-time comparison of two byte strings (length differences leak only length). */
 bool fm_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 
+/* True when s[0..len) is valid UTF-8 (no surrogates, no overlong forms). */
+bool fm_utf8_valid(const char *s, size_t len);
 /* A JSON string from possibly invalid UTF-8 (invalid bytes become U+FFFD). New reference. */
 json_t *fm_json_str(const char *s);
 json_t *fm_json_strn(const char *s, size_t len);
@@ -44,6 +46,26 @@ json_t *fm_json_parse(const char *buf, size_t len, fm_err *err);
 json_t *fm_json_parse_value(const char *buf, size_t len);
 /* Serialises compactly (JSON_COMPACT|JSON_ENCODE_ANY); owned malloc'd string. */
 char *fm_json_dump(const json_t *v, size_t *len_out);
+
+/* Bytes in the value model. JSON has no binary type, so a bytes value is
+ * the object {"$bytes": "<standard base64>"} everywhere values are JSON or
+ * jansson (HTTP bodies, JSON-RPC, the mesh); each runtime turns it into its
+ * own binary type (Uint8Array, bytes, FM_BYTES) and back. */
+#define FM_BYTES_KEY "$bytes"
+/* True when v is a bytes value (an object whose only member is a string "$bytes"). */
+bool fm_json_is_bytes(const json_t *v);
+/* A bytes value holding a copy of p[0..n). New reference. */
+json_t *fm_json_bytes(const void *p, size_t n);
+/* The decoded bytes of a bytes value: owned malloc'd buffer (NUL-terminated
+ * for convenience), length in *n; NULL when v is not valid bytes. */
+unsigned char *fm_json_bytes_decode(const json_t *v, size_t *n);
+/* Checks every bytes value inside v (any depth): FM_BAD_REQUEST naming the
+ * first one whose base64 is malformed. Cheap for values without any. */
+fm_status fm_json_check_bytes(const json_t *v, fm_err *err);
+/* Standard base64 (RFC 4648, padded). Owned results; decode returns NULL on
+ * malformed input. */
+char *fm_base64_encode(const void *p, size_t n, size_t *out_len);
+unsigned char *fm_base64_decode(const char *s, size_t len, size_t *out_len);
 
 /* Logging: one JSON object per line on stderr. `kv` (may be NULL) is merged
  * into the line and is borrowed. */

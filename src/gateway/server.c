@@ -271,6 +271,7 @@ typedef struct pend {
     int64_t hard_deadline_us;
     bool answered;
     bool html; /* answer a string result as the raw text/html body */
+    bool raw;  /* answer a bytes result as the raw application/octet-stream body */
     reqinfo ri;
 } pend;
 
@@ -281,6 +282,7 @@ struct rpc_batch {
     bool is_batch;
     size_t n, remaining;
     size_t item_bytes; /* request bytes metered per call: the body shared by its calls */
+    bool has_bytes;    /* the body mentions "$bytes": check bytes values in params */
     char **slots; /* response objects (JSON text), NULL for notifications */
 };
 
@@ -459,6 +461,31 @@ static void rpc_maybe_finish(rpc_batch *b) {
     rpc_batch_free(b);
 }
 
+/* A bytes result ({"$bytes": ...}) as the raw body; false when it is not one. */
+static bool send_raw_bytes(pend *p, fm_job *job) {
+    if (job->result_len < 12 || memcmp(job->result, "{\"$bytes\":", 10) != 0) return false;
+    json_t *v = json_loadb(job->result, job->result_len, 0, NULL);
+    size_t n = 0;
+    unsigned char *bytes = fm_json_bytes_decode(v, &n);
+    json_decref(v);
+    if (!bytes) return false;
+    h2o_req_t *req = p->req;
+    count_response(req, 200);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/octet-stream"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                          p->ri.id, strlen(p->ri.id));
+    /* the pool owns the copy: h2o sends it after this returns */
+    char *body = h2o_mem_alloc_pool(&req->pool, n ? n : 1);
+    memcpy(body, bytes, n);
+    free(bytes);
+    req->res.content_length = n;
+    h2o_send_inline(req, body, n);
+    return true;
+}
+
 static void pend_answer(pend *p, fm_job *job) {
     if (p->answered) return;
     p->answered = true;
@@ -489,6 +516,7 @@ static void pend_answer(pend *p, fm_job *job) {
         }
         json_decref(str);
     }
+    if (job->status == FM_OK && p->raw && send_raw_bytes(p, job)) return;
     if (job->status == FM_OK) {
         send_json(p->req, &p->ri, 200, job->result, job->result_len, NULL, NULL);
     } else {
@@ -563,6 +591,24 @@ static bool body_is_empty(h2o_iovec_t b) {
     return true;
 }
 
+/* True when the request's Content-Type (parameters aside) is `type`. */
+static bool has_content_type(h2o_req_t *req, const char *type) {
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (i < 0) return false;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    size_t n = strlen(type);
+    return v.len >= n && strncasecmp(v.base, type, n) == 0 &&
+           (v.len == n || v.base[n] == ';' || v.base[n] == ' ');
+}
+
+/* True when the Accept header names `type` (no wildcard matching). */
+static bool accepts(h2o_req_t *req, const char *type) {
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+    if (i < 0) return false;
+    h2o_iovec_t a = req->headers.entries[i].value;
+    return h2o_strstr(a.base, a.len, type, strlen(type)) != SIZE_MAX;
+}
+
 static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
     fm_node *node = io->node;
     const char *dep = rt->a, *fname = rt->b;
@@ -594,8 +640,17 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
     size_t argc = 0;
     fm_err err = FM_ERR_INIT;
     fm_status st = FM_OK;
-    if (!get && req->entity.base && !body_is_empty(req->entity)) {
+    if (!get && req->entity.base && has_content_type(req, "application/octet-stream")) {
+        argc = 1; /* the raw body is the one argument, as bytes */
+        argv = calloc(1, sizeof(json_t *));
+        argv[0] = fm_json_bytes(req->entity.base, req->entity.len);
+    } else if (!get && req->entity.base && !body_is_empty(req->entity)) {
         json_t *body = fm_json_parse(req->entity.base, req->entity.len, &err);
+        if (body && memmem(req->entity.base, req->entity.len, FM_BYTES_KEY, 6) &&
+            fm_json_check_bytes(body, &err) != FM_OK) {
+            json_decref(body);
+            body = NULL;
+        }
         st = body ? fm_bind_body(fn, body, &argv, &argc, &err) : err.status;
     } else if (req->query_at != SIZE_MAX) {
         const char *q = req->path.base + req->query_at + 1;
@@ -609,6 +664,7 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
     }
     pend *p = submit_call(io, v, fn, argv, argc, ri);
     p->req = req;
+    p->raw = accepts(req, "application/octet-stream");
     p->job->req_bytes = get ? (req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0)
                             : req->entity.len;
     if (strcmp(fn->rt->name, "template") == 0) {
@@ -646,6 +702,12 @@ static char *rpc_item(io_thread *io, rpc_batch *b, size_t slot, json_t *item, bo
         return notify ? NULL
                       : rpc_error_text(id, -32602, "Invalid params: must be an array or object",
                                        NULL);
+    fm_err berr = FM_ERR_INIT;
+    if (params && b->has_bytes && fm_json_check_bytes(params, &berr) != FM_OK) {
+        char *s = notify ? NULL : rpc_error_text(id, -32602, berr.msg, NULL);
+        fm_err_clear(&berr);
+        return s;
+    }
     const char *dot = strchr(method, '.');
     fm_version *v = dot ? fm_registry_acquire(io->node->registry, method, (size_t)(dot - method))
                         : NULL;
@@ -715,6 +777,7 @@ static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     }
     b->n = b->is_batch ? json_array_size(doc) : 1;
     b->item_bytes = req->entity.len / b->n; /* metering: a batch's bytes shared by its calls */
+    b->has_bytes = req->entity.base && memmem(req->entity.base, req->entity.len, FM_BYTES_KEY, 6);
     b->slots = calloc(b->n, sizeof(char *));
     for (size_t i = 0; i < b->n; i++) {
         bool pending;

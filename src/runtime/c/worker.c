@@ -67,7 +67,7 @@ static int api_type(const fm_val *v) {
     case JSON_REAL: return FM_DOUBLE;
     case JSON_STRING: return FM_STRING;
     case JSON_ARRAY: return FM_ARRAY;
-    case JSON_OBJECT: return FM_MAP;
+    case JSON_OBJECT: return fm_json_is_bytes(J(v)) ? FM_BYTES : FM_MAP;
     default: return FM_NULL;
     }
 }
@@ -102,6 +102,13 @@ static const char *api_get_string(const fm_val *v, size_t *len) {
 
 static size_t api_len(const fm_val *v) {
     if (!v) return 0;
+    if (fm_json_is_bytes(J(v))) { /* decoded length, from the base64 text */
+        const json_t *s = json_object_get(J(v), FM_BYTES_KEY);
+        size_t n = json_string_length(s);
+        const char *t = json_string_value(s);
+        size_t pad = n >= 1 && t[n - 1] == '=' ? (n >= 2 && t[n - 2] == '=' ? 2 : 1) : 0;
+        return n / 4 * 3 - pad;
+    }
     if (json_is_array(J(v))) return json_array_size(J(v));
     if (json_is_object(J(v))) return json_object_size(J(v));
     if (json_is_string(J(v))) return json_string_length(J(v));
@@ -175,6 +182,23 @@ static fm_val *api_make_double(fm_ctx *c, double d) {
 
 static fm_val *api_make_string(fm_ctx *c, const char *s, size_t len) {
     return s ? keep(c, json_stringn(s, len)) : NULL;
+}
+
+static const void *api_get_bytes(fm_ctx *c, const fm_val *v, size_t *len) {
+    size_t n = 0;
+    unsigned char *b = v ? fm_json_bytes_decode(J(v), &n) : NULL;
+    if (len) *len = b ? n : 0;
+    if (!b) return NULL;
+    /* the arena owns the decoded copy (a string that skips UTF-8 checks) */
+    json_t *holder = json_stringn_nocheck((const char *)b, n);
+    free(b);
+    if (!holder) return NULL;
+    keep(c, holder);
+    return json_string_value(holder);
+}
+
+static fm_val *api_make_bytes(fm_ctx *c, const void *p, size_t len) {
+    return p || !len ? keep(c, fm_json_bytes(p ? p : "", len)) : NULL;
 }
 
 static fm_val *api_make_array(fm_ctx *c) {
@@ -282,6 +306,8 @@ static const struct fm_api api = {
     .log = api_log,
     .call = api_call,
     .call_error = api_call_error,
+    .get_bytes = api_get_bytes,
+    .make_bytes = api_make_bytes,
 };
 
 /* ---------------------------------------------------------------- loading */

@@ -374,6 +374,15 @@ static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
         return a;
     }
     case JSON_OBJECT: {
+        size_t n = 0;
+        unsigned char *bytes = fm_json_is_bytes(j) ? fm_json_bytes_decode(j, &n) : NULL;
+        if (bytes) { /* bytes arrive as a Uint8Array */
+            JSObjectRef u = JSObjectMakeTypedArray(ctx, kJSTypedArrayTypeUint8Array, n, NULL);
+            void *dst = u ? JSObjectGetTypedArrayBytesPtr(ctx, u, NULL) : NULL;
+            if (dst && n) memcpy(dst, bytes, n);
+            free(bytes);
+            if (u) return u;
+        }
         JSObjectRef o = JSObjectMake(ctx, NULL, NULL);
         const char *key;
         size_t klen;

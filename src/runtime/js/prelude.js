@@ -144,6 +144,8 @@
       default: return v;
     }
     if (depth > 2048) throw new RangeError("value nested deeper than 2048 levels (or cyclic)");
+    if (ArrayBuffer.isView(v)) return new Uint8Array(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+    if (toString.call(v) === "[object ArrayBuffer]") return new Uint8Array(new Uint8Array(v));
     if (typeof v.toJSON === "function") return copy(v.toJSON(), depth + 1);
     if (Array.isArray(v)) {
       const a = new Array(v.length);
@@ -155,6 +157,18 @@
     return o;
   }
   g.__fm_copy = (v) => copy(v, 0);
+  const toString = Object.prototype.toString;
+  // Bytes: an ArrayBuffer or any view of one leaves a function as
+  // {"$bytes": "<base64>"} (JSON has no binary type; the host turns it into
+  // each language's bytes) and arrives as a Uint8Array.
+  function bytesJSON() {
+    const u = this instanceof ArrayBuffer ? new Uint8Array(this)
+      : new Uint8Array(this.buffer, this.byteOffset, this.byteLength);
+    return { $bytes: u.toBase64() };
+  }
+  for (const proto of [ArrayBuffer.prototype, Object.getPrototypeOf(Uint8Array.prototype),
+                       DataView.prototype])
+    Object.defineProperty(proto, "toJSON", { value: bytesJSON, writable: true, configurable: true });
   // settles `resolve` with a result of another realm, copied into this one
   // (a later rejection gets the callee's hop added to its stack)
   g.__fm_adopt = (resolve, r, hop) => {

@@ -439,7 +439,7 @@ static const char prelude[] =
     "  for i = 1, n do parts[i] = raw_tostring(parts[i]) end\n"
     "  __fm_log('info', concat(parts, '\\t', 1, n))\n"
     "end\n"
-    "local __fm_call, __fm_result, array_mt = H.call, H.result, H.array_mt\n"
+    "local __fm_call, __fm_result, array_mt, bytes_mt = H.call, H.result, H.array_mt, H.bytes_mt\n"
     "local function mesh_call(target, ...)\n"
     "  __fm_call(target, ...)\n"
     "  local v = __fm_result()\n"
@@ -462,6 +462,10 @@ static const char prelude[] =
     "  array = function(t)\n"
     "    if t == nil then t = {} end\n"
     "    return setmetatable(t, array_mt)\n"
+    "  end,\n"
+    "  bytes = function(s)\n"
+    "    if type(s) ~= 'string' then raw_error('fnmesh.bytes: expected a string', 2) end\n"
+    "    return setmetatable({s}, bytes_mt)\n"
     "  end,\n"
     "}\n"
     "local __fm_resolve, __fm_load_module = H.resolve, H.load\n"
@@ -522,6 +526,9 @@ static int setup_state(lua_State *L) {
     lua_pushlightuserdata(L, &fm_lua_array_mt_key);
     lua_newtable(L);
     lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, &fm_lua_bytes_mt_key);
+    lua_newtable(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &errmt_key);
     lua_newtable(L);
     lua_pushcfunction(L, h_err_tostring);
@@ -540,6 +547,9 @@ static int setup_state(lua_State *L) {
     lua_pushlightuserdata(L, &fm_lua_array_mt_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     lua_setfield(L, -2, "array_mt");
+    lua_pushlightuserdata(L, &fm_lua_bytes_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setfield(L, -2, "bytes_mt");
     lua_call(L, 1, 2);
     lua_pushlightuserdata(L, &entry_key);
     lua_insert(L, -2);

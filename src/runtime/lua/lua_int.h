@@ -51,6 +51,7 @@ const fm_lua_file *fm_lua_resolve(const fm_lua_file *files, size_t nfiles, const
  * that they stay arrays (even empty ones) when sent back. */
 extern char fm_lua_null_tag;     /* address = fnmesh.null */
 extern char fm_lua_array_mt_key; /* registry key of the array metatable */
+extern char fm_lua_bytes_mt_key; /* registry key of the metatable of fnmesh.bytes(s) */
 #define FM_LUA_NULL ((void *)&fm_lua_null_tag)
 
 /* Pushes `j` (NULL = nil). May raise a Lua error (memory, stack): call it

@@ -8,8 +8,9 @@
  * Lua -> JSON: nil and fnmesh.null are null; a table is an array when it
  * carries the array metatable or when its keys are exactly 1..n (n > 0),
  * otherwise an object (number keys become strings, other keys are an
- * error); an empty unmarked table is {}. Strings that are not valid UTF-8
- * get U+FFFD for the bad bytes. NaN and infinities, functions, userdata,
+ * error); an empty unmarked table is {}. Bytes ({"$bytes": ...}) arrive as
+ * strings; a string that is not valid UTF-8 leaves as bytes, and so does
+ * fnmesh.bytes(s) (a table {s} with the bytes metatable) whatever s holds. NaN and infinities, functions, userdata,
  * coroutines, cycles and nesting deeper than FM_LUA_MAX_DEPTH are errors.
  * This direction reports problems through `why` instead of raising; only
  * growing the Lua stack can raise (memory), so both directions run in
@@ -25,6 +26,7 @@
 
 char fm_lua_null_tag;
 char fm_lua_array_mt_key;
+char fm_lua_bytes_mt_key;
 
 static void push(lua_State *L, const json_t *j, int depth) {
     luaL_checkstack(L, 4, "value nested too deeply");
@@ -61,6 +63,13 @@ static void push(lua_State *L, const json_t *j, int depth) {
         return;
     }
     case JSON_OBJECT: {
+        size_t blen = 0;
+        unsigned char *bytes = fm_json_is_bytes(j) ? fm_json_bytes_decode(j, &blen) : NULL;
+        if (bytes) { /* bytes arrive as a Lua string */
+            lua_pushlstring(L, (const char *)bytes, blen);
+            free(bytes);
+            return;
+        }
         size_t n = json_object_size(j);
         lua_createtable(L, 0, n > 1u << 26 ? 1 << 26 : (int)n);
         const char *key;
@@ -147,7 +156,19 @@ static json_t *conv_table(conv *c, int idx, int depth) {
         lua_pushlightuserdata(L, &fm_lua_array_mt_key);
         lua_rawget(L, LUA_REGISTRYINDEX);
         marked = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+        lua_pushlightuserdata(L, &fm_lua_bytes_mt_key);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        bool bytes = lua_rawequal(L, -1, -2);
         lua_pop(L, 2);
+        if (bytes) { /* fnmesh.bytes(s) */
+            lua_rawgeti(L, idx, 1);
+            size_t len = 0;
+            const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+            json_t *b = spend(c, len * 4 / 3 + 16) ? fm_json_bytes(s, len) : NULL;
+            lua_pop(L, 1);
+            return b;
+        }
     }
     size_t n;
     bool array = marked;
@@ -223,6 +244,7 @@ static json_t *conv_value(conv *c, int idx, int depth) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
         if (!spend(c, len)) return NULL;
+        if (!fm_utf8_valid(s, len)) return fm_json_bytes(s, len); /* binary: bytes */
         return fm_json_strn(s, len);
     }
     case LUA_TLIGHTUSERDATA:

@@ -5,6 +5,7 @@
 # errors leave as JSON text (the worker is the HTTP edge of the call).
 # print() and sys.stderr go to the node's log through _fnmesh.log.
 import asyncio
+import base64
 import importlib.util
 import inspect
 import io
@@ -57,13 +58,36 @@ class FnmeshError(Exception):
         self.stack = stack
 
 
+# Bytes: JSON has no binary type, so bytes cross as {"$bytes": "<base64>"};
+# they arrive as `bytes` and bytes, bytearray and memoryview leave as bytes.
+def _bytes_default(o):
+    if isinstance(o, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(o).decode("ascii")}
+    raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+
+def _bytes_hook(d):
+    if len(d) == 1 and isinstance(d.get("$bytes"), str):
+        return base64.b64decode(d["$bytes"], validate=True)
+    return d
+
+
+def _loads(text):
+    # the hook costs a call per object: only when bytes can be there
+    return json.loads(text, object_hook=_bytes_hook) if "$bytes" in text else json.loads(text)
+
+
+def _dumps(value, ascii_only=False):
+    return json.dumps(value, ensure_ascii=ascii_only, allow_nan=False, separators=(",", ":"),
+                      default=_bytes_default)
+
+
 def _mesh_call(target, *args, **kwargs):
     """Calls another function of the node (any language) and returns its result."""
-    payload = json.dumps({"t": str(target), "a": list(args), "n": kwargs},
-                         ensure_ascii=False, allow_nan=False)
+    payload = _dumps({"t": str(target), "a": list(args), "n": kwargs})
     ok, text = _fnmesh.mesh(payload)
     if ok:
-        return json.loads(text)
+        return _loads(text)
     e = json.loads(text)
     raise FnmeshError(e.get("message", "error"), e.get("code", "function_error"),
                       e.get("name", "Error"), e.get("stack", ""))
@@ -185,17 +209,17 @@ def _error(e):
 def call(payload):
     """-> (ok, json text)"""
     try:
-        req = json.loads(payload)
+        req = _loads(payload)
         fn, kinds = _functions[req["i"]]
         pos, kw = _bind(kinds, req["a"], set(req.get("h", ())))
         result = fn(*pos, **kw)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
-        text = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _dumps(result)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates: keep them as \u escapes
-            text = json.dumps(result, allow_nan=False, separators=(",", ":"))
+            text = _dumps(result, ascii_only=True)
         return True, text
     except BaseException as e:  # noqa: B902 - KeyboardInterrupt is the deadline
         return False, _error(e)
