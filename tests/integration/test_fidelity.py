@@ -18,10 +18,11 @@ What the docs promise, and therefore what is asserted:
 - a lone surrogate escape ("\\ud800") or invalid UTF-8 in a request body is
   refused by the node's JSON parser with 400 invalid_json, and the node keeps
   serving.
-- integers: exact 64-bit in Python and C and in relays between them; in
-  JavaScript and Lua numbers are doubles, so an integer beyond 2^53 that
-  crosses either comes back as the nearest double (2^53+1 -> 2^53): the
-  JSON text of the answer denotes exactly that double. Integral values within
+- integers: exact 64-bit in Python, C and Lua (beyond 2^53 Lua holds them
+  as int64_t cdata) and in relays between them; in JavaScript numbers are
+  doubles, so an integer beyond 2^53 that crosses it comes back as the
+  nearest double (2^53+1 -> 2^53): the JSON text of the answer denotes
+  exactly that double. Integral values within
   2^53 stay integers (no `1.0`) in every direction. Python integers beyond
   int64 are exact over HTTP (docs: 2**70 round-trips); the node's value model
   is 64-bit, so elsewhere they become the nearest double.
@@ -60,7 +61,8 @@ from fmtest import FnTestCase, main
 sys.setrecursionlimit(20000)  # json.dumps/loads and mismatch() of 3000-level values
 
 LANGS = ("js", "lua", "py", "c")
-LOSSY = {"js", "lua"}  # numbers are doubles there
+LOSSY = {"js", "lua"}  # doubles written as integers when integral (1.0 -> 1, -0.0 -> 0)
+LOSSY_INT = {"js"}     # integers beyond 2^53 become the nearest double
 
 ECHO_JS = r'''
 export function echo_js(v) { return v; }
@@ -482,16 +484,30 @@ class FidelityTest(FnTestCase):
     # ---- numbers
 
     def test_integers(self):
-        """Exact where the path keeps int64 (HTTP, Python, C); nearest double
-        where it crosses JS or Lua (2^53+1 -> 9007199254740992)."""
-        self.table([("int %d" % i, i) for i in INTS])
-
-    def test_integer_precise_js_lua_rounding(self):
-        """The documented example, spelled out: 2^53+1 comes back from JS and
-        Lua as 9007199254740992 exactly (the JSON integer), 2^62+1 as the
-        double 2^62."""
+        """Exact where the path keeps int64 (HTTP, Python, C, Lua); nearest
+        double where it crosses JS (2^53+1 -> 9007199254740992)."""
         for d in DIRECTIONS:
-            if not path_langs(d) & LOSSY:
+            for i in INTS:
+                with self.subTest(direction=dname(d), value=i):
+                    self.check_roundtrip(d, "int %d" % i, i, lossy=bool(path_langs(d) & LOSSY_INT))
+
+    def test_integers_exact_through_lua(self):
+        """Lua keeps integers beyond 2^53 exact (int64_t cdata): echoed,
+        relayed, and after arithmetic in Lua."""
+        for d in DIRECTIONS:
+            if "lua" not in path_langs(d) or "js" in path_langs(d):
+                continue
+            for i in (2**53 + 1, -(2**53 + 1), 2**62 + 1, 2**63 - 1, -2**63):
+                with self.subTest(direction=dname(d), value=i):
+                    st, body = self.send(d, i)
+                    self.assertEqual((st, type(body), body), (200, int, i), dname(d))
+
+    def test_integer_precise_js_rounding(self):
+        """The documented example, spelled out: 2^53+1 comes back from JS as
+        9007199254740992 exactly (the JSON integer), 2^62+1 as the double
+        2^62."""
+        for d in DIRECTIONS:
+            if not path_langs(d) & LOSSY_INT:
                 continue
             with self.subTest(direction=dname(d), value="2^53+1"):
                 st, body = self.send(d, 2**53 + 1)

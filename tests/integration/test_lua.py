@@ -52,6 +52,9 @@ function M.nan() return 0/0 end
 function M.fnval() return {f = print} end
 function M.cycle() local t = {} t.self = t return t end
 function M.badutf8() return "a\255b" end
+function M.big(v) return {v + 1, type(v), tostring(v), v > 2^53} end
+function M.rawbytes() return fnmesh.bytes("abc") end
+function M.noffi() return {type(ffi), type(jit), type(package), tostring(getmetatable(fnmesh.bytes("")))} end
 function M.nul() return "a\0b" end
 function M.len(s) return #s end
 function M.multi() return 1, 2, 3 end
@@ -197,6 +200,14 @@ class LuaFunctionsTest(FnTestCase):
         self.assertEqual(self.call("nul"), (200, "a\u0000b"))
         # a string that is not valid UTF-8 is binary: it leaves as bytes
         self.assertEqual(self.call("badutf8"), (200, {"$bytes": "Yf9i"}))
+        self.assertEqual(self.call("rawbytes"), (200, {"$bytes": "YWJj"}))  # fnmesh.bytes(s)
+
+    def test_integers_beyond_2_53_are_exact(self):
+        # int64_t cdata: exact arithmetic and comparison, no way to the FFI itself
+        self.assertEqual(self.call("big", 2**53 + 1),
+                         (200, [2**53 + 2, "cdata", "9007199254740993LL", True]))
+        self.assertEqual(self.call("big", -2**63 + 1)[1][0], -2**63 + 2)
+        self.assertEqual(self.call("noffi"), (200, ["nil", "nil", "nil", "fnmesh.bytes"]))
 
     def test_null_and_types(self):
         self.assertEqual(self.call("typeOf", None), (200, "null"))

@@ -507,6 +507,7 @@ static int setup_state(lua_State *L) {
     open_lib(L, luaopen_string, LUA_STRLIBNAME);
     open_lib(L, luaopen_table, LUA_TABLIBNAME);
     open_lib(L, luaopen_math, LUA_MATHLIBNAME);
+    fm_lua_init_int64(L);
     static const char *const drop[] = {"dofile", "loadfile", "newproxy", "gcinfo", "module", NULL};
     for (const char *const *d = drop; *d; d++) {
         lua_pushnil(L);
@@ -528,6 +529,8 @@ static int setup_state(lua_State *L) {
     lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &fm_lua_bytes_mt_key);
     lua_newtable(L);
+    lua_pushstring(L, "fnmesh.bytes"); /* getmetatable answers this; it cannot be changed */
+    lua_setfield(L, -2, "__metatable");
     lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &errmt_key);
     lua_newtable(L);

@@ -52,6 +52,13 @@ const fm_lua_file *fm_lua_resolve(const fm_lua_file *files, size_t nfiles, const
 extern char fm_lua_null_tag;     /* address = fnmesh.null */
 extern char fm_lua_array_mt_key; /* registry key of the array metatable */
 extern char fm_lua_bytes_mt_key; /* registry key of the metatable of fnmesh.bytes(s) */
+extern char fm_lua_int64_key;    /* registry key of ffi.typeof("int64_t") */
+extern char fm_lua_uint64_key;   /* registry key of ffi.typeof("uint64_t") */
+extern char fm_lua_istype_key;   /* registry key of ffi.istype */
+/* Loads LuaJIT's FFI for the host only (64-bit integers as int64_t cdata):
+ * keeps the three values above in the registry, leaves no way to reach the
+ * `ffi` module itself. Call in protected code while setting up a state. */
+void fm_lua_init_int64(lua_State *L);
 #define FM_LUA_NULL ((void *)&fm_lua_null_tag)
 
 /* Pushes `j` (NULL = nil). May raise a Lua error (memory, stack): call it

@@ -1,8 +1,9 @@
 /* lua_json.c - JSON values (jansson) to Lua values and back.
  *
  * JSON -> Lua: null is `fnmesh.null` (a lightuserdata), so arrays keep
- * their length and objects their keys; numbers become doubles (integers
- * beyond 2^53 lose precision); strings keep NUL bytes; arrays are tables
+ * their length and objects their keys; numbers become doubles, except
+ * integers beyond 2^53, which become exact int64_t cdata (LuaJIT's 64-bit
+ * integers: arithmetic and comparisons work, tostring adds "LL"); strings keep NUL bytes; arrays are tables
  * 1..n marked with the array metatable.
  *
  * Lua -> JSON: nil and fnmesh.null are null; a table is an array when it
@@ -16,6 +17,7 @@
  * growing the Lua stack can raise (memory), so both directions run in
  * protected code. */
 #include <lauxlib.h>
+#include <lualib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,80 @@
 char fm_lua_null_tag;
 char fm_lua_array_mt_key;
 char fm_lua_bytes_mt_key;
+char fm_lua_int64_key, fm_lua_uint64_key, fm_lua_istype_key;
+
+static char ffi_module_key;
+
+#define LUA_TCDATA 10 /* LuaJIT's type tag of FFI data (not in lua.h) */
+#define EXACT_DOUBLE_MAX 9007199254740992LL /* 2^53 */
+
+void fm_lua_init_int64(lua_State *L) {
+    lua_pushcfunction(L, luaopen_ffi);
+    lua_pushstring(L, LUA_FFILIBNAME);
+    lua_call(L, 1, 1); /* the ffi table: used here, then dropped */
+    static const struct {
+        char *key;
+        const char *ctype;
+    } types[] = {{&fm_lua_int64_key, "int64_t"}, {&fm_lua_uint64_key, "uint64_t"}};
+    for (size_t i = 0; i < 2; i++) {
+        lua_pushlightuserdata(L, types[i].key);
+        lua_getfield(L, -2, "typeof");
+        lua_pushstring(L, types[i].ctype);
+        lua_call(L, 1, 1);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    lua_pushlightuserdata(L, &fm_lua_istype_key);
+    lua_getfield(L, -2, "istype");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    /* The module must stay alive: the FFI's state points into tables only
+     * the module's functions hold, and frees them again at lua_close. Keep
+     * it under a private registry key instead of as a loaded module. */
+    lua_pushlightuserdata(L, &ffi_module_key);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, LUA_FFILIBNAME);
+    }
+    lua_pop(L, 1);
+}
+
+/* Pushes an exact 64-bit integer as int64_t cdata. */
+static void push_int64(lua_State *L, int64_t v) {
+    lua_pushlightuserdata(L, &fm_lua_int64_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushnumber(L, 0);
+    lua_call(L, 1, 1);                          /* int64_t(0) */
+    *(int64_t *)(uintptr_t)lua_topointer(L, -1) = v; /* the cdata's payload */
+}
+
+/* True (with *out) when the value at idx is int64_t or uint64_t cdata. */
+static bool get_int64(lua_State *L, int idx, json_int_t *out, double *as_double) {
+    static char *const keys[] = {&fm_lua_int64_key, &fm_lua_uint64_key};
+    for (int k = 0; k < 2; k++) {
+        lua_pushlightuserdata(L, &fm_lua_istype_key);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        lua_pushlightuserdata(L, keys[k]);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        lua_pushvalue(L, idx);
+        lua_call(L, 2, 1);
+        bool is = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (!is) continue;
+        const void *p = lua_topointer(L, idx);
+        if (k == 0) {
+            *out = (json_int_t) * (const int64_t *)p;
+            *as_double = 0;
+        } else {
+            uint64_t u = *(const uint64_t *)p;
+            *out = u <= INT64_MAX ? (json_int_t)u : 0;
+            *as_double = u <= INT64_MAX ? 0 : (double)u; /* beyond int64: the nearest double */
+        }
+        return true;
+    }
+    return false;
+}
 
 static void push(lua_State *L, const json_t *j, int depth) {
     luaL_checkstack(L, 4, "value nested too deeply");
@@ -41,9 +117,12 @@ static void push(lua_State *L, const json_t *j, int depth) {
     case JSON_FALSE:
         lua_pushboolean(L, 0);
         return;
-    case JSON_INTEGER:
-        lua_pushnumber(L, (lua_Number)json_integer_value(j));
+    case JSON_INTEGER: {
+        json_int_t v = json_integer_value(j);
+        if (v > EXACT_DOUBLE_MAX || v < -EXACT_DOUBLE_MAX) push_int64(L, (int64_t)v);
+        else lua_pushnumber(L, (lua_Number)v);
         return;
+    }
     case JSON_REAL:
         lua_pushnumber(L, json_real_value(j));
         return;
@@ -252,6 +331,12 @@ static json_t *conv_value(conv *c, int idx, int depth) {
         break;
     case LUA_TTABLE:
         return conv_table(c, idx, depth);
+    case LUA_TCDATA: {
+        json_int_t v;
+        double d;
+        if (!get_int64(L, idx, &v, &d)) break;
+        return d != 0 ? json_real(d) : json_integer(v);
+    }
     default:
         break;
     }
