@@ -19,6 +19,7 @@ typedef enum {
     FM_ROUTE_DEPLOYMENT,  /* /system/v1/deployments/{a} */
     FM_ROUTE_VERSIONS,    /* /system/v1/deployments/{a}/versions */
     FM_ROUTE_ROLLBACK,    /* /system/v1/deployments/{a}/rollback */
+    FM_ROUTE_LOGS,        /* /system/v1/deployments/{a}/logs */
 } fm_route_kind;
 
 typedef struct fm_route {
