@@ -872,6 +872,7 @@ static void handle_logs(io_thread *io, h2o_req_t *req, const reqinfo *ri, const 
         send_err(req, ri, &err);
         return;
     }
+    if (method_is(req, "HEAD")) q.follow = false; /* a body-less stream would never end */
     fm_version *v = fm_registry_acquire(io->node->registry, rt->a, rt->alen);
     bool known = v || fm_logs_exists(name);
     fm_version_release(v);

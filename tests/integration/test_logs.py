@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 
-from fmtest import BIN, FnTestCase, main, run_cli
+from fmtest import BIN, FnTestCase, h2_requests, main, run_cli
 
 JS = r"""
 export function jslog(m) {
@@ -309,6 +309,36 @@ class LogsTest(FnTestCase):
         self.assertEqual(node.wait(10), 0)
         self.assertLess(time.monotonic() - t0, 5)
         c.close()
+
+    def test_follow_over_http2(self):
+        node = self.start_node()
+        st, body = node.deploy("h2", {"index.js": JS})
+        self.assertIn(st, (200, 201), body)
+        res = {}
+
+        def follow():
+            try:
+                res["r"] = h2_requests(node.port, [(
+                    "GET", "/system/v1/deployments/h2/logs?follow=1", None,
+                    {"authorization": "Bearer " + node.token})], timeout=20)
+            except AssertionError as e:
+                res["e"] = e
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        st, _ = node.call("h2", "jslog", "over-h2")
+        self.assertEqual(st, 200)
+        time.sleep(0.5)  # more than one poll interval
+        node.send_signal(signal.SIGTERM)
+        t.join(15)
+        self.assertEqual(node.wait(10), 0)
+        self.assertNotIn("e", res, res.get("e"))
+        status, data, _ = res["r"][0]
+        self.assertEqual(status, 200)
+        msgs = [json.loads(l)["message"] for l in data.decode().splitlines() if l.strip()]
+        self.assertEqual(msgs, ["js-info over-h2", "js-warn over-h2", "js-error over-h2",
+                                "js-debug over-h2"])
 
     # ---- CLI
 
