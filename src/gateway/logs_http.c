@@ -52,7 +52,7 @@ static fm_status query_param(const char *k, size_t kl, const char *v, size_t vl,
                               "level: expected debug, info, warn or error, got \"%.*s\"",
                               (int)(vl > 32 ? 32 : vl), v);
     } else if (key_is(k, kl, "follow")) {
-        out->follow = !(vl == 0 || key_is(v, vl, "0") || key_is(v, vl, "false"));
+        out->follow = !(key_is(v, vl, "0") || key_is(v, vl, "false")); /* "follow" alone: on */
     }
     return FM_OK;
 }

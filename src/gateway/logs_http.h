@@ -28,7 +28,8 @@ typedef struct fm_logs_query {
 } fm_logs_query;
 
 /* Parses the query string (without '?'; may be empty): since, limit,
- * function, level, follow. Unknown parameters are ignored. FM_BAD_REQUEST
+ * function, level, follow (on unless "0" or "false"). Unknown parameters
+ * are ignored. FM_BAD_REQUEST
  * with a message in err for a bad value. */
 fm_status fm_logs_http_query(const char *q, size_t len, fm_logs_query *out, fm_err *err);
 

@@ -231,6 +231,10 @@ static void test_http_query_and_route(void **state) {
     assert_string_equal(q.f.function, "greet");
     assert_int_equal(q.f.min_level, FM_LOG_WARN);
     assert_true(q.follow);
+    assert_int_equal(fm_logs_http_query("follow", 6, &q, &err), FM_OK);
+    assert_true(q.follow);
+    assert_int_equal(fm_logs_http_query("follow=0", 8, &q, &err), FM_OK);
+    assert_false(q.follow);
     assert_int_equal(fm_logs_http_query("", 0, &q, &err), FM_OK);
     assert_false(q.f.has_since);
     assert_false(q.follow);
