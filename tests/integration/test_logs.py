@@ -42,11 +42,14 @@ return {
 """
 
 PY = r"""
+import logging
 import sys
 
 def pylog(m):
     print("py-info", m)
     sys.stderr.write("py-error " + m + "\n")
+    logging.getLogger("app").warning("py-warn %s", m)
+    logging.getLogger("app").info("not shown: below the default WARNING level")
     return 1
 """
 
@@ -70,7 +73,7 @@ EXPECTED = {
     "jslog": [("info", "js-info {m}"), ("warn", "js-warn {m}"), ("error", "js-error {m}"),
               ("debug", "js-debug {m}")],
     "lualog": [("info", "lua-info\t{m}"), ("warn", "lua-warn {m}"), ("error", "lua-error {m}")],
-    "pylog": [("info", "py-info {m}"), ("error", "py-error {m}")],
+    "pylog": [("info", "py-info {m}"), ("error", "py-error {m}"), ("warn", "py-warn {m}")],
     "clog": [("debug", "c-debug {m}"), ("info", "c-info {m}"), ("warn", "c-warn {m}"),
              ("error", "c-error {m}")],
 }
