@@ -89,8 +89,10 @@ static int read_pages(const fm_cli_opts *o, fm_cli_http *h) {
         size_t i;
         const json_t *e;
         json_array_foreach(logs, i, e) {
-            if (o->json) print_json(e);
-            else print_entry(e);
+            if (o->json)
+                print_json(e);
+            else
+                print_entry(e);
         }
         bool more = o->since && json_array_size(logs) == FM_CLI_LOGS_PAGE;
         snprintf(since, sizeof since, "%lld",
@@ -109,11 +111,13 @@ typedef struct follow_ctx {
 } follow_ctx;
 
 static void print_line(const fm_cli_opts *o, const char *s, size_t n) {
-    while (n && (s[n - 1] == '\r' || s[n - 1] == ' ')) n--;
+    while (n && (s[n - 1] == '\r' || s[n - 1] == ' '))
+        n--;
     if (n == 0) return; /* heartbeat */
     json_t *e = json_loadb(s, n, 0, NULL);
     if (!e) {
-        fprintf(stderr, "warning: unexpected line from the server: %.*s\n", (int)(n > 200 ? 200 : n), s);
+        fprintf(stderr, "warning: unexpected line from the server: %.*s\n",
+                (int)(n > 200 ? 200 : n), s);
     } else if (o->json) {
         print_json(e);
     } else {
@@ -151,8 +155,10 @@ static int follow(const fm_cli_opts *o, fm_cli_http *h) {
     follow_ctx fc = {.o = o};
     fm_cli_req req = {.method = "GET", .path = path};
     int rc = fm_cli_http_stream(h, &req, on_data, &fc);
-    if (rc == FM_CLI_OK && fc.line.oom) rc = fm_cli_nomem();
-    else if (rc == FM_CLI_OK && fc.line.len) print_line(o, fc.line.data, fc.line.len);
+    if (rc == FM_CLI_OK && fc.line.oom)
+        rc = fm_cli_nomem();
+    else if (rc == FM_CLI_OK && fc.line.len)
+        print_line(o, fc.line.data, fc.line.len);
     fm_cli_buf_dispose(&fc.line);
     free(path);
     return rc;

@@ -23,8 +23,8 @@ static bool key_is(const char *k, size_t kl, const char *lit) {
     return strlen(lit) == kl && memcmp(k, lit, kl) == 0;
 }
 
-static fm_status query_param(const char *k, size_t kl, const char *v, size_t vl,
-                             fm_logs_query *out, fm_err *err) {
+static fm_status query_param(const char *k, size_t kl, const char *v, size_t vl, fm_logs_query *out,
+                             fm_err *err) {
     if (key_is(k, kl, "since")) {
         if (vl == 0) return FM_OK;
         if (!fm_logs_parse_since(v, vl, fm_wall_ms(), &out->f))
@@ -63,7 +63,8 @@ fm_status fm_logs_http_query(const char *q, size_t len, fm_logs_query *out, fm_e
     size_t i = 0;
     while (i < len) {
         size_t end = i;
-        while (end < len && q[end] != '&') end++;
+        while (end < len && q[end] != '&')
+            end++;
         if (end > i) {
             const char *eq = memchr(q + i, '=', end - i);
             size_t kl, vl;

@@ -16,8 +16,8 @@
 #include "core/status.h"
 #include "metrics/logs.h"
 
-#define FM_LOGS_POLL_MS 100          /* how often a follow stream looks for new entries */
-#define FM_LOGS_HEARTBEAT_MS 15000   /* a blank line after this long without output */
+#define FM_LOGS_POLL_MS 100        /* how often a follow stream looks for new entries */
+#define FM_LOGS_HEARTBEAT_MS 15000 /* a blank line after this long without output */
 #define FM_LOGS_FUNCTION_MAX 128
 
 /* A parsed logs query. `f.function` points into `function` when set. */

@@ -30,7 +30,7 @@ typedef struct entry {
     uint8_t level;
     uint16_t fn_len, ver_len, rid_len; /* NOSTR: null */
     uint32_t msg_len;
-    char *data; /* function, version, request id, message (no NULs between) */
+    char *data;  /* function, version, request id, message (no NULs between) */
     size_t size; /* counted bytes */
 } entry;
 
@@ -51,7 +51,8 @@ static atomic_uint_fast64_t next_seq = 1;
 
 static unsigned hash(const char *s) {
     unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
     return h % NBUCKETS;
 }
 
@@ -95,7 +96,8 @@ static void grow(ring *r) {
     size_t cap = r->cap ? r->cap * 2 : FIRST_CAP;
     if (cap > FM_LOGS_MAX_ENTRIES) cap = FM_LOGS_MAX_ENTRIES;
     entry *s = malloc(cap * sizeof(entry));
-    for (size_t i = 0; i < r->count; i++) s[i] = r->slots[(r->head + i) % r->cap];
+    for (size_t i = 0; i < r->count; i++)
+        s[i] = r->slots[(r->head + i) % r->cap];
     free(r->slots);
     r->slots = s;
     r->cap = cap;
@@ -117,7 +119,8 @@ uint64_t fm_logs_append(const fm_logs_src *src, fm_log_level level, int64_t wall
     size_t keep = len;
     if (cut) {
         keep = FM_LOGS_MAX_MESSAGE;
-        while (keep > 0 && ((unsigned char)msg[keep] & 0xc0) == 0x80) keep--;
+        while (keep > 0 && ((unsigned char)msg[keep] & 0xc0) == 0x80)
+            keep--;
     }
     size_t ml = keep + (cut ? sizeof(FM_LOGS_TRUNCATED) - 1 : 0);
     size_t total = (fl == NOSTR ? 0 : fl) + (vl == NOSTR ? 0 : vl) + (rl == NOSTR ? 0 : rl) + ml;
@@ -128,8 +131,13 @@ uint64_t fm_logs_append(const fm_logs_src *src, fm_log_level level, int64_t wall
     if (rl != NOSTR) memcpy(o, src->request_id, rl), o += rl;
     memcpy(o, msg, keep);
     if (cut) memcpy(o + keep, FM_LOGS_TRUNCATED, sizeof(FM_LOGS_TRUNCATED) - 1);
-    entry e = {.ts = wall_ms, .level = (uint8_t)level, .fn_len = fl, .ver_len = vl,
-               .rid_len = rl, .msg_len = (uint32_t)ml, .data = data,
+    entry e = {.ts = wall_ms,
+               .level = (uint8_t)level,
+               .fn_len = fl,
+               .ver_len = vl,
+               .rid_len = rl,
+               .msg_len = (uint32_t)ml,
+               .data = data,
                .size = total + FM_LOGS_ENTRY_OVERHEAD};
 
     ring *r = acquire_ring(src->deployment);
@@ -189,8 +197,10 @@ static size_t lower_bound(const ring *r, uint64_t since) {
     size_t lo = 0, hi = r->count; /* first index (from head) with seq > since */
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (r->slots[(r->head + mid) % r->cap].seq > since) hi = mid;
-        else lo = mid + 1;
+        if (r->slots[(r->head + mid) % r->cap].seq > since)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return lo;
 }
@@ -294,7 +304,8 @@ bool fm_logs_exists(const char *deployment) {
 }
 
 static void ring_free(ring *r) {
-    while (r->count) drop_oldest(r);
+    while (r->count)
+        drop_oldest(r);
     free(r->slots);
     pthread_mutex_destroy(&r->mu);
     free(r->name);
@@ -304,7 +315,8 @@ static void ring_free(ring *r) {
 void fm_logs_drop(const char *deployment) {
     pthread_rwlock_wrlock(&table_lock);
     ring **pp = &buckets[hash(deployment)];
-    while (*pp && strcmp((*pp)->name, deployment) != 0) pp = &(*pp)->next;
+    while (*pp && strcmp((*pp)->name, deployment) != 0)
+        pp = &(*pp)->next;
     ring *r = *pp;
     if (r) *pp = r->next;
     pthread_rwlock_unlock(&table_lock);
@@ -331,8 +343,11 @@ bool fm_logs_parse_level(const char *s, size_t len, fm_log_level *out) {
     static const struct {
         const char *name;
         fm_log_level lvl;
-    } names[] = {{"debug", FM_LOG_DEBUG}, {"info", FM_LOG_INFO},   {"warn", FM_LOG_WARN},
-                 {"warning", FM_LOG_WARN}, {"error", FM_LOG_ERROR}};
+    } names[] = {{"debug", FM_LOG_DEBUG},
+                 {"info", FM_LOG_INFO},
+                 {"warn", FM_LOG_WARN},
+                 {"warning", FM_LOG_WARN},
+                 {"error", FM_LOG_ERROR}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (strlen(names[i].name) == len && strncasecmp(names[i].name, s, len) == 0) {
             *out = names[i].lvl;
@@ -376,7 +391,8 @@ static bool parse_rfc3339(const char *s, size_t len, int64_t *ms) {
             nd++, p++;
         }
         if (nd == 0) return false;
-        for (; nd < 3; nd++) frac_ms *= 10;
+        for (; nd < 3; nd++)
+            frac_ms *= 10;
     }
     int offset_min = 0;
     if (lit(&p, end, "Zz")) {
@@ -389,8 +405,12 @@ static bool parse_rfc3339(const char *s, size_t len, int64_t *ms) {
         return false;
     }
     if (p != end) return false;
-    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h,
-                    .tm_min = m, .tm_sec = sec};
+    struct tm tm = {.tm_year = Y - 1900,
+                    .tm_mon = M - 1,
+                    .tm_mday = D,
+                    .tm_hour = h,
+                    .tm_min = m,
+                    .tm_sec = sec};
     time_t t = timegm(&tm);
     *ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
     return true;

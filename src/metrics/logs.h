@@ -22,12 +22,12 @@
 
 #include "core/util.h"
 
-#define FM_LOGS_MAX_ENTRIES 2000        /* per deployment */
-#define FM_LOGS_MAX_BYTES (1024 * 1024) /* per deployment: messages + fields + 64 per entry */
-#define FM_LOGS_MAX_MESSAGE 16384       /* bytes of one message before truncation */
+#define FM_LOGS_MAX_ENTRIES 2000            /* per deployment */
+#define FM_LOGS_MAX_BYTES (1024 * 1024)     /* per deployment: messages + fields + 64 per entry */
+#define FM_LOGS_MAX_MESSAGE 16384           /* bytes of one message before truncation */
 #define FM_LOGS_TRUNCATED "... [truncated]" /* appended to a truncated message */
-#define FM_LOGS_ENTRY_OVERHEAD 64       /* bytes counted per entry besides its strings */
-#define FM_LOGS_DEFAULT_LIMIT 1000      /* entries per read unless asked otherwise */
+#define FM_LOGS_ENTRY_OVERHEAD 64           /* bytes counted per entry besides its strings */
+#define FM_LOGS_DEFAULT_LIMIT 1000          /* entries per read unless asked otherwise */
 #define FM_LOGS_MAX_LIMIT 10000
 
 struct fm_job;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+/* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
 #include "gateway/logs_http.h"
@@ -15,8 +16,8 @@
 #include "metrics/logs.h"
 
 static uint64_t add(const char *dep, const char *fn, fm_log_level lvl, const char *msg) {
-    fm_logs_src src = {.deployment = dep, .function = fn, .version = "0123456789abcdef",
-                       .request_id = "req-1"};
+    fm_logs_src src = {
+        .deployment = dep, .function = fn, .version = "0123456789abcdef", .request_id = "req-1"};
     return fm_logs_append(&src, lvl, 1796151600123, msg, strlen(msg));
 }
 
@@ -98,7 +99,8 @@ static void test_byte_bound_and_truncation(void **state) {
     /* a multi-byte character straddling the cut is not split */
     memcpy(m + FM_LOGS_MAX_MESSAGE - 1, "\xc3\xa9", 2);
     fm_logs_src src = {.deployment = "d3", .function = "f"};
-    for (int i = 0; i < 200; i++) fm_logs_append(&src, FM_LOG_INFO, 1, m, big);
+    for (int i = 0; i < 200; i++)
+        fm_logs_append(&src, FM_LOG_INFO, 1, m, big);
     fm_logs_append(&src, FM_LOG_INFO, 1, "last", 4);
     uint64_t next;
     json_t *arr = read_all("d3", 0, &next);
@@ -208,8 +210,10 @@ static void test_parse_since(void **state) {
     t = "2026-12-01T20:00:00+01:00";
     assert_true(fm_logs_parse_since(t, strlen(t), now, &f));
     assert_int_equal(f.since_ms, 1796151600000);
-    const char *bad[] = {"", "5x", "m", "-1", "2026-12-01", "2026-12-01T19:00:00", "1.5s",
-                         "99999999999999999999999"};
+    const char *bad[] = {"",           "5x",
+                         "m",          "-1",
+                         "2026-12-01", "2026-12-01T19:00:00",
+                         "1.5s",       "99999999999999999999999"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_false(fm_logs_parse_since(bad[i], strlen(bad[i]), now, &f));
     fm_log_level lv;
