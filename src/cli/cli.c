@@ -5,8 +5,8 @@
  * Dispatch, usage errors, `fnmesh help` and `fnmesh VERB --help` all read
  * them, so the help cannot drift from what is accepted; docs/cli.md repeats
  * them by hand. Options may come before or after the verb, as `--opt VALUE`
- * or `--opt=VALUE`; "--" ends them. Only long options (plus -h) exist, so an
- * operand such as -1 reaches `invoke` as-is.
+ * or `--opt=VALUE`; "--" ends them. Only long options (plus -h, and -f for
+ * `logs --follow`) exist, so an operand such as -1 reaches `invoke` as-is.
  *
  * No global mutable state: the parsed command line is one fm_cli_opts on
  * fm_cli_main's stack, its strings borrowed from argv. `serve` is listed in
@@ -30,6 +30,7 @@
 #define FM_CLI_VOPT_NAME (1u << 0)
 #define FM_CLI_VOPT_DATA (1u << 1)
 #define FM_CLI_VOPT_TOP (1u << 2)
+#define FM_CLI_VOPT_LOGS (1u << 3)
 
 /* ---- the option table ------------------------------------------------ */
 
@@ -40,6 +41,10 @@ enum fm_cli_optid {
     OPT_WINDOW,
     OPT_INTERVAL,
     OPT_ITERATIONS,
+    OPT_FOLLOW,
+    OPT_SINCE,
+    OPT_FUNCTION,
+    OPT_LEVEL,
     OPT_URL,
     OPT_TOKEN,
     OPT_JSON,
@@ -69,6 +74,14 @@ static const fm_cli_optdef k_opts[OPT_COUNT] = {
     [OPT_ITERATIONS] = {"iterations", "N", FM_CLI_VOPT_TOP,
                         "stop after N refreshes (default: until q or Ctrl-C on a\n"
                         "terminal, 1 otherwise)"},
+    [OPT_FOLLOW] = {"follow", NULL, FM_CLI_VOPT_LOGS,
+                    "keep printing new entries as they come (also -f), until Ctrl-C"},
+    [OPT_SINCE] = {"since", "SINCE", FM_CLI_VOPT_LOGS,
+                   "entries after a seq number, from a duration ago (30s, 5m,\n"
+                   "2h, 1d) or from an RFC 3339 time (default: the latest 1000)"},
+    [OPT_FUNCTION] = {"function", "NAME", FM_CLI_VOPT_LOGS, "only the entries of function NAME"},
+    [OPT_LEVEL] = {"level", "LEVEL", FM_CLI_VOPT_LOGS,
+                   "only entries at LEVEL or above: debug, info, warn, error"},
     [OPT_URL] = {"url", "URL", 0, "node URL (env FNMESH_URL; default http://127.0.0.1:8080)"},
     [OPT_TOKEN] = {"token", "TOKEN", 0,
                    "admin token (env FNMESH_TOKEN; default: the content of\n"
@@ -173,6 +186,19 @@ static const fm_cli_verb k_verbs[] = {
              "refreshed every interval, busiest first. On a terminal, keys change the\n"
              "order (r rps, p p99, e errors, c cpu), w switches the window, q quits.\n"
              "With --json, prints the node's /system/v1/stats answer instead."},
+    {.name = "logs",
+     .run = fm_cli_verb_logs,
+     .remote = true,
+     .min_args = 1,
+     .max_args = 1,
+     .opts = FM_CLI_VOPT_LOGS,
+     .usage = "fnmesh logs NAME [-f] [--since SINCE] [--function NAME] [--level LEVEL]",
+     .summary = "print (or follow) what the functions of a deployment logged",
+     .help = "Prints the log entries of deployment NAME kept by the node (the latest\n"
+             "2000 per deployment), oldest first, one per line:\n"
+             "  TIME LEVEL DEPLOYMENT/FUNCTION VERSION req=REQUEST_ID MESSAGE\n"
+             "With --json, each entry is printed as one JSON object per line (NDJSON).\n"
+             "With -f, keeps the connection open and prints entries as they are logged."},
     {.name = "help",
      .run = verb_help,
      .max_args = 1,
@@ -339,6 +365,18 @@ static int set_option(fm_cli_opts *o, enum fm_cli_optid id, const char *val, cha
         o->iterations = v;
         break;
     }
+    case OPT_FOLLOW:
+        o->follow = true;
+        break;
+    case OPT_SINCE:
+        o->since = val;
+        break;
+    case OPT_FUNCTION:
+        o->function = val;
+        break;
+    case OPT_LEVEL:
+        o->level = val;
+        break;
     case OPT_URL:
         if (!*val) {
             snprintf(err, errlen, "option --url needs a value (URL)");
@@ -400,7 +438,8 @@ static int parse_argv(int argc, char **argv, fm_cli_opts *o, char *err, size_t e
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int rc = FM_CLI_OK;
-        if (operands_only || a[0] != '-' || !a[1] || (a[1] != '-' && strcmp(a, "-h") != 0)) {
+        if (operands_only || a[0] != '-' || !a[1] ||
+            (a[1] != '-' && strcmp(a, "-h") != 0 && strcmp(a, "-f") != 0)) {
             if (!o->verb)
                 o->verb = a;
             else
@@ -409,6 +448,9 @@ static int parse_argv(int argc, char **argv, fm_cli_opts *o, char *err, size_t e
             operands_only = true;
         } else if (strcmp(a, "-h") == 0) {
             o->help = true;
+        } else if (strcmp(a, "-f") == 0) {
+            o->follow = true;
+            o->verb_opts |= FM_CLI_VOPT_LOGS;
         } else {
             rc = parse_option(argc, argv, &i, o, err, errlen);
         }

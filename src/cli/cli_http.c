@@ -251,6 +251,71 @@ int fm_cli_http_call(fm_cli_http *h, const fm_cli_req *req, fm_cli_resp *resp) {
     return rc;
 }
 
+/* ---- streaming ------------------------------------------------------- */
+
+typedef struct stream_ctx {
+    fm_cli_http *h;
+    fm_cli_on_data on_data;
+    void *ud;
+    fm_cli_resp *resp; /* collects a non-2xx body */
+    bool stopped;
+} stream_ctx;
+
+static size_t on_stream(char *p, size_t size, size_t n, void *ud) {
+    stream_ctx *sc = ud;
+    long status = 0;
+    curl_easy_getinfo(sc->h->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status > 299) return on_body(p, size, n, &sc->resp->body);
+    if (!sc->on_data(p, size * n, sc->ud)) {
+        sc->stopped = true;
+        return 0;
+    }
+    return size * n;
+}
+
+int fm_cli_http_stream(fm_cli_http *h, const fm_cli_req *req, fm_cli_on_data on_data, void *ud) {
+    fm_cli_resp resp = {0};
+    const char *token = NULL;
+    if (strncmp(req->path, FM_CLI_SYSTEM_PREFIX "/", sizeof FM_CLI_SYSTEM_PREFIX) == 0) {
+        int rc = get_token(h, &token);
+        if (rc != FM_CLI_OK) return rc;
+    }
+    char *url = fm_cli_fmt("%s%s", h->url, req->path);
+    struct curl_slist *hs = url ? make_headers(req, token) : NULL;
+    if (!hs) {
+        free(url);
+        return fm_cli_nomem();
+    }
+    stream_ctx sc = {.h = h, .on_data = on_data, .ud = ud, .resp = &resp};
+    set_request(h, req, url, hs, &resp.body);
+    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, 0L);
+    curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT_MS, h->timeout_ms);
+    curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, on_stream);
+    curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, &sc);
+    CURLcode res = curl_easy_perform(h->curl);
+    curl_slist_free_all(hs);
+    free(url);
+    int rc = FM_CLI_OK;
+    if (res != CURLE_OK && !(res == CURLE_WRITE_ERROR && sc.stopped)) {
+        if (resp.body.oom) {
+            rc = fm_cli_nomem();
+        } else {
+            fprintf(stderr, "error: %s %s: %s\n", res == CURLE_COULDNT_CONNECT ? "cannot reach" : "lost",
+                    h->url, h->errbuf[0] ? h->errbuf : curl_easy_strerror(res));
+            rc = FM_CLI_ERR;
+        }
+    } else {
+        curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &resp.status);
+        if (resp.status < 200 || resp.status > 299) {
+            print_server_error(h, &resp, token != NULL);
+            if (h->json && resp.body.len > 0) fm_cli_resp_print_raw(&resp);
+            rc = FM_CLI_ERR;
+        }
+    }
+    fm_cli_resp_dispose(&resp);
+    return rc;
+}
+
 /* ---- response -------------------------------------------------------- */
 
 int fm_cli_resp_print_raw(const fm_cli_resp *resp) {

@@ -96,6 +96,10 @@ typedef struct fm_cli_opts {
     bool json;          /* --json */
     bool help;          /* --help / -h */
     bool version;       /* --version */
+    bool follow;          /* logs -f / --follow */
+    const char *since;    /* logs --since */
+    const char *function; /* logs --function */
+    const char *level;    /* logs --level */
     unsigned verb_opts; /* bits (FM_CLI_VOPT_*, cli.c) of the verb options seen */
 } fm_cli_opts;
 
@@ -145,6 +149,16 @@ int fm_cli_resp_json(const fm_cli_resp *resp, json_t **out);
 
 void fm_cli_resp_dispose(fm_cli_resp *resp);
 
+/* Receives a streamed 2xx body as it arrives; returns false to stop. */
+typedef bool (*fm_cli_on_data)(const char *p, size_t n, void *ud);
+
+/* Like fm_cli_http_call, but a 2xx body goes to `on_data` as it arrives
+ * instead of being collected, and --timeout bounds only the connection
+ * and the response headers (a stream may last forever). Errors are printed
+ * as by fm_cli_http_call. Returns when the server ends the body, on_data
+ * returns false, or the connection fails. */
+int fm_cli_http_stream(fm_cli_http *h, const fm_cli_req *req, fm_cli_on_data on_data, void *ud);
+
 /* ---- cli_pack.c ------------------------------------------------------ */
 
 /* Packs directory `dir` into a gzip-compressed tar appended to `out`.
@@ -171,5 +185,8 @@ int fm_cli_verb_rollback(const fm_cli_opts *o, fm_cli_http *h);
 /* ---- cli_top.c ------------------------------------------------------- */
 
 int fm_cli_verb_top(const fm_cli_opts *o, fm_cli_http *h);
+/* ---- cli_logs.c ------------------------------------------------------ */
+
+int fm_cli_verb_logs(const fm_cli_opts *o, fm_cli_http *h);
 
 #endif

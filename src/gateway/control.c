@@ -14,6 +14,7 @@
 #include "core/util.h"
 #include "metrics/fnstat.h"
 #include "registry/bind.h"
+#include "metrics/logs.h"
 #include "registry/bundle.h"
 
 typedef struct waiter {
@@ -320,6 +321,7 @@ fm_status fm_control_delete(fm_control *c, const char *name, json_t **out, fm_er
     if (!fm_name_valid(name)) return fm_err_set(err, FM_NOT_FOUND, "deployment %.100s not found", name);
     if (c->store->ops->remove(c->store, name, err) != FM_OK) return err->status;
     fm_registry_remove(c->registry, name);
+    fm_logs_drop(name);
     json_t *kv = json_pack("{s:s}", "deployment", name);
     fm_log(FM_LOG_INFO, kv, "deleted %s", name);
     json_decref(kv);

@@ -52,6 +52,9 @@ static void system_route(const char *p, size_t n, fm_route *r) {
     } else if (eq(sub, slen, "rollback")) {
         r->kind = FM_ROUTE_ROLLBACK;
         r->allow = "POST";
+    } else if (eq(sub, slen, "logs")) {
+        r->kind = FM_ROUTE_LOGS;
+        r->allow = "GET";
     } else {
         none(r, "no such control-plane resource");
     }

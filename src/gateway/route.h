@@ -21,6 +21,7 @@ typedef enum {
     FM_ROUTE_ROLLBACK,    /* /system/v1/deployments/{a}/rollback */
     FM_ROUTE_STATS,       /* /system/v1/stats: latency windows of every function */
     FM_ROUTE_USAGE,       /* /system/v1/usage: metered consumption */
+    FM_ROUTE_LOGS,        /* /system/v1/deployments/{a}/logs */
 } fm_route_kind;
 
 typedef struct fm_route {

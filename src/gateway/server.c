@@ -36,6 +36,7 @@
 #include "exec/exec.h"
 #include "gateway/control.h"
 #include "gateway/http.h"
+#include "gateway/logs_http.h"
 #include "gateway/route.h"
 #include "metrics/fnstat.h"
 #include "registry/bind.h"
@@ -1015,6 +1016,40 @@ static void handle_stats(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     json_decref(doc);
 }
 
+/* GET /system/v1/deployments/{name}/logs: answered on the I/O thread from
+ * the log store (logs_http.c); 404 only when neither the registry nor the
+ * store knows the name. */
+static void handle_logs(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
+    char name[128];
+    snprintf(name, sizeof(name), "%.*s", (int)rt->alen, rt->a);
+    fm_logs_query q;
+    fm_err err = FM_ERR_INIT;
+    const char *qs = req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "";
+    size_t qlen = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
+    if (fm_logs_http_query(qs, qlen, &q, &err) != FM_OK) {
+        send_err(req, ri, &err);
+        return;
+    }
+    if (method_is(req, "HEAD")) q.follow = false; /* a body-less stream would never end */
+    fm_version *v = fm_registry_acquire(io->node->registry, rt->a, rt->alen);
+    bool known = v || fm_logs_exists(name);
+    fm_version_release(v);
+    if (!known) {
+        send_status(req, ri, FM_NOT_FOUND, "deployment \"%s\" not found", name);
+    } else if (!q.follow) {
+        uint64_t next;
+        json_t *doc = json_pack("{s:o}", "logs", fm_logs_read(name, &q.f, &next));
+        json_object_set_new(doc, "next", json_integer((json_int_t)next));
+        send_doc(req, ri, 200, doc);
+        json_decref(doc);
+    } else if (atomic_load(&io->node->draining)) {
+        send_status(req, ri, FM_DRAINING, "the node is shutting down");
+    } else {
+        count_response(req, 200);
+        fm_logs_http_follow(req, name, &q, ri->id, &io->node->outstanding, &io->node->draining);
+    }
+}
+
 static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
     if (rt->a && rt->alen > 100) {
         send_status(req, ri, FM_BAD_REQUEST, "deployment name too long");
@@ -1032,6 +1067,7 @@ static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, cons
     case FM_ROUTE_ROLLBACK: ctl_submit(io, req, ri, CTL_ROLLBACK, rt->a, rt->alen, true); break;
     case FM_ROUTE_USAGE: ctl_submit(io, req, ri, CTL_USAGE, NULL, 0, false); break;
     case FM_ROUTE_STATS: handle_stats(io, req, ri); break;
+    case FM_ROUTE_LOGS: handle_logs(io, req, ri, rt); break;
     default: send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource"); break;
     }
 }

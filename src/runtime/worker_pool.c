@@ -17,6 +17,7 @@
 
 #include "core/util.h"
 #include "exec/exec.h"
+#include "metrics/logs.h"
 #include "registry/bind.h"
 #include "registry/registry.h"
 #include "runtime/python/python_int.h"
@@ -413,19 +414,8 @@ static void mesh_request(wp_worker *w, const char *p, size_t len) {
 
 static void log_line(wp_worker *w, const char *p, size_t len) {
     if (len < 1) return;
-    int lvl = (unsigned char)p[0];
-    json_t *kv = json_object();
-    json_object_set_new(kv, "src", json_string("function"));
-    json_object_set_new(kv, "deployment", json_string(w->in->deployment));
-    if (w->busy && w->busy->fn) {
-        json_object_set_new(kv, "function", json_string(w->busy->fn->name));
-        json_object_set_new(kv, "version", json_stringn(w->busy->version->id, 12));
-        json_object_set_new(kv, "request_id", json_string(w->busy->request_id));
-    }
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    json_object_set_new(kv, "stream", json_string(names[lvl & 3]));
-    fm_log(lvl == 0 ? FM_LOG_INFO : (fm_log_level)(lvl & 3), kv, "%.*s", (int)(len - 1), p + 1);
-    json_decref(kv);
+    fm_logs_function(w->in->deployment, w->busy, (fm_log_level)((unsigned char)p[0] & 3), p + 1,
+                     len - 1);
 }
 
 static void on_readable(uint32_t events, void *ud) {

@@ -29,6 +29,7 @@
 #include "core/proc.h"
 #include "core/util.h"
 #include "exec/exec.h"
+#include "metrics/logs.h"
 #include "registry/registry.h"
 #include "runtime/runtime.h"
 #include "runtime/js/sourcemap.h"
@@ -802,8 +803,6 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     return JSValueMakeNull(ctx);
 }
 
-static const char *level_names[] = {"debug", "info", "warn", "error"};
-
 static JSValueRef native_log(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
                              const JSValueRef argv[], JSValueRef *exc) {
     js_thread *ts = tls_ts;
@@ -811,17 +810,8 @@ static JSValueRef native_log(JSContextRef ctx, JSObjectRef f, JSObjectRef self, 
     int lvl = (int)JSValueToNumber(ctx, argv[0], NULL);
     if (lvl < 0 || lvl > 3) lvl = 1;
     char *msg = js_value_cstr(ctx, argv[1]);
-    json_t *kv = json_object();
-    json_object_set_new(kv, "src", json_string("function"));
-    if (ts->cur_inst) json_object_set_new(kv, "deployment", json_string(ts->cur_inst->deployment));
-    if (ts->cur_job && ts->cur_job->fn) {
-        json_object_set_new(kv, "function", json_string(ts->cur_job->fn->name));
-        json_object_set_new(kv, "version", json_stringn(ts->cur_job->version->id, 12));
-        json_object_set_new(kv, "request_id", json_string(ts->cur_job->request_id));
-    }
-    json_object_set_new(kv, "stream", json_string(level_names[lvl]));
-    fm_log(lvl == 0 ? FM_LOG_INFO : (fm_log_level)lvl, kv, "%s", msg);
-    json_decref(kv);
+    fm_logs_function(ts->cur_inst ? ts->cur_inst->deployment : NULL, ts->cur_job,
+                     (fm_log_level)lvl, msg, strlen(msg));
     free(msg);
     return JSValueMakeUndefined(ctx);
 }

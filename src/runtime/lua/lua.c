@@ -35,6 +35,7 @@
 
 #include "core/util.h"
 #include "exec/exec.h"
+#include "metrics/logs.h"
 #include "registry/registry.h"
 #include "runtime/lua/lua_int.h"
 #include "runtime/runtime.h"
@@ -199,32 +200,16 @@ static int h_fatal(lua_State *L) {
     return 1;
 }
 
-static const char *const level_names[] = {"debug", "info", "warn", "error"};
-
 /* log(level, message) */
 static int h_log(lua_State *L) {
     lthread *ts = tls_ts;
     const char *lv = luaL_optstring(L, 1, "info");
     size_t len;
     const char *msg = luaL_optlstring(L, 2, "", &len);
-    int lvl = 1;
-    for (int i = 0; i < 4; i++)
-        if (strcmp(lv, level_names[i]) == 0) lvl = i;
-    if (strcmp(lv, "warning") == 0) lvl = 2;
-    json_t *kv = json_object();
-    json_object_set_new(kv, "src", json_string("function"));
-    if (ts->cur_inst) json_object_set_new(kv, "deployment", json_string(ts->cur_inst->deployment));
-    fm_job *job = ts->cur ? ts->cur->job : NULL;
-    if (job && job->fn) {
-        json_object_set_new(kv, "function", json_string(job->fn->name));
-        json_object_set_new(kv, "version", json_stringn(job->version->id, 12));
-        json_object_set_new(kv, "request_id", json_string(job->request_id));
-    }
-    json_object_set_new(kv, "stream", json_string(level_names[lvl]));
-    json_t *m = fm_json_strn(msg, len);
-    fm_log(lvl == 0 ? FM_LOG_INFO : (fm_log_level)lvl, kv, "%s", json_string_value(m));
-    json_decref(m);
-    json_decref(kv);
+    fm_log_level lvl = FM_LOG_INFO; /* unknown level names log as info */
+    fm_logs_parse_level(lv, strlen(lv), &lvl);
+    fm_logs_function(ts->cur_inst ? ts->cur_inst->deployment : NULL, ts->cur ? ts->cur->job : NULL,
+                     lvl, msg, len);
     return 0;
 }
 

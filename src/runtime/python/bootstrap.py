@@ -3,13 +3,15 @@
 # load(root, entries) imports the deployment's entry files and lists every
 # public function with its parameters; call(payload) runs one. Results and
 # errors leave as JSON text (the worker is the HTTP edge of the call).
-# print() and sys.stderr go to the node's log through _fnmesh.log.
+# print(), sys.stderr and unconfigured `logging` go to the node's log through
+# _fnmesh.log.
 import asyncio
 import base64
 import importlib.util
 import inspect
 import io
 import json
+import logging
 import os
 import sys
 import traceback
@@ -40,6 +42,25 @@ class _LogStream(io.TextIOBase):
 
 sys.stdout = _LogStream(1)
 sys.stderr = _LogStream(3)
+
+
+class _LogHandler(logging.Handler):
+    """`logging` records without a configured handler: one log line each, at
+    the record's own level (Python's default, a bare stderr, would make
+    every one an error)."""
+
+    def emit(self, record):
+        try:
+            msg = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own error path
+            self.handleError(record)
+            return
+        n = record.levelno
+        _fnmesh.log(0 if n < logging.INFO else 1 if n < logging.WARNING
+                    else 2 if n < logging.ERROR else 3, msg)
+
+
+logging.lastResort = _LogHandler()  # NOTSET: the loggers' levels decide
 
 _functions = []  # (function, [(name, kind)])
 
