@@ -19,6 +19,8 @@ typedef enum {
     FM_ROUTE_DEPLOYMENT,  /* /system/v1/deployments/{a} */
     FM_ROUTE_VERSIONS,    /* /system/v1/deployments/{a}/versions */
     FM_ROUTE_ROLLBACK,    /* /system/v1/deployments/{a}/rollback */
+    FM_ROUTE_TRACES,      /* /system/v1/traces (recent traces) */
+    FM_ROUTE_TRACE,       /* /system/v1/traces/{a}: a = trace id */
 } fm_route_kind;
 
 typedef struct fm_route {

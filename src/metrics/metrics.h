@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/status.h"
+
 /*  X(name, type, help) */
 #define FM_METRICS(X)                                                                              \
     X(fnmesh_build_info, gauge, "Version of the running node (always 1).")                        \
@@ -27,7 +29,11 @@
     X(fnmesh_function_duration_seconds, histogram,                                                \
       "Time from the start of a call on its executor to its result.")                             \
     X(fnmesh_function_cold_starts_total, counter,                                                 \
-      "Calls that had to create the instance they ran on.")
+      "Calls that had to create the instance they ran on.")                                      \
+    X(fnmesh_trace_spans_total, counter, "Spans recorded into the node's trace ring.")             \
+    X(fnmesh_trace_export_spans_total, counter,                                                   \
+      "Spans sent to the OTLP endpoint, by result (exported, dropped).")                          \
+    X(fnmesh_trace_export_failures_total, counter, "OTLP export requests that failed.")
 
 /* Histogram bucket upper bounds, seconds. */
 #define FM_DURATION_BUCKETS                                                                        \
@@ -44,6 +50,10 @@ typedef struct fm_fn_metrics {
     atomic_uint_fast64_t duration_us_sum;
     atomic_uint_fast64_t cold_starts;
 } fm_fn_metrics;
+
+/* The outcome a call's final status counts as, and its label value ("ok"...). */
+fm_outcome fm_metrics_outcome(fm_status st);
+const char *fm_metrics_outcome_name(fm_outcome o);
 
 /* The telemetry switch (`fnmesh serve --telemetry off`): when false, calls
  * record no metrics, latency windows, usage or spans; logs and the node's
