@@ -660,10 +660,16 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     frame.hops = hops;
     frame.deadline_us = saved_job ? saved_job->deadline_us : ts->deadline_us;
     if (saved_job) memcpy(frame.request_id, saved_job->request_id, sizeof(frame.request_id));
+    /* the direct call is a span of its own, child of the caller's */
+    if (saved_job) fm_trace_child(&frame.trace, &saved_job->trace);
+    else fm_trace_begin(&frame.trace, NULL);
+    frame.tracestate = saved_job ? saved_job->tracestate : NULL; /* borrowed: frame is not freed */
+    frame.started_us = fm_mono_us();
     ts->cur_inst = callee;
     ts->cur_job = &frame;
     JSValueRef exc = NULL;
     JSValueRef r = JSObjectCallAsFunction(cctx, callee->fns[fn->index], NULL, n, args, &exc);
+    frame.finished_us = fm_mono_us();
     ts->cur_inst = saved_inst;
     ts->cur_job = saved_job;
     if (args != small) {
@@ -671,6 +677,7 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
         free(args);
     }
     if (r && !ts->fired) {
+        if (fm_telemetry) fm_job_record_span(&frame); /* ends when the callee returned */
         js_instance *caller = ts->cur_inst;
         JSValueRef a[3] = {resolve, r, NULL};
         if (JSValueIsObject(ctx, r)) { /* maybe a promise: name the hop for its rejection */
@@ -693,6 +700,12 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     tmp.fn = fn;
     tmp.version = v;
     fail_from_exception(callee, &tmp, exc);
+    if (fm_telemetry) {
+        frame.status = tmp.status;
+        frame.error = tmp.error;
+        fm_job_record_span(&frame);
+        frame.error = NULL;
+    }
     json_t *e = fm_mesh_error(&tmp);
     JSValueRef err = mesh_error_value(ctx, ts->cur_inst->mkerror_fn, e);
     JSObjectCallAsFunction(ctx, reject, NULL, 1, &err, NULL);
