@@ -33,10 +33,15 @@ return M
 """
 
 PY = r"""
-__all__ = ["add"]
+import fnmesh
+
+__all__ = ["add", "toJs"]
 
 def add(a, b):
     return a + b
+
+def toJs(x):
+    return fnmesh.call("tr/ok", x)
 """
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -275,12 +280,16 @@ class TracingTest(FnTestCase):
         self.assertEqual([spans[n]["attributes"]["fnmesh.hops"]
                           for n in ("tr/chain", "tr/callsLua", "trlua/add")], [0, 1, 2])
 
-    def test_lua_to_js(self):
-        tid = new_tid()
-        st, h, body = self.call("toJs", 9, headers={"traceparent": tp(tid)}, dep="trlua")
-        self.assertEqual((st, body), (200, 9))
-        spans = self.by_name(self.trace(tid))
-        self.assertEqual(spans["tr/ok"]["parent_span_id"], spans["trlua/toJs"]["span_id"])
+    def test_lua_and_python_to_js(self):
+        for dep in ("trlua", "trpy"):
+            with self.subTest(caller=dep):
+                tid = new_tid()
+                st, h, body = self.call("toJs", 9, headers={"traceparent": tp(tid)}, dep=dep)
+                self.assertEqual((st, body), (200, 9))
+                spans = self.by_name(self.trace(tid))
+                self.assertEqual(set(spans), {dep + "/toJs", "tr/ok"})
+                self.assertEqual(spans["tr/ok"]["parent_span_id"], spans[dep + "/toJs"]["span_id"])
+                self.assertEqual(spans[dep + "/toJs"]["parent_span_id"], PID)
 
     def test_error_in_the_child(self):
         for fn, callee, text in (("callsLuaBad", "trlua/boom", "lua-boom 7"),
