@@ -195,7 +195,7 @@ fm_status fm_mesh_status(const char *code) {
     return fm_status_from_code(code, FM_FUNCTION_ERROR);
 }
 
-void fm_job_record_span(const fm_job *job) {
+void fm_job_span(const fm_job *job, fm_span *out) {
     fm_span s;
     s.ctx = job->trace;
     s.kind = job->hops == 0 ? FM_SPAN_SERVER : FM_SPAN_INTERNAL;
@@ -209,10 +209,18 @@ void fm_job_record_span(const fm_job *job) {
     fm_trace_copy(s.deployment, sizeof(s.deployment), job->version->deployment);
     fm_trace_copy(s.function, sizeof(s.function), job->fn->name);
     fm_trace_copy(s.runtime, sizeof(s.runtime), job->fn->rt->name);
-    snprintf(s.version, sizeof(s.version), "%.12s", job->version->id);
+    size_t vl = strnlen(job->version->id, 12); /* its first 12 hex digits, as in the metrics */
+    memcpy(s.version, job->version->id, vl);
+    s.version[vl] = '\0';
     fm_trace_copy(s.request_id, sizeof(s.request_id), job->request_id);
     fm_trace_copy(s.message, sizeof(s.message),
                   s.error ? json_string_value(json_object_get(job->error, "message")) : NULL);
+    *out = s;
+}
+
+void fm_job_record_span(const fm_job *job) {
+    fm_span s;
+    fm_job_span(job, &s);
     fm_trace_record(&s);
 }
 

@@ -125,10 +125,12 @@ void fm_job_fail_timeout(fm_job *job);
 fm_status fm_mesh_status(const char *code);
 /* Completes the job: records the finish time, metrics and span, calls on_done. */
 void fm_job_finish(fm_job *job);
-/* Records the span of a finished FM_JOB_CALL job (its trace context, times
- * started_us..finished_us, status) into the node's trace ring. Callers
- * check `fm_telemetry`. Any thread; never allocates. Also for calls that
- * runtimes run without a job of their own (a frame on the stack). */
+/* The span of a finished FM_JOB_CALL job (its trace context, times
+ * started_us..finished_us, status) into *out; fm_job_record_span also
+ * records it into the node's trace ring. Callers check `fm_telemetry`. Any
+ * thread; never allocates. Also for calls that runtimes run without a job
+ * of their own (a frame on the stack). */
+void fm_job_span(const fm_job *job, fm_span *out);
 void fm_job_record_span(const fm_job *job);
 
 /* Result setter for a job with want_value: `v` is owned (NULL = null). */

@@ -16,6 +16,9 @@ JS = r"""
 export const ok = (x) => x;
 export function bad() { throw new Error("bad thing"); }
 export async function slowish() { await new Promise(r => setTimeout(r, 30)); return 1; }
+export async function badAsync() { await null; throw new RangeError("async bad"); }
+export async function callsSlowish() { return await fnmesh.call("tr/slowish"); }
+export async function callsBadAsync() { return await fnmesh.call("tr/badAsync"); }
 export async function callsJs(x) { return await fnmesh.call("tr/ok", x); }
 export async function callsJsBad() { return await fnmesh.call("tr/bad"); }
 export async function callsLua(x) { return await fnmesh.call("trlua/add", x, 1); }
@@ -306,6 +309,24 @@ class TracingTest(FnTestCase):
                 self.assertEqual(child["attributes"]["fnmesh.outcome"], "error")
                 self.assertEqual(child["parent_span_id"], root["span_id"])
                 self.assertEqual(root["status"], "error")  # it did not catch it
+
+    def test_async_js_child_ends_when_its_promise_settles(self):
+        tid = new_tid()
+        st, h, body = self.call("callsSlowish", headers={"traceparent": tp(tid)})
+        self.assertEqual((st, body), (200, 1))
+        spans = self.by_name(self.trace(tid))
+        child, root = spans["tr/slowish"], spans["tr/callsSlowish"]
+        self.assertEqual(child["parent_span_id"], root["span_id"])
+        self.assertGreaterEqual(child["duration_us"], 25000)  # the 30 ms it awaited
+        self.assertEqual(child["status"], "ok")
+        tid = new_tid()
+        st, h, body = self.call("callsBadAsync", headers={"traceparent": tp(tid)})
+        self.assertEqual(st, 500, body)
+        spans = self.by_name(self.trace(tid))
+        child = spans["tr/badAsync"]
+        self.assertEqual((child["status"], child["error"]), ("error", "async bad"))
+        self.assertEqual(child["attributes"]["fnmesh.outcome"], "error")
+        self.assertEqual(spans["tr/callsBadAsync"]["status"], "error")
 
     def test_error_span_of_a_plain_call(self):
         tid = new_tid()
