@@ -66,6 +66,7 @@ void fm_job_free(fm_job *job) {
     free(job->result);
     json_decref(job->error);
     json_decref(job->value);
+    free(job->tracestate);
     if (job->kind != FM_JOB_RETIRE) fm_version_release(job->version);
     fm_exports_free(job->ud_exports, job->ud_nexports);
     free(job);
@@ -256,14 +257,40 @@ static void count_inflight(fm_job *job) {
                               memory_order_relaxed);
 }
 
+void fm_job_span(const fm_job *job, fm_span *out) {
+    fm_span s;
+    s.ctx = job->trace;
+    s.kind = job->hops == 0 ? FM_SPAN_SERVER : FM_SPAN_INTERNAL;
+    s.outcome = (uint8_t)fm_metrics_outcome(job->status);
+    s.error = job->status != FM_OK;
+    s.cold_start = job->cold_start;
+    s.hops = job->hops;
+    int64_t t0 = job->started_us ? job->started_us : job->finished_us;
+    s.start_ns = fm_trace_wall_ns(t0);
+    s.end_ns = fm_trace_wall_ns(job->finished_us > t0 ? job->finished_us : t0);
+    fm_trace_copy(s.deployment, sizeof(s.deployment), job->version->deployment);
+    fm_trace_copy(s.function, sizeof(s.function), job->fn->name);
+    fm_trace_copy(s.runtime, sizeof(s.runtime), job->fn->rt->name);
+    size_t vl = strnlen(job->version->id, 12); /* its first 12 hex digits, as in the metrics */
+    memcpy(s.version, job->version->id, vl);
+    s.version[vl] = '\0';
+    fm_trace_copy(s.request_id, sizeof(s.request_id), job->request_id);
+    fm_trace_copy(s.message, sizeof(s.message),
+                  s.error ? json_string_value(json_object_get(job->error, "message")) : NULL);
+    *out = s;
+}
+
+void fm_job_record_span(const fm_job *job) {
+    fm_span s;
+    fm_job_span(job, &s);
+    fm_trace_record(&s);
+}
+
 void fm_job_finish(fm_job *job) {
     job->finished_us = fm_mono_us();
     if (job->kind == FM_JOB_CALL && job->fn && fm_telemetry) {
-        fm_outcome o = job->status == FM_OK        ? FM_OUTCOME_OK
-                       : job->status == FM_TIMEOUT ? FM_OUTCOME_TIMEOUT
-                       : job->status == FM_OVERLOADED || job->status == FM_DRAINING
-                           ? FM_OUTCOME_REJECTED
-                           : FM_OUTCOME_ERROR;
+        fm_job_record_span(job);
+        fm_outcome o = fm_metrics_outcome(job->status);
         /* metrics are the mutable, atomic part of the (otherwise const) function */
         int64_t duration = job->started_us ? job->finished_us - job->started_us : -1;
         fm_metrics_record((fm_fn_metrics *)&job->fn->metrics, o, duration, job->cold_start);
@@ -713,6 +740,9 @@ fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **
     int64_t own = fm_mono_us() + fn->timeout_ms * 1000;
     child->deadline_us = parent && parent->deadline_us ? parent->deadline_us : own;
     if (parent) memcpy(child->request_id, parent->request_id, sizeof(child->request_id));
+    if (parent) fm_trace_child(&child->trace, &parent->trace);
+    else fm_trace_begin(&child->trace, NULL);
+    if (parent && parent->tracestate) child->tracestate = strdup(parent->tracestate);
     child->hops = hops;
     child->want_value = true;
     child->on_done = mesh_child_done;

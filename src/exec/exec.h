@@ -23,6 +23,7 @@
 #include <h2o/multithread.h>
 
 #include "core/status.h"
+#include "metrics/trace.h"
 #include "runtime/runtime.h"
 
 typedef struct fm_version fm_version;
@@ -68,6 +69,8 @@ struct fm_job {
     size_t argc;
     int64_t deadline_us;     /* monotonic, 0 = none */
     char request_id[72];
+    fm_trace_ctx trace; /* this call's span (set by whoever makes the job) */
+    char *tracestate;   /* owned W3C tracestate passed on to child calls; NULL = none */
 
     /* result */
     fm_status status;
@@ -128,8 +131,15 @@ void fm_job_fail_timeout(fm_job *job);
 /* Status of a call whose uncaught error came from a called function with
  * wire code `code`: the callee's status is kept, else FM_FUNCTION_ERROR. */
 fm_status fm_mesh_status(const char *code);
-/* Completes the job: records the finish time and metrics, calls on_done. */
+/* Completes the job: records the finish time, metrics and span, calls on_done. */
 void fm_job_finish(fm_job *job);
+/* The span of a finished FM_JOB_CALL job (its trace context, times
+ * started_us..finished_us, status) into *out; fm_job_record_span also
+ * records it into the node's trace ring. Callers check `fm_telemetry`. Any
+ * thread; never allocates. Also for calls that runtimes run without a job
+ * of their own (a frame on the stack). */
+void fm_job_span(const fm_job *job, fm_span *out);
+void fm_job_record_span(const fm_job *job);
 
 /* Result setter for a job with want_value: `v` is owned (NULL = null). */
 void fm_job_succeed_value(fm_job *job, json_t *v);
@@ -141,6 +151,7 @@ void fm_job_succeed_value(fm_job *job, json_t *v);
  * value (want_value), never as JSON text. It runs later on this same thread
  * (never re-entrantly inside this call); when it has finished, `done(child,
  * ud)` runs on this thread, and the child is freed after `done` returns.
+ * The child continues the parent's trace (fm_trace_child, same tracestate).
  * `argv` (owned, NULL entries = undefined) is consumed either way. On error
  * (unknown function, hop limit) returns the status with `err` filled, and
  * `done` is never called. */

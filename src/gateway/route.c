@@ -18,6 +18,22 @@ static void none(fm_route *r, const char *why) {
     r->allow = NULL;
 }
 
+/* /system/v1/traces[/{id}] */
+static void traces_route(const char *p, size_t n, fm_route *r) {
+    if (n && *p == '/') p++, n--;
+    if (n && p[n - 1] == '/') n--;
+    r->allow = "GET";
+    if (n == 0) {
+        r->kind = FM_ROUTE_TRACES;
+    } else if (!memchr(p, '/', n)) {
+        r->kind = FM_ROUTE_TRACE;
+        r->a = p;
+        r->alen = n;
+    } else {
+        none(r, "no such control-plane resource");
+    }
+}
+
 static void system_route(const char *p, size_t n, fm_route *r) {
     r->system = true;
     size_t bare = n && p[n - 1] == '/' ? n - 1 : n;
@@ -26,6 +42,7 @@ static void system_route(const char *p, size_t n, fm_route *r) {
         r->allow = "GET";
         return;
     }
+    if (prefix(p, n, "traces") && (n == 6 || p[6] == '/')) return traces_route(p + 6, n - 6, r);
     if (!prefix(p, n, "deployments") || (n > 11 && p[11] != '/'))
         return none(r, "no such control-plane resource");
     p += 11, n -= 11;

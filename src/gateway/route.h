@@ -22,6 +22,8 @@ typedef enum {
     FM_ROUTE_STATS,       /* /system/v1/stats: latency windows of every function */
     FM_ROUTE_USAGE,       /* /system/v1/usage: metered consumption */
     FM_ROUTE_LOGS,        /* /system/v1/deployments/{a}/logs */
+    FM_ROUTE_TRACES,      /* /system/v1/traces (recent traces) */
+    FM_ROUTE_TRACE,       /* /system/v1/traces/{a}: a = trace id */
 } fm_route_kind;
 
 typedef struct fm_route {

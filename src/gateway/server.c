@@ -40,6 +40,7 @@
 #include "gateway/route.h"
 #include "metrics/fnstat.h"
 #include "registry/bind.h"
+#include "metrics/trace.h"
 #include "registry/registry.h"
 #include "runtime/worker_pool.h"
 #include "store/store.h"
@@ -138,7 +139,54 @@ static const char *reason(int status) {
 
 typedef struct reqinfo {
     char id[72];
+    /* /fn and /rpc: the trace the request's calls join; span_id is the
+     * first call's (the one the response's traceparent names), zero: none */
+    fm_trace_ctx trace;
+    h2o_iovec_t tracestate; /* incoming, bounded, in the request's pool; base NULL = none */
 } reqinfo;
+
+/* Adds traceparent (and tracestate) naming the call that served the request. */
+static void add_trace_headers(h2o_req_t *req, const reqinfo *ri) {
+    if (fm_trace_zero(ri->trace.span_id, 8)) return;
+    char *tp = h2o_mem_alloc_pool(&req->pool, FM_TRACEPARENT_LEN + 1);
+    fm_trace_format(&ri->trace, tp);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("traceparent"), 0, NULL, tp,
+                          FM_TRACEPARENT_LEN);
+    if (ri->tracestate.base)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("tracestate"), 0, NULL,
+                              ri->tracestate.base, ri->tracestate.len);
+}
+
+/* The trace a /fn or /rpc request joins: the one its valid traceparent
+ * names (with its tracestate), else a new one (an invalid traceparent is
+ * ignored, and then so is tracestate, as W3C Trace Context asks). */
+static void read_trace(h2o_req_t *req, reqinfo *ri) {
+    memset(&ri->trace, 0, sizeof(ri->trace));
+    ri->tracestate = h2o_iovec_init(NULL, 0);
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
+    if (i < 0 || !fm_trace_parse(req->headers.entries[i].value.base,
+                                 req->headers.entries[i].value.len, &ri->trace)) {
+        fm_trace_random(ri->trace.trace_id, 16);
+        ri->trace.flags = 0x01;
+        return;
+    }
+    /* several tracestate headers are one list, joined by commas */
+    size_t total = 0;
+    for (i = -1; (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("tracestate"), i)) >= 0;)
+        total += req->headers.entries[i].value.len + 1;
+    if (total == 0) return;
+    char *buf = h2o_mem_alloc_pool(&req->pool, total);
+    size_t len = 0;
+    for (i = -1; (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("tracestate"), i)) >= 0;) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (!v.len) continue;
+        if (len) buf[len++] = ',';
+        memcpy(buf + len, v.base, v.len);
+        len += v.len;
+    }
+    len = fm_tracestate_bound(buf, len);
+    if (len) ri->tracestate = h2o_iovec_init(buf, len);
+}
 
 /* Sends a JSON body (copied). `extra_name/value` is an optional extra header. */
 /* Status codes counted for /metrics; the last slot is "other". */
@@ -166,6 +214,7 @@ static void send_json(h2o_req_t *req, const reqinfo *ri, int status, const char 
                        H2O_STRLIT("application/json"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
                           ri->id, strlen(ri->id));
+    add_trace_headers(req, ri);
     if (extra_name)
         h2o_add_header_by_str(&req->pool, &req->res.headers, extra_name, strlen(extra_name), 0,
                               NULL, extra_value, strlen(extra_value));
@@ -357,11 +406,15 @@ static pend *submit_call(io_thread *io, fm_version *v, const fm_function *fn, js
     int64_t now = fm_mono_us();
     job->deadline_us = now + fn->timeout_ms * 1000;
     snprintf(job->request_id, sizeof(job->request_id), "%s", ri->id);
+    job->trace = ri->trace;
+    fm_trace_random(job->trace.span_id, 8);
+    if (ri->tracestate.base) job->tracestate = strndup(ri->tracestate.base, ri->tracestate.len);
     job->reply_to = &io->replies;
     pend *p = calloc(1, sizeof(*p));
     p->io = io;
     p->job = job;
     p->ri = *ri;
+    memcpy(p->ri.trace.span_id, job->trace.span_id, 8);
     p->hard_deadline_us = job->deadline_us + FM_WATCHDOG_GRACE_US;
     job->ud = p;
     h2o_linklist_insert(&io->inflight, &p->link);
@@ -510,6 +563,7 @@ static void pend_answer(pend *p, fm_job *job) {
                            H2O_STRLIT("text/html; charset=utf-8"));
             h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0,
                                   NULL, p->ri.id, strlen(p->ri.id));
+            add_trace_headers(req, &p->ri);
             req->res.content_length = json_string_length(str);
             h2o_send_inline(req, json_string_value(str), json_string_length(str));
             json_decref(str);
@@ -663,7 +717,9 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
         fm_version_release(v);
         return;
     }
-    pend *p = submit_call(io, v, fn, argv, argc, ri);
+    reqinfo tri = *ri;
+    read_trace(req, &tri);
+    pend *p = submit_call(io, v, fn, argv, argc, &tri);
     p->req = req;
     p->raw = accepts(req, "application/octet-stream");
     p->job->req_bytes = get ? (req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0)
@@ -742,6 +798,8 @@ static char *rpc_item(io_thread *io, rpc_batch *b, size_t slot, json_t *item, bo
     }
     pend *p = submit_call(io, v, fn, argv, argc, &b->ri);
     p->job->req_bytes = b->item_bytes;
+    if (fm_trace_zero(b->ri.trace.span_id, 8)) /* the response names the first call */
+        memcpy(b->ri.trace.span_id, p->job->trace.span_id, 8);
     if (!notify) {
         p->batch = b;
         p->slot = slot;
@@ -770,6 +828,7 @@ static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     }
     rpc_batch *b = calloc(1, sizeof(*b));
     b->ri = *ri;
+    read_trace(req, &b->ri);
     b->is_batch = json_is_array(doc);
     if (b->is_batch && json_array_size(doc) == 0) {
         b->is_batch = false;
@@ -1016,6 +1075,63 @@ static void handle_stats(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     json_decref(doc);
 }
 
+/* GET /system/v1/traces/{id} and /system/v1/traces?limit=N, answered on
+ * the I/O thread from the span ring (a scan of fixed-size records). */
+#define FM_TRACES_LIMIT_DEFAULT 20
+#define FM_TRACES_LIMIT_MAX 1000
+
+static void handle_traces(h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
+    if (rt->kind == FM_ROUTE_TRACE) {
+        uint8_t id[16];
+        if (!fm_trace_unhex(rt->a, rt->alen, id, 16) || fm_trace_zero(id, 16)) {
+            send_status(req, ri, FM_BAD_REQUEST,
+                        "malformed trace id \"%.*s\": want 32 hex digits, not all zero",
+                        (int)(rt->alen > 64 ? 64 : rt->alen), rt->a);
+            return;
+        }
+        json_t *doc = fm_trace_json(id);
+        if (!doc) {
+            char hex[33];
+            fm_trace_hex(id, 16, hex);
+            send_status(req, ri, FM_NOT_FOUND,
+                        "no span of trace %s on this node (it keeps the last %d spans)", hex,
+                        FM_TRACE_RING_SPANS);
+            return;
+        }
+        send_doc(req, ri, 200, doc);
+        json_decref(doc);
+        return;
+    }
+    long limit = FM_TRACES_LIMIT_DEFAULT;
+    if (req->query_at != SIZE_MAX) {
+        const char *q = req->path.base + req->query_at + 1;
+        const char *end = req->path.base + req->path.len;
+        while (q < end) {
+            const char *amp = memchr(q, '&', (size_t)(end - q));
+            const char *e = amp ? amp : end;
+            if (e - q >= 6 && memcmp(q, "limit=", 6) == 0) {
+                char num[16];
+                size_t l = (size_t)(e - q - 6);
+                char *stop = NULL;
+                if (l < sizeof(num)) {
+                    memcpy(num, q + 6, l);
+                    num[l] = '\0';
+                    limit = strtol(num, &stop, 10);
+                }
+                if (l >= sizeof(num) || *stop || limit < 1 || limit > FM_TRACES_LIMIT_MAX) {
+                    send_status(req, ri, FM_BAD_REQUEST, "limit wants a number 1-%d",
+                                FM_TRACES_LIMIT_MAX);
+                    return;
+                }
+            }
+            q = e + 1;
+        }
+    }
+    json_t *doc = fm_trace_list_json((size_t)limit);
+    send_doc(req, ri, 200, doc);
+    json_decref(doc);
+}
+
 /* GET /system/v1/deployments/{name}/logs: answered on the I/O thread from
  * the log store (logs_http.c); 404 only when neither the registry nor the
  * store knows the name. */
@@ -1051,6 +1167,10 @@ static void handle_logs(io_thread *io, h2o_req_t *req, const reqinfo *ri, const 
 }
 
 static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
+    if (rt->kind == FM_ROUTE_TRACES || rt->kind == FM_ROUTE_TRACE) {
+        handle_traces(req, ri, rt);
+        return;
+    }
     if (rt->a && rt->alen > 100) {
         send_status(req, ri, FM_BAD_REQUEST, "deployment name too long");
         return;
@@ -1173,6 +1293,19 @@ static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
         else fm_metrics_printf(&b, "fnmesh_http_responses_total{code=\"%d\"} %llu\n",
                                counted_codes[slot], (unsigned long long)n);
     }
+    fm_trace_export_stats tx;
+    fm_trace_export_get_stats(&tx);
+    fm_metrics_header(&b, "fnmesh_trace_spans_total");
+    fm_metrics_printf(&b, "fnmesh_trace_spans_total %llu\n",
+                      (unsigned long long)fm_trace_recorded());
+    fm_metrics_header(&b, "fnmesh_trace_export_spans_total");
+    fm_metrics_printf(&b,
+                      "fnmesh_trace_export_spans_total{result=\"exported\"} %llu\n"
+                      "fnmesh_trace_export_spans_total{result=\"dropped\"} %llu\n",
+                      (unsigned long long)tx.exported, (unsigned long long)tx.dropped);
+    fm_metrics_header(&b, "fnmesh_trace_export_failures_total");
+    fm_metrics_printf(&b, "fnmesh_trace_export_failures_total %llu\n",
+                      (unsigned long long)tx.failures);
     count_response(req, 200);
     req->res.status = 200;
     req->res.reason = "OK";
@@ -1188,7 +1321,7 @@ static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     fm_node *node = ((fm_handler *)self)->node;
     io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, ctx, req->conn->ctx);
-    reqinfo ri;
+    reqinfo ri = {0}; /* no trace until a call joins one (read_trace) */
     make_reqid(io, req, &ri);
     const char *p = req->path_normalized.base;
     size_t n = req->path_normalized.len;
@@ -1349,6 +1482,8 @@ static int usage(FILE *f) {
             "  --log-level LEVEL    debug, info, warn or error (default info)\n"
             "  --telemetry on|off   per-call metrics, latency windows, usage and traces\n"
             "                       (default on; off only to measure their cost)\n"
+            "  --otlp-endpoint URL  also send spans as OTLP/HTTP JSON to URL/v1/traces\n"
+            "                       (e.g. http://127.0.0.1:4318, an OpenTelemetry Collector)\n"
             "  -h, --help           this help\n"
             "\n"
             "environment:\n"
@@ -1421,8 +1556,10 @@ int fm_serve_main(int argc, char **argv) {
                                          {"body-limit", required_argument, NULL, 'b'},
                                          {"log-level", required_argument, NULL, 'L'},
                                          {"telemetry", required_argument, NULL, 'T'},
+                                         {"otlp-endpoint", required_argument, NULL, 'O'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
+    const char *otlp_endpoint = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -1474,6 +1611,7 @@ int fm_serve_main(int argc, char **argv) {
                 return 2;
             }
             break;
+        case 'O': otlp_endpoint = optarg; break;
         case 'h': return usage(stdout);
         default: return usage(stderr);
         }
@@ -1501,6 +1639,8 @@ int fm_serve_main(int argc, char **argv) {
     snprintf(path, sizeof(path), "%s/fnmesh.db", node->data_dir);
     if (fm_store_open_sqlite(path, &node->store, &err) != FM_OK) goto fatal;
     fm_random_hex(node->reqid_prefix, 4);
+    if (fm_trace_init(FM_TRACE_RING_SPANS, &err) != FM_OK) goto fatal;
+    if (otlp_endpoint && fm_trace_export_start(otlp_endpoint, &err) != FM_OK) goto fatal;
     node->started_ms = fm_mono_ms();
     node->registry = fm_registry_create();
     fm_mesh_set_registry(node->registry);
@@ -1576,6 +1716,8 @@ int fm_serve_main(int argc, char **argv) {
     fm_registry_destroy(node->registry);
     fm_exec_destroy(node->exec);
     fm_control_flush_usage(&node->control); /* every call has finished */
+    fm_trace_export_stop(); /* after the executors: every span is in the ring */
+    fm_trace_shutdown();
     for (int i = 0; i < node->io_threads; i++) io_dispose(&node->io[i]);
     node->store->ops->close(node->store);
     fm_fnstat_reset();

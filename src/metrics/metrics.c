@@ -8,6 +8,19 @@
 
 bool fm_telemetry = true;
 
+static const char *outcome_names[FM_NOUTCOMES] = {"ok", "error", "timeout", "rejected"};
+
+fm_outcome fm_metrics_outcome(fm_status st) {
+    if (st == FM_OK) return FM_OUTCOME_OK;
+    if (st == FM_TIMEOUT) return FM_OUTCOME_TIMEOUT;
+    if (st == FM_OVERLOADED || st == FM_DRAINING) return FM_OUTCOME_REJECTED;
+    return FM_OUTCOME_ERROR;
+}
+
+const char *fm_metrics_outcome_name(fm_outcome o) {
+    return o < FM_NOUTCOMES ? outcome_names[o] : "error";
+}
+
 static const double bucket_bounds[FM_NBUCKETS] = FM_DURATION_BUCKETS;
 
 void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us, int cold) {
@@ -94,12 +107,11 @@ void fm_metrics_function_value(fm_metrics_buf *b, const char *family, double val
 
 void fm_metrics_function(fm_metrics_buf *b, const char *family, const fm_fn_metrics *m,
                          const char *dep, const char *fn, const char *rt, const char *ver) {
-    static const char *outcomes[FM_NOUTCOMES] = {"ok", "error", "timeout", "rejected"};
     if (strcmp(family, "fnmesh_function_invocations_total") == 0) {
         for (int o = 0; o < FM_NOUTCOMES; o++) {
             fm_metrics_printf(b, "%s{", family);
             labels(b, dep, fn, rt, ver);
-            fm_metrics_printf(b, ",outcome=\"%s\"} %llu\n", outcomes[o],
+            fm_metrics_printf(b, ",outcome=\"%s\"} %llu\n", outcome_names[o],
                               (unsigned long long)atomic_load_explicit(&m->outcomes[o],
                                                                        memory_order_relaxed));
         }

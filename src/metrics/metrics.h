@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/status.h"
+
 /*  X(name, type, labels, help): the one list of metrics; the exposition
  * and the catalogue in docs/observability.md (tests/unit/test_metrics.c
  * checks it, FNMESH_UPDATE_DOCS=1 rewrites it) follow it. */
@@ -48,7 +50,11 @@
     X(fnmesh_worker_processes, gauge, "runtime", "Live worker processes, by runtime.")             \
     X(fnmesh_worker_starts_total, counter, "runtime", "Worker processes started, by runtime.")     \
     X(fnmesh_worker_deaths_total, counter, "runtime",                                              \
-      "Worker processes that crashed, exited or were killed at a deadline, by runtime.")
+      "Worker processes that crashed, exited or were killed at a deadline, by runtime.")           \
+    X(fnmesh_trace_spans_total, counter, "", "Spans recorded into the node's trace ring.")         \
+    X(fnmesh_trace_export_spans_total, counter, "result",                                          \
+      "Spans sent to the OTLP endpoint, by result (exported, dropped).")                           \
+    X(fnmesh_trace_export_failures_total, counter, "", "OTLP export requests that failed.")
 
 /* The catalogue as data (same order as FM_METRICS). */
 typedef struct fm_metric_def {
@@ -83,6 +89,10 @@ typedef struct fm_fn_metrics {
     atomic_int inflight;              /* submitted, not finished */
     atomic_int running;               /* started, not finished */
 } fm_fn_metrics;
+
+/* The outcome a call's final status counts as, and its label value ("ok"...). */
+fm_outcome fm_metrics_outcome(fm_status st);
+const char *fm_metrics_outcome_name(fm_outcome o);
 
 /* The telemetry switch (`fnmesh serve --telemetry off`): when false, calls
  * record no metrics, latency windows, usage or spans; logs and the node's

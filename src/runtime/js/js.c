@@ -230,7 +230,19 @@ typedef struct js_thread {
     size_t ntimers, timers_cap;
     uint32_t next_timer;
     JSStringRef s_then, s_bundle, s_length;
+    struct js_span *spans; /* spans of direct calls whose promise has not settled */
+    size_t nspans;
+    uint64_t next_span;
 } js_thread;
+
+/* The span of a direct call to a JavaScript callee that returned a
+ * promise: it ends when the promise settles (__fm_native_span_end). */
+typedef struct js_span {
+    struct js_span *next;
+    uint64_t id;
+    fm_span span;
+} js_span;
+#define JS_MAX_OPEN_SPANS 1024 /* more (promises that never settle): end at the return */
 
 #define BUNDLE_URL "fnmesh:bundle"
 
@@ -292,6 +304,11 @@ static void js_thread_dispose(void *p) {
     JSStringRelease(ts->s_bundle);
     JSStringRelease(ts->s_length);
     free(ts->timers);
+    while (ts->spans) {
+        js_span *s = ts->spans;
+        ts->spans = s->next;
+        free(s);
+    }
     JSContextGroupRelease(ts->group);
     free(ts);
 }
@@ -670,10 +687,16 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     frame.hops = hops;
     frame.deadline_us = saved_job ? saved_job->deadline_us : ts->deadline_us;
     if (saved_job) memcpy(frame.request_id, saved_job->request_id, sizeof(frame.request_id));
+    /* the direct call is a span of its own, child of the caller's */
+    if (saved_job) fm_trace_child(&frame.trace, &saved_job->trace);
+    else fm_trace_begin(&frame.trace, NULL);
+    frame.tracestate = saved_job ? saved_job->tracestate : NULL; /* borrowed: frame is not freed */
+    frame.started_us = fm_mono_us();
     ts->cur_inst = callee;
     ts->cur_job = &frame;
     JSValueRef exc = NULL;
     JSValueRef r = JSObjectCallAsFunction(cctx, callee->fns[fn->index], NULL, n, args, &exc);
+    frame.finished_us = fm_mono_us();
     ts->cur_inst = saved_inst;
     ts->cur_job = saved_job;
     if (args != small) {
@@ -681,8 +704,20 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
         free(args);
     }
     if (r && !ts->fired) {
+        double span = 0; /* a promise's span stays open until it settles */
+        if (fm_telemetry && JSValueIsObject(ctx, r) && ts->nspans < JS_MAX_OPEN_SPANS) {
+            js_span *s = malloc(sizeof(*s));
+            fm_job_span(&frame, &s->span);
+            s->id = ++ts->next_span;
+            s->next = ts->spans;
+            ts->spans = s;
+            ts->nspans++;
+            span = (double)s->id;
+        } else if (fm_telemetry) {
+            fm_job_record_span(&frame);
+        }
         js_instance *caller = ts->cur_inst;
-        JSValueRef a[3] = {resolve, r, NULL};
+        JSValueRef a[4] = {resolve, r, NULL, JSValueMakeNumber(ctx, span)};
         if (JSValueIsObject(ctx, r)) { /* maybe a promise: name the hop for its rejection */
             char hop[300];
             snprintf(hop, sizeof(hop), "%s/%s (js)", v->deployment, fn->name);
@@ -694,7 +729,7 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
         }
         JSValueRef aexc = NULL;
         if (caller->adopt_fn &&
-            JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 3, a, &aexc) == NULL && aexc)
+            JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 4, a, &aexc) == NULL && aexc)
             JSObjectCallAsFunction(ctx, reject, NULL, 1, &aexc, NULL); /* e.g. too deep to copy */
         return;
     }
@@ -703,6 +738,12 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     tmp.fn = fn;
     tmp.version = v;
     fail_from_exception(callee, &tmp, exc);
+    if (fm_telemetry) {
+        frame.status = tmp.status;
+        frame.error = tmp.error;
+        fm_job_record_span(&frame);
+        frame.error = NULL;
+    }
     json_t *e = fm_mesh_error(&tmp);
     JSValueRef err = mesh_error_value(ctx, ts->cur_inst->mkerror_fn, e);
     JSObjectCallAsFunction(ctx, reject, NULL, 1, &err, NULL);
@@ -879,6 +920,34 @@ static JSValueRef native_done(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     return JSValueMakeUndefined(ctx);
 }
 
+/* __fm_native_span_end(id, ok, message, code): the promise of a direct
+ * call settled; its span ends now. */
+static JSValueRef native_span_end(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                                  const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    if (argc < 2) return JSValueMakeUndefined(ctx);
+    uint64_t id = (uint64_t)JSValueToNumber(ctx, argv[0], NULL);
+    js_span **pp = &ts->spans;
+    while (*pp && (*pp)->id != id) pp = &(*pp)->next;
+    js_span *s = *pp;
+    if (!s) return JSValueMakeUndefined(ctx);
+    *pp = s->next;
+    ts->nspans--;
+    s->span.end_ns = fm_trace_wall_ns(fm_mono_us());
+    if (!JSValueToBoolean(ctx, argv[1])) {
+        char *msg = argc > 2 ? js_value_cstr(ctx, argv[2]) : NULL;
+        char *code = argc > 3 ? js_value_cstr(ctx, argv[3]) : NULL;
+        s->span.error = true;
+        s->span.outcome = (uint8_t)fm_metrics_outcome(fm_mesh_status(code));
+        fm_trace_copy(s->span.message, sizeof(s->span.message), msg ? msg : "error");
+        free(msg);
+        free(code);
+    }
+    fm_trace_record(&s->span);
+    free(s);
+    return JSValueMakeUndefined(ctx);
+}
+
 static void install_native(js_instance *inst, const char *name, JSObjectCallAsFunctionCallback cb) {
     JSStringRef n = JSStringCreateWithUTF8CString(name);
     JSObjectRef f = JSObjectMakeFunctionWithCallback(inst->ctx, n, cb);
@@ -950,7 +1019,8 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
                  {"__fm_native_timer", native_timer},
                  {"__fm_native_clear", native_clear},
                  {"__fm_native_done", native_done},
-                 {"__fm_native_call", native_call}};
+                 {"__fm_native_call", native_call},
+                 {"__fm_native_span_end", native_span_end}};
     for (size_t i = 0; i < sizeof(hooks) / sizeof(hooks[0]); i++)
         install_native(inst, hooks[i].name, hooks[i].cb);
 
