@@ -198,10 +198,11 @@ fm_status fm_mesh_status(const char *code) {
 
 /* ---- CPU accounting of in-process calls ----
  * Reading the thread's CPU clock is a system call (about 0.3 µs here), too
- * dear for every call. Instead each executor thread sums the on-thread time
- * of the calls it runs and, at most every CPU_SAMPLE_US, reads its CPU
- * clock once: a call's CPU time is its on-thread time times the thread's
- * CPU / on-thread ratio over the last sample. */
+ * dear for every call. Instead each executor thread sums the time it spends
+ * working (every job, and the runtimes' timers and promise continuations)
+ * and, at most every CPU_SAMPLE_US, reads its CPU clock once: a call's CPU
+ * time is its on-thread time times the thread's CPU / working-time ratio
+ * over the last sample (at most 1: what preemption took is not billed). */
 #define CPU_SAMPLE_US 20000
 static __thread fm_job *tls_running;     /* the call whose synchronous part runs now */
 static __thread int64_t tls_busy_us;     /* on-thread time of calls since the last sample */
@@ -222,11 +223,19 @@ static void cpu_sample(int64_t now_us) {
     int64_t cpu = thread_cpu_ns();
     if (tls_sample_us) {
         double r = (double)(cpu - tls_sample_cpu) / 1e3 / (double)tls_busy_us;
-        tls_cpu_ratio = r < 0.01 ? 0.01 : r > 4 ? 4 : r;
+        tls_cpu_ratio = r < 0.01 ? 0.01 : r > 1 ? 1 : r;
     }
     tls_sample_us = now_us;
     tls_sample_cpu = cpu;
     tls_busy_us = 0;
+}
+
+/* Adds the working time since `since` (monotonic µs) to the sample. */
+static void account_work(int64_t since) {
+    if (!fm_telemetry) return;
+    int64_t now = fm_mono_us();
+    tls_busy_us += now - since;
+    cpu_sample(now);
 }
 
 static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
@@ -376,6 +385,7 @@ static void run_job(exthread *t, fm_job *job) {
         return;
     }
     case FM_JOB_INSTANTIATE: {
+        int64_t since = fm_telemetry ? fm_mono_us() : 0;
         job->status = FM_OK;
         for (uint32_t u = 0; u < v->nunits; u++) {
             fm_export *ex = NULL;
@@ -400,10 +410,12 @@ static void run_job(exthread *t, fm_job *job) {
                 free(ex);
             }
         }
+        if (since) account_work(since);
         fm_job_finish(job);
         return;
     }
-    case FM_JOB_RETIRE:
+    case FM_JOB_RETIRE: {
+        int64_t since = fm_telemetry ? fm_mono_us() : 0;
         for (uint32_t u = 0; u < v->nunits; u++) {
             void **s = slot(v, t->index, u);
             if (*s) {
@@ -415,7 +427,9 @@ static void run_job(exthread *t, fm_job *job) {
         }
         if (atomic_fetch_sub(&v->retire_left, 1) == 1) fm_version_free(v);
         free(job);
+        if (since) account_work(since);
         return;
+    }
     }
 }
 
@@ -511,10 +525,12 @@ static void *thread_main(void *arg) {
         t->rt_state[i] = fm_runtimes[i]->thread_init(t->index);
     for (;;) {
         int64_t wait_us = -1;
+        int64_t polled = fm_telemetry ? fm_mono_us() : 0;
         for (size_t i = 0; i < fm_runtime_count; i++) {
             int64_t w = fm_runtimes[i]->poll(t->rt_state[i]);
             if (w >= 0 && (wait_us < 0 || w < wait_us)) wait_us = w;
         }
+        if (polled) account_work(polled); /* timers, promise continuations */
         run_local(t);
         flush_replies();
         pthread_mutex_lock(&t->mu);

@@ -125,7 +125,9 @@ class MetricsTest(FnTestCase):
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 during = parse(self.scrape())
-                if sample(during, "fnmesh_function_inflight", **fn("slow")) == 1:
+                # submitted, then started: in flight and no longer queued
+                if sample(during, "fnmesh_function_inflight", **fn("slow")) == 1 and \
+                        sample(during, "fnmesh_function_queued", **fn("slow")) == 0:
                     break
                 time.sleep(0.05)
             self.assertEqual(sample(during, "fnmesh_function_inflight", **fn("slow")), 1)
