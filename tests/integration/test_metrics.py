@@ -164,6 +164,30 @@ class MetricsTest(FnTestCase):
         self.assertLessEqual(sample(later, "fnmesh_worker_processes", runtime="python"),
                              sample(later, "fnmesh_worker_starts_total", runtime="python"))
 
+    def test_queued_gauge_counts_calls_waiting_for_the_executor(self):
+        node = self.start_node(extra_args=["--threads", "1"])
+        self.assertIn(node.deploy("q", {"index.js": SRC})[0], (200, 201))
+        busy = threading.Thread(target=node.call, args=("q", "busy", 1500))
+        busy.start()
+        time.sleep(0.3)  # the one executor thread is now in the busy loop
+        waiting = threading.Thread(target=node.call, args=("q", "ok", 1))
+        waiting.start()
+        try:
+            deadline = time.monotonic() + 1
+            queued = 0
+            while time.monotonic() < deadline and queued < 1:
+                st, _, body = node.request("GET", "/metrics")
+                queued = sample(parse(body.decode()), "fnmesh_function_queued",
+                                deployment="q", function="ok")
+                time.sleep(0.02)
+            self.assertEqual(queued, 1)
+        finally:
+            busy.join()
+            waiting.join()
+        st, _, body = node.request("GET", "/metrics")
+        self.assertEqual(sample(parse(body.decode()), "fnmesh_function_queued",
+                                deployment="q", function="ok"), 0)
+
     def node_version(self):
         p = subprocess.run([BIN, "--version"], capture_output=True, text=True)
         return p.stdout.split()[-1]
