@@ -498,7 +498,14 @@ static void wait_events(exthread *t, int64_t wait_us) {
         ts.tv_nsec = (wait_us % 1000000) * 1000;
         tp = &ts;
     }
-    int n = epoll_pwait2(t->epfd, evs, 32, tp, NULL);
+    static atomic_bool no_pwait2; /* kernels before 5.11 (and valgrind) lack epoll_pwait2 */
+    int n = -1;
+    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        n = epoll_pwait2(t->epfd, evs, 32, tp, NULL);
+        if (n < 0 && errno == ENOSYS) atomic_store(&no_pwait2, true);
+    }
+    if (atomic_load_explicit(&no_pwait2, memory_order_relaxed)) /* ms resolution, rounded up */
+        n = epoll_wait(t->epfd, evs, 32, wait_us < 0 ? -1 : (int)((wait_us + 999) / 1000));
     for (int i = 0; i < n; i++) {
         if (evs[i].data.ptr == NULL) { /* the wake eventfd */
             uint64_t v;

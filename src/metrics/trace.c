@@ -65,12 +65,16 @@ void fm_trace_random(uint8_t *out, size_t n) {
     } while (fm_trace_zero(out, n));
 }
 
+/* "00" .. "ff": two digits per byte in one load (every response formats 25 bytes) */
+static const char hex_pairs[513] =
+#define H4(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7" #x "8" #x "9" #x "a" #x "b" \
+              #x "c" #x "d" #x "e" #x "f"
+    H4(0) H4(1) H4(2) H4(3) H4(4) H4(5) H4(6) H4(7) H4(8) H4(9) H4(a) H4(b) H4(c) H4(d) H4(e)
+        H4(f);
+#undef H4
+
 void fm_trace_hex(const uint8_t *id, size_t n, char *out) {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[id[i] >> 4];
-        out[2 * i + 1] = digits[id[i] & 15];
-    }
+    for (size_t i = 0; i < n; i++) memcpy(out + 2 * i, hex_pairs + 2 * id[i], 2);
     out[2 * n] = '\0';
 }
 
