@@ -14,6 +14,7 @@
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0)
         return fm_serve_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "dev") == 0) return fm_cli_dev_main(argc - 1, argv + 1);
     /* worker processes, started by a node (not a user command) */
     if (argc == 2 && (strcmp(argv[1], "worker-python") == 0 || strcmp(argv[1], "worker-c") == 0)) {
         int rc = argv[1][7] == 'p' ? fm_python_worker_main() : fm_c_worker_main();

@@ -115,6 +115,14 @@ static const fm_cli_verb k_verbs[] = {
      .summary = "run a node (its options: fnmesh serve --help)",
      .help = "Runs a node. `serve` must be the first argument; 'fnmesh serve --help'\n"
              "lists its options."},
+    {.name = "dev",
+     .max_args = -1,
+     .usage = "fnmesh dev DIR [SERVE OPTIONS]",
+     .summary = "run a node with DIR deployed, redeployed on every change",
+     .help = "Runs a node in the foreground (the options of 'fnmesh serve') with DIR\n"
+             "deployed, and deploys DIR again whenever a file under it changes; compile\n"
+             "errors are printed and the previous version keeps serving. `dev` must be\n"
+             "the first argument; 'fnmesh dev --help' says more."},
     {.name = "deploy",
      .run = fm_cli_verb_deploy,
      .remote = true,

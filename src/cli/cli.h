@@ -10,4 +10,9 @@
  * code. `fnmesh serve` is dispatched before this is called. */
 int fm_cli_main(int argc, char **argv);
 
+/* `fnmesh dev DIR [serve options]` (argv[0] = "dev"): a node in the
+ * foreground with DIR deployed and redeployed on every change. Returns only
+ * for usage errors; otherwise exits the process when the node stops. */
+int fm_cli_dev_main(int argc, char **argv);
+
 #endif
