@@ -52,6 +52,7 @@ bool fm_parse_time(const char *s, int64_t now_ms, int64_t *out_ms) {
             int64_t ms;
         } units[] = {{'s', 1000}, {'m', 60000}, {'h', 3600000}, {'d', 86400000}};
         if (*end == '\0') {
+            if (n > INT64_MAX / 1000) return false;
             *out_ms = (int64_t)n * 1000;
             return true;
         }
@@ -123,19 +124,6 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
     }
     if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
     return len;
-}
-
-bool fm_utf8_valid(const char *s, size_t len) {
-    for (size_t i = 0; i < len;) {
-        if ((unsigned char)s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n = utf8_seq((const unsigned char *)s + i, len - i);
-        if (!n) return false;
-        i += n;
-    }
-    return true;
 }
 
 json_t *fm_json_strn(const char *s, size_t len) {
@@ -388,8 +376,8 @@ char *fm_base64_encode(const void *p, size_t n, size_t *out_len) {
     return out;
 }
 
-unsigned char *fm_base64_decode(const char *s, size_t len, size_t *out_len) {
-    if (len % 4) return NULL;
+size_t fm_base64_decoded_len(const char *s, size_t len) {
+    if (len % 4) return SIZE_MAX;
     size_t pad = 0;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
@@ -399,8 +387,15 @@ unsigned char *fm_base64_decode(const char *s, size_t len, size_t *out_len) {
             pad++;
             continue;
         }
-        if (!ok || pad) return NULL; /* '=' only at the end, nothing after it */
+        if (!ok || pad) return SIZE_MAX; /* '=' only at the end, nothing after it */
     }
+    return len / 4 * 3 - pad;
+}
+
+unsigned char *fm_base64_decode(const char *s, size_t len, size_t *out_len) {
+    size_t want = fm_base64_decoded_len(s, len);
+    if (want == SIZE_MAX) return NULL;
+    size_t pad = len / 4 * 3 - want;
     unsigned char *out = malloc(len / 4 * 3 + 1);
     int w = len ? EVP_DecodeBlock(out, (const unsigned char *)s, (int)len) : 0;
     if (w < 0) {
@@ -416,6 +411,12 @@ unsigned char *fm_base64_decode(const char *s, size_t len, size_t *out_len) {
 bool fm_json_is_bytes(const json_t *v) {
     return json_is_object(v) && json_object_size(v) == 1 &&
            json_is_string(json_object_get(v, FM_BYTES_KEY));
+}
+
+size_t fm_json_bytes_len(const json_t *v) {
+    if (!fm_json_is_bytes(v)) return SIZE_MAX;
+    const json_t *s = json_object_get(v, FM_BYTES_KEY);
+    return fm_base64_decoded_len(json_string_value(s), json_string_length(s));
 }
 
 json_t *fm_json_bytes(const void *p, size_t n) {

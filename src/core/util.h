@@ -32,8 +32,6 @@ bool fm_random_hex(char *out, size_t nbytes);
 /* Constant-time comparison of two byte strings (length differences leak only length). */
 bool fm_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 
-/* True when s[0..len) is valid UTF-8 (no surrogates, no overlong forms). */
-bool fm_utf8_valid(const char *s, size_t len);
 /* A JSON string from possibly invalid UTF-8 (invalid bytes become U+FFFD). New reference. */
 json_t *fm_json_str(const char *s);
 json_t *fm_json_strn(const char *s, size_t len);
@@ -54,6 +52,11 @@ char *fm_json_dump(const json_t *v, size_t *len_out);
 #define FM_BYTES_KEY "$bytes"
 /* True when v is a bytes value (an object whose only member is a string "$bytes"). */
 bool fm_json_is_bytes(const json_t *v);
+/* Decoded length of a bytes value; SIZE_MAX when v is not one or its base64
+ * is malformed (such an object is then an ordinary map). */
+size_t fm_json_bytes_len(const json_t *v);
+/* Decoded length of base64 text, SIZE_MAX when it is malformed (no decoding). */
+size_t fm_base64_decoded_len(const char *s, size_t len);
 /* A bytes value holding a copy of p[0..n). New reference. */
 json_t *fm_json_bytes(const void *p, size_t n);
 /* The decoded bytes of a bytes value: owned malloc'd buffer (NUL-terminated

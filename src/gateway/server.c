@@ -531,12 +531,10 @@ static bool send_raw_bytes(pend *p, fm_job *job) {
                    H2O_STRLIT("application/octet-stream"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
                           p->ri.id, strlen(p->ri.id));
-    /* the pool owns the copy: h2o sends it after this returns */
-    char *body = h2o_mem_alloc_pool(&req->pool, n ? n : 1);
-    memcpy(body, bytes, n);
-    free(bytes);
+    add_trace_headers(req, &p->ri);
     req->res.content_length = n;
-    h2o_send_inline(req, body, n);
+    h2o_send_inline(req, (const char *)bytes, n); /* copies the body */
+    free(bytes);
     return true;
 }
 
@@ -646,6 +644,12 @@ static bool body_is_empty(h2o_iovec_t b) {
     return true;
 }
 
+/* True when JSON text can hold a "$bytes" key: it has a '$', or an escape
+ * that could spell one. Without either, no bytes value needs checking. */
+static bool may_hold_bytes(const char *p, size_t n) {
+    return memchr(p, '$', n) || memmem(p, n, "\\u", 2);
+}
+
 /* True when the request's Content-Type (parameters aside) is `type`. */
 static bool has_content_type(h2o_req_t *req, const char *type) {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
@@ -701,7 +705,7 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
         argv[0] = fm_json_bytes(req->entity.base, req->entity.len);
     } else if (!get && req->entity.base && !body_is_empty(req->entity)) {
         json_t *body = fm_json_parse(req->entity.base, req->entity.len, &err);
-        if (body && memmem(req->entity.base, req->entity.len, FM_BYTES_KEY, 6) &&
+        if (body && may_hold_bytes(req->entity.base, req->entity.len) &&
             fm_json_check_bytes(body, &err) != FM_OK) {
             json_decref(body);
             body = NULL;
@@ -711,8 +715,13 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
         const char *q = req->path.base + req->query_at + 1;
         size_t ql = req->path.len - req->query_at - 1;
         st = fm_bind_query(fn, q, ql, &argv, &argc, &err);
+        /* values are decoded (%24 is '$'): check them all, scalars cost nothing */
+        for (size_t i = 0; st == FM_OK && i < argc; i++)
+            if (argv[i]) st = fm_json_check_bytes(argv[i], &err);
     }
     if (st != FM_OK) {
+        for (size_t i = 0; argv && i < argc; i++) json_decref(argv[i]);
+        free(argv);
         send_err(req, ri, &err);
         fm_version_release(v);
         return;
@@ -722,8 +731,9 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
     pend *p = submit_call(io, v, fn, argv, argc, &tri);
     p->req = req;
     p->raw = accepts(req, "application/octet-stream");
-    p->job->req_bytes = get ? (req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0)
-                            : req->entity.len;
+    p->job->req_bytes = req->entity.len ? req->entity.len
+                        : req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1
+                                                    : 0;
     if (strcmp(fn->rt->name, "template") == 0) {
         /* templates render HTML: give it raw to browsers that ask for it */
         ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
@@ -837,7 +847,7 @@ static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     }
     b->n = b->is_batch ? json_array_size(doc) : 1;
     b->item_bytes = req->entity.len / b->n; /* metering: a batch's bytes shared by its calls */
-    b->has_bytes = req->entity.base && memmem(req->entity.base, req->entity.len, FM_BYTES_KEY, 6);
+    b->has_bytes = req->entity.base && may_hold_bytes(req->entity.base, req->entity.len);
     b->slots = calloc(b->n, sizeof(char *));
     for (size_t i = 0; i < b->n; i++) {
         bool pending;
@@ -915,9 +925,23 @@ static void ctl_run(fm_node *node, ctl_req *c) {
  * at shutdown), so a kill -9 loses at most this much of it. */
 #define FM_USAGE_FLUSH_MS 5000
 
+/* Housekeeping of the control thread, due at most once a second whatever
+ * the traffic: snapshot garbage collection, and the usage flush. */
+static void ctl_housekeeping(fm_node *node, int64_t *last_gc, int64_t *last_flush) {
+    int64_t now = fm_mono_ms();
+    if (now - *last_gc >= 1000) {
+        fm_registry_gc(node->registry, false);
+        *last_gc = now;
+    }
+    if (now - *last_flush >= FM_USAGE_FLUSH_MS) {
+        fm_control_flush_usage(&node->control);
+        *last_flush = fm_mono_ms();
+    }
+}
+
 static void *ctl_main(void *arg) {
     fm_node *node = arg;
-    int64_t last_flush = fm_mono_ms();
+    int64_t last_flush = fm_mono_ms(), last_gc = last_flush;
     pthread_mutex_lock(&node->ctl_mu);
     for (;;) {
         while (!node->ctl_head && !node->ctl_stop) {
@@ -926,11 +950,7 @@ static void *ctl_main(void *arg) {
             ts.tv_sec += 1;
             if (pthread_cond_timedwait(&node->ctl_cv, &node->ctl_mu, &ts) == ETIMEDOUT) {
                 pthread_mutex_unlock(&node->ctl_mu);
-                fm_registry_gc(node->registry, false);
-                if (fm_mono_ms() - last_flush >= FM_USAGE_FLUSH_MS) {
-                    fm_control_flush_usage(&node->control);
-                    last_flush = fm_mono_ms();
-                }
+                ctl_housekeeping(node, &last_gc, &last_flush);
                 pthread_mutex_lock(&node->ctl_mu);
             }
         }
@@ -941,6 +961,7 @@ static void *ctl_main(void *arg) {
         pthread_mutex_unlock(&node->ctl_mu);
         ctl_run(node, c);
         h2o_multithread_send_message(&c->io->ctl_replies, &c->msg);
+        ctl_housekeeping(node, &last_gc, &last_flush); /* steady requests must not starve it */
         pthread_mutex_lock(&node->ctl_mu);
     }
     pthread_mutex_unlock(&node->ctl_mu);
@@ -1028,7 +1049,9 @@ static void stats_one(fm_fnstat *s, void *ud) {
     fm_version *v = fm_registry_acquire(sc->node->registry, s->deployment, strlen(s->deployment));
     const fm_function *f = v ? fm_version_find(v, s->function, strlen(s->function)) : NULL;
     json_t *o = json_pack("{s:s, s:s, s:s, s:b}", "deployment", s->deployment, "function",
-                          s->function, "runtime", s->runtime, "active", f != NULL);
+                          s->function, "runtime",
+                          atomic_load_explicit(&s->runtime, memory_order_acquire), "active",
+                          f != NULL);
     if (f) json_object_set_new(o, "version", json_stringn(v->id, 12));
     fm_version_release(v);
     if (sc->w1) json_object_set_new(o, "1m", fm_fnstat_window(s, 4, sc->now));
@@ -1277,7 +1300,8 @@ static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     for (int k = 0; k < 3; k++) {
         fm_metrics_header(&b, wfam[k]);
         for (size_t i = 0; i < nws; i++) {
-            uint64_t val = k == 0 ? ws[i].started - ws[i].exited : k == 1 ? ws[i].started : ws[i].died;
+            uint64_t live = ws[i].started > ws[i].exited ? ws[i].started - ws[i].exited : 0;
+            uint64_t val = k == 0 ? live : k == 1 ? ws[i].started : ws[i].died;
             fm_metrics_printf(&b, "%s{runtime=\"%s\"} %llu\n", wfam[k], ws[i].runtime,
                               (unsigned long long)val);
         }

@@ -33,7 +33,7 @@ fm_fnstat *fm_fnstat_get(const char *deployment, const char *function, const cha
         else atomic_store_explicit(&table_head, s, memory_order_release);
         table_tail = s;
     }
-    snprintf(s->runtime, sizeof(s->runtime), "%s", runtime ? runtime : "");
+    atomic_store_explicit(&s->runtime, runtime ? runtime : "", memory_order_release);
     pthread_mutex_unlock(&table_mu);
     return s;
 }

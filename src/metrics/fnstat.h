@@ -53,7 +53,7 @@ typedef struct fm_usage {
 
 typedef struct fm_fnstat {
     char *deployment, *function; /* owned */
-    char runtime[16];            /* runtime of the last version recorded */
+    _Atomic(const char *) runtime; /* of the last version recorded (a static name) */
     _Atomic(fm_win_slot *) slots; /* [FM_WIN_SLOTS], allocated at the first call */
     atomic_flag rotating;         /* held while one thread clears a stale slot */
     _Atomic int64_t first_us;     /* monotonic time of the first call recorded */
@@ -75,7 +75,8 @@ typedef struct fm_call_sample {
 
 /* The entry of (deployment, function), created if needed. Any thread (takes
  * the table's mutex: call once per function version, not per call). Never
- * NULL: entries outlive every caller. `runtime` is copied. */
+ * NULL: entries outlive every caller. `runtime` must live as long as the
+ * process (a runtime's name). */
 fm_fnstat *fm_fnstat_get(const char *deployment, const char *function, const char *runtime);
 
 /* Records one finished call. Any thread; lock-free. */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@ struct wp_worker {
     int depth;         /* calls sent and not answered */
     uint32_t busy_id, next_id;
     int64_t interrupted_at;
+    uint64_t cpu_us;          /* the worker's CPU time at its last report ('U', 'R', 'F') */
     struct wp_mesh_req *mesh; /* calls made by the running function */
 };
 
@@ -114,15 +116,21 @@ size_t fm_wpool_stats(fm_wpool_stat *out, size_t max) {
     for (int i = 0; i < MAX_KINDS && n < max; i++) {
         const char *rt = atomic_load(&kind_stats[i].runtime);
         if (!rt) break;
-        out[n++] = (fm_wpool_stat){rt, atomic_load(&kind_stats[i].started),
-                                   atomic_load(&kind_stats[i].exited),
-                                   atomic_load(&kind_stats[i].died)};
+        /* exits first: a worker that starts and exits meanwhile is then in both */
+        uint64_t exited = atomic_load(&kind_stats[i].exited);
+        uint64_t died = atomic_load(&kind_stats[i].died);
+        uint64_t started = atomic_load(&kind_stats[i].started);
+        out[n++] = (fm_wpool_stat){rt, started, exited, died};
     }
     return n;
 }
 
 /* Starts a worker process and loads the deployment; fills exports_json
  * (owned) with the worker's list of exports. */
+static uint64_t get_u64(const unsigned char *p) {
+    return (uint64_t)fm_get_u32(p) | (uint64_t)fm_get_u32(p + 4) << 32;
+}
+
 static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     wp_inst *in = w->in;
     int sv[2];
@@ -160,7 +168,17 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     int type = fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0) == 0
                    ? fm_py_recv(w->fd, INIT_TIMEOUT_MS, &payload, &plen)
                    : -1;
-    fm_py_frame_release(); /* executor threads read frames only here */
+    if (type == 'E') { /* then 'U': the start-up CPU, not billed to the first call */
+        char *u = NULL;
+        size_t ulen = 0;
+        if (fm_py_recv(w->fd, INIT_TIMEOUT_MS, &u, &ulen) == 'U' && ulen >= 8)
+            w->cpu_us = get_u64((const unsigned char *)u);
+        else
+            type = -1;
+        free(u);
+    }
+    fm_py_frame_release(); /* executor threads read frames only here (nothing is read ahead:
+                              the worker sends nothing more before its first call) */
     fm_status st = FM_OK;
     if (type == 'E') {
         *exports_json = payload;
@@ -190,8 +208,10 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     return FM_OK;
 }
 
-/* Closes the worker's process (if any) and reaps it; returns its wait status. */
-static int reap(wp_worker *w, bool force) {
+
+/* Ends the process; returns its wait status, and its total CPU time in
+ * *cpu_us when cpu_us is non-NULL. */
+static int reap_usage(wp_worker *w, bool force, uint64_t *cpu_us) {
     int status = 0;
     if (w->watch) fm_exec_watch_del(w->watch);
     w->watch = NULL;
@@ -199,14 +219,22 @@ static int reap(wp_worker *w, bool force) {
     w->fd = -1;
     if (w->pid > 0) {
         if (force) kill(w->pid, SIGKILL);
-        while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR) {
+        struct rusage ru;
+        while (wait4(w->pid, &status, 0, &ru) < 0 && errno == EINTR) {
         }
+        if (cpu_us)
+            *cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec +
+                      (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
         atomic_fetch_add_explicit(&kind_stats[kind_slot(w->in->kind)].exited, 1,
                                   memory_order_relaxed);
     }
     w->pid = 0;
     w->rlen = 0;
     return status;
+}
+
+static int reap(wp_worker *w, bool force) {
+    return reap_usage(w, force, NULL);
 }
 
 
@@ -257,8 +285,14 @@ static void start_next(wp_inst *in);
 static void worker_died(wp_worker *w) {
     atomic_fetch_add_explicit(&kind_stats[kind_slot(w->in->kind)].died, 1, memory_order_relaxed);
     int64_t interrupted = w->interrupted_at;
-    int status = reap(w, true);
+    uint64_t cpu = 0;
+    int status = reap_usage(w, true, &cpu);
     fm_job *job = w->busy ? pop_busy(w) : NULL;
+    if (job) { /* it never answered: bill what the process used since its last report */
+        job->cpu_us = cpu > w->cpu_us ? cpu - w->cpu_us : 0;
+        job->cpu_measured = true;
+    }
+    w->cpu_us = 0;
     /* calls pipelined behind the one that died never ran: send them again */
     if (w->busy) {
         wp_inst *in = w->in;
@@ -453,13 +487,15 @@ static void on_readable(uint32_t events, void *ud) {
             log_line(w, p, plen);
         } else if (type == 'M' && w->busy) {
             mesh_request(w, p, plen);
-        } else if ((type == 'R' || type == 'F') && plen >= 12 && w->busy &&
+        } else if ((type == 'R' || type == 'F') && plen >= 16 && w->busy &&
                    fm_get_u32((const unsigned char *)p) == w->busy_id) {
             fm_job *job = w->busy;
-            job->cpu_us = fm_get_u32((const unsigned char *)p + 4);
+            uint64_t cpu = get_u64((const unsigned char *)p + 4);
+            job->cpu_us = cpu > w->cpu_us ? cpu - w->cpu_us : 0;
             job->cpu_measured = true;
-            job->peak_memory = (uint64_t)fm_get_u32((const unsigned char *)p + 8) * 1024;
-            finish_busy(w, type, p + 12, plen - 12);
+            w->cpu_us = cpu;
+            job->peak_memory = (uint64_t)fm_get_u32((const unsigned char *)p + 12) * 1024;
+            finish_busy(w, type, p + 16, plen - 16);
         }
         if (w->fd < 0) return; /* died while handling (e.g. send failed) */
     }

@@ -635,10 +635,23 @@ class FidelityTest(FnTestCase):
                                              "Accept": "application/octet-stream"})
             self.assertEqual((st, h.get("content-type"), body),
                              (200, "application/octet-stream", data), lang)
-        for bad in (b'[{"$bytes": "!!!!"}]', b'[{"$bytes": "QUJD="}]', b'[{"$bytes": "QQ"}]'):
+        for bad in (b'[{"$bytes": "!!!!"}]', b'[{"$bytes": "QUJD="}]', b'[{"$bytes": "QQ"}]',
+                    b'[{"\\u0024bytes": "!!!!"}]', b'[{"\\u0024byt\\u0065s": "=="}]'):
             st, body = self.post("/fn/fid/echo_js", bad)
             e = self.assert_clean_error(st, body, repr(bad), statuses=(400,))
             self.assertIn("base64", e["message"])
+        st, _, body = self.node.request("GET", "/fn/fid/echo_js?v=%7B%22%24bytes%22%3A%22%3D%3D%22%7D")
+        e = self.assert_clean_error(st, json.loads(body), "query", statuses=(400,))
+        self.assertIn("base64", e["message"])
+        # a raw bytes answer names its span like every answer of a function
+        st, h, _ = self.node.request("POST", "/fn/fid/echo_c", b"\x00\x01",
+                                     {"Content-Type": "application/octet-stream",
+                                      "Accept": "application/octet-stream"})
+        self.assertEqual(st, 200)
+        self.assertRegex(h.get("traceparent", ""), r"^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$")
+        # a malformed bytes value made inside the mesh is an ordinary map for C
+        st, body = self.post("/fn/fid/kinds_c", b'[{"$bytes": 5}]')
+        self.assertEqual((st, body[0]), (200, 0), body)
         st, _, body = self.node.rpc({"jsonrpc": "2.0", "method": "fid.echo_py",
                                      "params": [{"$bytes": "%%"}], "id": 1})
         self.assertEqual(body["error"]["code"], -32602, body)

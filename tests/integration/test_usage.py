@@ -31,6 +31,10 @@ def pynap(ms):
     time.sleep(ms / 1000)
     return ms
 
+def pyforever():
+    while True:
+        pass
+
 def pybig(mb):
     block = bytearray(mb * 1024 * 1024)
     for i in range(0, len(block), 4096):
@@ -59,6 +63,12 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+FM_EXPORT(cforever) {
+    volatile uint64_t n = 0;
+    for (;;) n++;
+    return NULL;
+}
+
 FM_EXPORT(cspin, "ms") {
     int64_t ms = fm_get_int(fm_arg(ctx, 0));
     double end = now_ms() + (double)ms;
@@ -74,7 +84,9 @@ class UsageTest(FnTestCase):
     def setUpClass(cls):
         cls.node = cls.class_node()
         cls.must_deploy(cls.node, "use", {"index.js": JS, "work.py": PY, "big.lua": LUA,
-                                          "spin.c": C})
+                                          "spin.c": C, "fnmesh.json": json.dumps({"functions": {
+                                              "cforever": {"timeout_ms": 400},
+                                              "pyforever": {"timeout_ms": 400}}})})
         cls.must_deploy(cls.node, "other", {"index.js": "export const one = () => 1;"})
 
     def usage(self, query="", want=200):
@@ -103,6 +115,20 @@ class UsageTest(FnTestCase):
             r = self.row(body, nap)
             self.assertGreaterEqual(r["wall_us"], 290000, r)
             self.assertLess(r["cpu_us"], 60000, (nap, r))  # asleep: next to no CPU
+
+    def test_cpu_of_calls_stopped_at_their_deadline(self):
+        """A C worker killed at the deadline and a Python worker interrupted
+        there never answer normally: their CPU comes from the process's own
+        accounting."""
+        for fn in ("cforever", "pyforever"):
+            self.assertEqual(self.node.call("use", fn)[0], 504)
+        body = self.usage("?deployment=use")
+        for fn in ("cforever", "pyforever"):
+            r = self.row(body, fn)
+            self.assertEqual(r["errors"], r["invocations"])
+            self.assertGreater(r["cpu_us"], 200000, (fn, r))  # it spun ~400 ms
+            self.assertLess(r["cpu_us"], 3000000, (fn, r))
+        self.assertEqual(self.node.call("use", "cspin", 10), (200, 10))  # a new worker serves
 
     def test_bytes_are_exact(self):
         before = self.usage("?deployment=use")
@@ -183,8 +209,12 @@ class UsagePersistenceTest(FnTestCase):
         self.assertEqual(self.totals(node)["p"]["invocations"], 7)
         for i in range(3):
             node.call("p", "f", i)
-        # the periodic flush (every 5 s) makes it durable without a query
-        time.sleep(6.5)
+        # the periodic flush (every 5 s) makes it durable without a query, also
+        # while other control-plane requests keep the control thread busy
+        until = time.monotonic() + 6.5
+        while time.monotonic() < until:
+            self.assertEqual(node.get("/system/v1/deployments")[0], 200)
+            time.sleep(0.2)
         node.restart(signal.SIGKILL)
         t = self.totals(node)["p"]
         self.assertEqual(t["invocations"], 10)

@@ -124,7 +124,7 @@ static void test_entries_are_shared_by_name(void **state) {
     fm_fnstat *c = fm_fnstat_get("dep", "other", "js");
     assert_ptr_equal(a, b);
     assert_ptr_not_equal(a, c);
-    assert_string_equal(a->runtime, "python");
+    assert_string_equal(atomic_load(&a->runtime), "python");
 }
 
 static void test_deltas_taken_once_and_put_back(void **state) {

@@ -67,7 +67,7 @@ static int api_type(const fm_val *v) {
     case JSON_REAL: return FM_DOUBLE;
     case JSON_STRING: return FM_STRING;
     case JSON_ARRAY: return FM_ARRAY;
-    case JSON_OBJECT: return fm_json_is_bytes(J(v)) ? FM_BYTES : FM_MAP;
+    case JSON_OBJECT: return fm_json_bytes_len(J(v)) != SIZE_MAX ? FM_BYTES : FM_MAP;
     default: return FM_NULL;
     }
 }
@@ -102,13 +102,8 @@ static const char *api_get_string(const fm_val *v, size_t *len) {
 
 static size_t api_len(const fm_val *v) {
     if (!v) return 0;
-    if (fm_json_is_bytes(J(v))) { /* decoded length, from the base64 text */
-        const json_t *s = json_object_get(J(v), FM_BYTES_KEY);
-        size_t n = json_string_length(s);
-        const char *t = json_string_value(s);
-        size_t pad = n >= 1 && t[n - 1] == '=' ? (n >= 2 && t[n - 2] == '=' ? 2 : 1) : 0;
-        return n / 4 * 3 - pad;
-    }
+    size_t bytes = fm_json_bytes_len(J(v)); /* a bytes value: its decoded length */
+    if (bytes != SIZE_MAX) return bytes;
     if (json_is_array(J(v))) return json_array_size(J(v));
     if (json_is_object(J(v))) return json_object_size(J(v));
     if (json_is_string(J(v))) return json_string_length(J(v));
@@ -455,7 +450,7 @@ int fm_c_worker_main(void) {
     char *ej = json_dumps(exports, JSON_COMPACT);
     json_decref(exports);
     fm_py_send(sock, 'E', ej, strlen(ej), NULL, 0);
-    fm_worker_ready();
+    fm_worker_ready(sock);
     free(ej);
     for (;;) {
         char *req = NULL;

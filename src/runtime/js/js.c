@@ -649,6 +649,25 @@ static JSValueRef error_pair(JSContextRef ctx, fm_status st, const char *msg) {
     return JSObjectMakeArray(ctx, 2, parts, NULL);
 }
 
+/* Ends the open span `id` of a direct call (its promise settled, or could
+ * not be followed): records it, with the error when !ok. */
+static void end_open_span(js_thread *ts, uint64_t id, bool ok, const char *msg, const char *code) {
+    js_span **pp = &ts->spans;
+    while (*pp && (*pp)->id != id) pp = &(*pp)->next;
+    js_span *s = *pp;
+    if (!s) return;
+    *pp = s->next;
+    ts->nspans--;
+    s->span.end_ns = fm_trace_wall_ns(fm_mono_us());
+    if (!ok) {
+        s->span.error = true;
+        s->span.outcome = (uint8_t)fm_metrics_outcome(fm_mesh_status(code));
+        fm_trace_copy(s->span.message, sizeof(s->span.message), msg ? msg : "error");
+    }
+    fm_trace_record(&s->span);
+    free(s);
+}
+
 /* The fast path of a mesh call whose callee is JavaScript: both instances
  * live on this thread in the same context group, so the callee is called
  * directly, inside the caller's VM entry and deadline. Arguments and result
@@ -728,9 +747,13 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
             a[2] = JSValueMakeUndefined(ctx);
         }
         JSValueRef aexc = NULL;
-        if (caller->adopt_fn &&
-            JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 4, a, &aexc) == NULL && aexc)
-            JSObjectCallAsFunction(ctx, reject, NULL, 1, &aexc, NULL); /* e.g. too deep to copy */
+        bool adopted = caller->adopt_fn &&
+                       JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 4, a, &aexc) != NULL;
+        if (!adopted) { /* e.g. too deep to copy: the call fails, and so does its span */
+            if (span) end_open_span(ts, (uint64_t)span, false, "the result cannot be passed on",
+                                    "function_error");
+            if (aexc) JSObjectCallAsFunction(ctx, reject, NULL, 1, &aexc, NULL);
+        }
         return;
     }
     /* the callee threw (or ran out of time): reject in the caller's realm */
@@ -927,24 +950,12 @@ static JSValueRef native_span_end(JSContextRef ctx, JSObjectRef f, JSObjectRef s
     js_thread *ts = tls_ts;
     if (argc < 2) return JSValueMakeUndefined(ctx);
     uint64_t id = (uint64_t)JSValueToNumber(ctx, argv[0], NULL);
-    js_span **pp = &ts->spans;
-    while (*pp && (*pp)->id != id) pp = &(*pp)->next;
-    js_span *s = *pp;
-    if (!s) return JSValueMakeUndefined(ctx);
-    *pp = s->next;
-    ts->nspans--;
-    s->span.end_ns = fm_trace_wall_ns(fm_mono_us());
-    if (!JSValueToBoolean(ctx, argv[1])) {
-        char *msg = argc > 2 ? js_value_cstr(ctx, argv[2]) : NULL;
-        char *code = argc > 3 ? js_value_cstr(ctx, argv[3]) : NULL;
-        s->span.error = true;
-        s->span.outcome = (uint8_t)fm_metrics_outcome(fm_mesh_status(code));
-        fm_trace_copy(s->span.message, sizeof(s->span.message), msg ? msg : "error");
-        free(msg);
-        free(code);
-    }
-    fm_trace_record(&s->span);
-    free(s);
+    bool ok = JSValueToBoolean(ctx, argv[1]);
+    char *msg = !ok && argc > 2 ? js_value_cstr(ctx, argv[2]) : NULL;
+    char *code = !ok && argc > 3 ? js_value_cstr(ctx, argv[3]) : NULL;
+    end_open_span(ts, id, ok, msg, code);
+    free(msg);
+    free(code);
     return JSValueMakeUndefined(ctx);
 }
 

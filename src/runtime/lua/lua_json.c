@@ -323,8 +323,8 @@ static json_t *conv_value(conv *c, int idx, int depth) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
         if (!spend(c, len)) return NULL;
-        if (!fm_utf8_valid(s, len)) return fm_json_bytes(s, len); /* binary: bytes */
-        return fm_json_strn(s, len);
+        json_t *str = json_stringn(s, len); /* NULL when not valid UTF-8 */
+        return str ? str : fm_json_bytes(s, len); /* binary: bytes */
     }
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == FM_LUA_NULL) return json_null();

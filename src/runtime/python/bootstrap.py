@@ -89,7 +89,10 @@ def _bytes_default(o):
 
 def _bytes_hook(d):
     if len(d) == 1 and isinstance(d.get("$bytes"), str):
-        return base64.b64decode(d["$bytes"], validate=True)
+        try:
+            return base64.b64decode(d["$bytes"], validate=True)
+        except ValueError:  # malformed: an ordinary dict, as in the other languages
+            pass
     return d
 
 

@@ -176,31 +176,32 @@ void fm_worker_limit_memory(void) {
 #endif
 }
 
-/* CPU of the worker at its previous reply (or when it became ready): the
- * worker does nothing between calls but wait for the next one, so the
- * difference is the call's share. */
-static uint64_t last_cpu_us;
-
+/* The worker's CPU time since it started (user + system, µs). */
 static uint64_t worker_usage(uint64_t *rss_kb) {
     struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0) return last_cpu_us;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     *rss_kb = (uint64_t)ru.ru_maxrss;
     return (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec +
            (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
 }
 
-void fm_worker_ready(void) {
+static void put_u64(unsigned char *p, uint64_t v) {
+    fm_put_u32(p, (uint32_t)v);
+    fm_put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+int fm_worker_ready(int fd) {
     uint64_t rss = 0;
-    last_cpu_us = worker_usage(&rss);
+    unsigned char cpu[8];
+    put_u64(cpu, worker_usage(&rss));
+    return fm_py_send(fd, 'U', cpu, sizeof(cpu), NULL, 0);
 }
 
 int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *text, size_t len) {
     uint64_t rss_kb = 0, cpu = worker_usage(&rss_kb);
-    uint64_t d = cpu - last_cpu_us;
-    last_cpu_us = cpu;
-    unsigned char head[12];
+    unsigned char head[16];
     memcpy(head, id, 4);
-    fm_put_u32(head + 4, d > UINT32_MAX ? UINT32_MAX : (uint32_t)d);
-    fm_put_u32(head + 8, rss_kb > UINT32_MAX ? UINT32_MAX : (uint32_t)rss_kb);
+    put_u64(head + 4, cpu);
+    fm_put_u32(head + 12, rss_kb > UINT32_MAX ? UINT32_MAX : (uint32_t)rss_kb);
     return fm_py_send(fd, type, head, sizeof(head), text, len);
 }

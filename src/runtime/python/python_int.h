@@ -5,10 +5,13 @@
  * follows), u8 type, payload. Node to worker: 'I' init (payload: the
  * artifact), 'C' call (u32 id, JSON {"i": export index, "a": [args],
  * "h": [indices of arguments not given]}). Worker to node: 'E' exports (JSON
- * [{name, file, params}]), 'X' init failed (JSON {message, stack}), 'R'
- * result (u32 id, u32 CPU µs of the call, u32 peak RSS KiB of the worker,
- * JSON of the value), 'F' failed (u32 id, u32 CPU µs, u32 peak RSS KiB,
- * JSON {message, name, stack}), 'L' log (u8 level, text).
+ * [{name, file, params}]), 'X' init failed (JSON {message, stack}), 'U' ready
+ * (u64 CPU µs the worker has used since it started: its start-up), 'R'
+ * result (u32 id, u64 CPU µs used since start, u32 peak RSS KiB, JSON of
+ * the value), 'F' failed (u32 id, u64 CPU µs, u32 peak RSS KiB, JSON
+ * {message, name, stack}), 'L' log (u8 level, text). A call's CPU is the
+ * difference from the previous figure (the worker does nothing else); a
+ * worker killed in a call is billed from its exit accounting (wait4).
  *
  * Artifact: "FMPY1\n", u32 number of entries, each (u32 len, path), u32
  * number of files, each (u32 len, path, u32 len, bytes). */
@@ -56,12 +59,12 @@ int fm_py_recv_only(int fd, char want, char **payload, size_t *len);
 void fm_worker_limit_memory(void);
 
 /* Worker side: sends the 'R' or 'F' frame of call `id` with the usage
- * header (the worker's CPU time since its previous reply, its peak RSS).
- * One getrusage per call. Returns 0 or -1. */
+ * header (the worker's CPU time so far, its peak RSS). One getrusage per
+ * call. Returns 0 or -1. */
 int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *text, size_t len);
-/* Worker side: start of the CPU accounting, once initialised (start-up
- * CPU is not billed to the first call). */
-void fm_worker_ready(void);
+/* Worker side: the 'U' frame, right after 'E' (start-up CPU is not billed
+ * to the first call). Returns 0 or -1. */
+int fm_worker_ready(int fd);
 
 /* Frees this thread's read-ahead buffer (it is kept between frames). */
 void fm_py_frame_release(void);

@@ -197,7 +197,7 @@ int fm_python_worker_main(void) {
     }
     const char *ej = PyUnicode_AsUTF8(exports);
     fm_py_send(sock, 'E', ej, strlen(ej), NULL, 0);
-    fm_worker_ready();
+    fm_worker_ready(sock);
     Py_DECREF(exports);
 
     PyObject *call = PyObject_GetAttrString(boot, "call");
