@@ -41,56 +41,111 @@ void fm_rfc3339(int64_t wall_ms, char *buf, size_t size) {
     strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-bool fm_parse_time(const char *s, int64_t now_ms, int64_t *out_ms) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    long long n = strtoll(s, &end, 10);
-    if (end != s && errno == 0 && n >= 0) {
-        static const struct {
-            char unit;
-            int64_t ms;
-        } units[] = {{'s', 1000}, {'m', 60000}, {'h', 3600000}, {'d', 86400000}};
-        if (*end == '\0') {
-            if (n > INT64_MAX / 1000) return false;
-            *out_ms = (int64_t)n * 1000;
-            return true;
-        }
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-            if (end[0] == units[i].unit && end[1] == '\0' && n <= INT64_MAX / units[i].ms) {
-                *out_ms = now_ms - (int64_t)n * units[i].ms;
-                return true;
-            }
+static bool digits(const char **p, const char *end, int n, int *v) {
+    *v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (*p >= end || **p < '0' || **p > '9') return false;
+        *v = *v * 10 + (**p - '0');
     }
-    struct tm tm = {0};
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p) return false;
-    int64_t ms = 0;
-    if (*p == '.') {
-        int64_t scale = 100;
-        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10) ms += (*p - '0') * scale;
-    }
-    int64_t off = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-        int hh = atoi(p + 1), mm = atoi(p + 4);
-        off = (*p == '+' ? 1 : -1) * ((int64_t)hh * 3600 + mm * 60) * 1000;
-        p += 6;
-    } else {
-        return false;
-    }
-    if (*p) return false;
-    *out_ms = (int64_t)timegm(&tm) * 1000 + ms - off;
     return true;
 }
 
-void fm_hex(const unsigned char *in, size_t len, char *out) {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
+static bool lit(const char **p, const char *end, const char *set) {
+    if (*p >= end || !strchr(set, **p)) return false;
+    (*p)++;
+    return true;
+}
+
+bool fm_parse_rfc3339(const char *s, size_t len, int64_t *ms) {
+    const char *p = s, *end = s + len;
+    int Y, M, D, h, m, sec;
+    if (!digits(&p, end, 4, &Y) || !lit(&p, end, "-") || !digits(&p, end, 2, &M) ||
+        !lit(&p, end, "-") || !digits(&p, end, 2, &D) || !lit(&p, end, "Tt ") ||
+        !digits(&p, end, 2, &h) || !lit(&p, end, ":") || !digits(&p, end, 2, &m) ||
+        !lit(&p, end, ":") || !digits(&p, end, 2, &sec))
+        return false;
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return false;
+    int frac_ms = 0;
+    if (p < end && *p == '.') {
+        p++;
+        int nd = 0;
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (nd < 3) frac_ms = frac_ms * 10 + (*p - '0');
+            nd++, p++;
+        }
+        if (nd == 0) return false;
+        for (; nd < 3; nd++)
+            frac_ms *= 10;
     }
+    int offset_min = 0;
+    if (lit(&p, end, "Zz")) {
+    } else if (p < end && (*p == '+' || *p == '-')) {
+        int sign = *p++ == '-' ? -1 : 1, oh, om;
+        if (!digits(&p, end, 2, &oh) || !lit(&p, end, ":") || !digits(&p, end, 2, &om))
+            return false;
+        offset_min = sign * (oh * 60 + om);
+    } else {
+        return false;
+    }
+    if (p != end) return false;
+    struct tm tm = {.tm_year = Y - 1900,
+                    .tm_mon = M - 1,
+                    .tm_mday = D,
+                    .tm_hour = h,
+                    .tm_min = m,
+                    .tm_sec = sec};
+    time_t t = timegm(&tm);
+    *ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    return true;
+}
+
+bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *out_ms) {
+    size_t nd = 0;
+    uint64_t v = 0;
+    while (nd < len && s[nd] >= '0' && s[nd] <= '9') {
+        if (v > (UINT64_MAX - 9) / 10) return false;
+        v = v * 10 + (uint64_t)(s[nd] - '0');
+        nd++;
+    }
+    if (nd == 0 || nd == len) return false;
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        size_t ul = strlen(units[i].unit);
+        if (len - nd == ul && memcmp(s + nd, units[i].unit, ul) == 0) {
+            if (v > (uint64_t)(INT64_MAX / units[i].ms)) return false;
+            int64_t back = (int64_t)v * units[i].ms;
+            *out_ms = back >= now_ms ? 0 : now_ms - back;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool fm_parse_time(const char *s, int64_t now_ms, int64_t *out_ms) {
+    if (!s || !*s) return false;
+    size_t len = strlen(s), nd = 0;
+    while (nd < len && s[nd] >= '0' && s[nd] <= '9') nd++;
+    if (nd == len) { /* unix seconds */
+        if (len > 15) return false;
+        *out_ms = strtoll(s, NULL, 10) * 1000;
+        return true;
+    }
+    return fm_parse_duration_ago(s, len, now_ms, out_ms) || fm_parse_rfc3339(s, len, out_ms);
+}
+
+/* "00" .. "ff": two digits per byte in one load (every response formats 25 bytes) */
+static const char hex_pairs[513] =
+#define H4(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7" #x "8" #x "9" #x "a" #x "b" \
+              #x "c" #x "d" #x "e" #x "f"
+    H4(0) H4(1) H4(2) H4(3) H4(4) H4(5) H4(6) H4(7) H4(8) H4(9) H4(a) H4(b) H4(c) H4(d) H4(e)
+        H4(f);
+#undef H4
+
+void fm_hex(const unsigned char *in, size_t len, char *out) {
+    for (size_t i = 0; i < len; i++) memcpy(out + 2 * i, hex_pairs + 2 * in[i], 2);
     out[2 * len] = '\0';
 }
 

@@ -21,9 +21,12 @@ void fm_rfc3339(int64_t wall_ms, char *buf, size_t size);
 
 /* Parses a point in time into wall ms: unix seconds ("1764615600"), RFC 3339
  * ("2026-12-01T19:00:00Z", fraction and +hh:mm offsets allowed) or a
- * duration back from now_ms ("90s", "15m", "2h", "7d"). Returns false when
- * the text is none of these. */
+ * duration back from now_ms ("500ms", "90s", "15m", "2h", "7d"). Returns
+ * false when the text is none of these. */
 bool fm_parse_time(const char *s, int64_t now_ms, int64_t *out_ms);
+/* The two non-numeric forms alone (s need not be NUL-terminated). */
+bool fm_parse_rfc3339(const char *s, size_t len, int64_t *ms);
+bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *ms);
 
 /* Lowercase hex of `len` bytes into out (2*len+1 bytes). */
 void fm_hex(const unsigned char *in, size_t len, char *out);

@@ -1115,7 +1115,7 @@ static void handle_traces(h2o_req_t *req, const reqinfo *ri, const fm_route *rt)
         json_t *doc = fm_trace_json(id);
         if (!doc) {
             char hex[33];
-            fm_trace_hex(id, 16, hex);
+            fm_hex(id, 16, hex);
             send_status(req, ri, FM_NOT_FOUND,
                         "no span of trace %s on this node (it keeps the last %d spans)", hex,
                         FM_TRACE_RING_SPANS);
@@ -1126,28 +1126,16 @@ static void handle_traces(h2o_req_t *req, const reqinfo *ri, const fm_route *rt)
         return;
     }
     long limit = FM_TRACES_LIMIT_DEFAULT;
-    if (req->query_at != SIZE_MAX) {
-        const char *q = req->path.base + req->query_at + 1;
-        const char *end = req->path.base + req->path.len;
-        while (q < end) {
-            const char *amp = memchr(q, '&', (size_t)(end - q));
-            const char *e = amp ? amp : end;
-            if (e - q >= 6 && memcmp(q, "limit=", 6) == 0) {
-                char num[16];
-                size_t l = (size_t)(e - q - 6);
-                char *stop = NULL;
-                if (l < sizeof(num)) {
-                    memcpy(num, q + 6, l);
-                    num[l] = '\0';
-                    limit = strtol(num, &stop, 10);
-                }
-                if (l >= sizeof(num) || *stop || limit < 1 || limit > FM_TRACES_LIMIT_MAX) {
-                    send_status(req, ri, FM_BAD_REQUEST, "limit wants a number 1-%d",
-                                FM_TRACES_LIMIT_MAX);
-                    return;
-                }
-            }
-            q = e + 1;
+    const char *q = req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : NULL;
+    char *ls = fm_query_get(q, q ? req->path.len - req->query_at - 1 : 0, "limit");
+    if (ls) {
+        char *stop = NULL;
+        limit = strtol(ls, &stop, 10);
+        bool bad = !*ls || *stop || limit < 1 || limit > FM_TRACES_LIMIT_MAX;
+        free(ls);
+        if (bad) {
+            send_status(req, ri, FM_BAD_REQUEST, "limit wants a number 1-%d", FM_TRACES_LIMIT_MAX);
+            return;
         }
     }
     json_t *doc = fm_trace_list_json((size_t)limit);

@@ -84,13 +84,6 @@ void fm_win_bucket_range(int b, uint64_t *low, uint64_t *high) {
     *high = *low + ((uint64_t)1 << (e - 3));
 }
 
-static void max_u64(atomic_uint_fast64_t *a, uint64_t v) {
-    uint_fast64_t cur = atomic_load_explicit(a, memory_order_relaxed);
-    while (v > cur &&
-           !atomic_compare_exchange_weak_explicit(a, &cur, v, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-    }
-}
 
 /* ---- recording ---- */
 
@@ -134,7 +127,7 @@ void fm_fnstat_record(fm_fnstat *s, const fm_call_sample *c, int64_t now_us) {
     if (c->duration_us >= 0) {
         atomic_fetch_add_explicit(&slot->counts[fm_win_bucket(c->duration_us)], 1,
                                   memory_order_relaxed);
-        max_u64(&slot->max_us, (uint64_t)c->duration_us);
+        fm_atomic_max_u64(&slot->max_us, (uint64_t)c->duration_us);
     }
     if (c->cpu_us) atomic_fetch_add_explicit(&slot->cpu_us, c->cpu_us, memory_order_relaxed);
 
@@ -147,8 +140,8 @@ void fm_fnstat_record(fm_fnstat *s, const fm_call_sample *c, int64_t now_us) {
     if (c->resp_bytes)
         atomic_fetch_add_explicit(&s->resp_bytes, c->resp_bytes, memory_order_relaxed);
     if (c->peak_memory) {
-        max_u64(&s->peak_memory_period, c->peak_memory);
-        max_u64(&s->peak_memory, c->peak_memory);
+        fm_atomic_max_u64(&s->peak_memory_period, c->peak_memory);
+        fm_atomic_max_u64(&s->peak_memory, c->peak_memory);
     }
 }
 
@@ -259,5 +252,5 @@ void fm_fnstat_untake(fm_fnstat *s, const fm_usage *d) {
     s->flushed.cpu_us -= d->cpu_us;
     s->flushed.req_bytes -= d->req_bytes;
     s->flushed.resp_bytes -= d->resp_bytes;
-    max_u64(&s->peak_memory_period, d->peak_memory);
+    fm_atomic_max_u64(&s->peak_memory_period, d->peak_memory);
 }

@@ -162,7 +162,6 @@ uint64_t fm_logs_append(const fm_logs_src *src, fm_log_level level, int64_t wall
 
 void fm_logs_function(const char *deployment, const fm_job *job, fm_log_level level,
                       const char *msg, size_t len) {
-    static const char *names[] = {"debug", "info", "warn", "error"};
     unsigned lv = (unsigned)level & 3;
     fm_logs_src src = {.deployment = deployment};
     char ver[13] = "";
@@ -183,7 +182,7 @@ void fm_logs_function(const char *deployment, const fm_job *job, fm_log_level le
         json_object_set_new(kv, "version", json_string(src.version));
         json_object_set_new(kv, "request_id", json_string(src.request_id));
     }
-    json_object_set_new(kv, "stream", json_string(names[lv]));
+    json_object_set_new(kv, "stream", json_string(fm_log_level_name((fm_log_level)lv)));
     /* the node log keeps its own line limit (fm_log's) and stops at a NUL */
     json_t *m = fm_json_strn(msg, len > 4096 ? 4096 : len);
     fm_log(lv == FM_LOG_DEBUG ? FM_LOG_INFO : (fm_log_level)lv, kv, "%s", json_string_value(m));
@@ -358,63 +357,8 @@ bool fm_logs_parse_level(const char *s, size_t len, fm_log_level *out) {
 }
 
 /* Reads exactly `n` digits at *p into *v. */
-static bool digits(const char **p, const char *end, int n, int *v) {
-    *v = 0;
-    for (int i = 0; i < n; i++, (*p)++) {
-        if (*p >= end || **p < '0' || **p > '9') return false;
-        *v = *v * 10 + (**p - '0');
-    }
-    return true;
-}
 
-static bool lit(const char **p, const char *end, const char *set) {
-    if (*p >= end || !strchr(set, **p)) return false;
-    (*p)++;
-    return true;
-}
 
-static bool parse_rfc3339(const char *s, size_t len, int64_t *ms) {
-    const char *p = s, *end = s + len;
-    int Y, M, D, h, m, sec;
-    if (!digits(&p, end, 4, &Y) || !lit(&p, end, "-") || !digits(&p, end, 2, &M) ||
-        !lit(&p, end, "-") || !digits(&p, end, 2, &D) || !lit(&p, end, "Tt ") ||
-        !digits(&p, end, 2, &h) || !lit(&p, end, ":") || !digits(&p, end, 2, &m) ||
-        !lit(&p, end, ":") || !digits(&p, end, 2, &sec))
-        return false;
-    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return false;
-    int frac_ms = 0;
-    if (p < end && *p == '.') {
-        p++;
-        int nd = 0;
-        while (p < end && *p >= '0' && *p <= '9') {
-            if (nd < 3) frac_ms = frac_ms * 10 + (*p - '0');
-            nd++, p++;
-        }
-        if (nd == 0) return false;
-        for (; nd < 3; nd++)
-            frac_ms *= 10;
-    }
-    int offset_min = 0;
-    if (lit(&p, end, "Zz")) {
-    } else if (p < end && (*p == '+' || *p == '-')) {
-        int sign = *p++ == '-' ? -1 : 1, oh, om;
-        if (!digits(&p, end, 2, &oh) || !lit(&p, end, ":") || !digits(&p, end, 2, &om))
-            return false;
-        offset_min = sign * (oh * 60 + om);
-    } else {
-        return false;
-    }
-    if (p != end) return false;
-    struct tm tm = {.tm_year = Y - 1900,
-                    .tm_mon = M - 1,
-                    .tm_mday = D,
-                    .tm_hour = h,
-                    .tm_min = m,
-                    .tm_sec = sec};
-    time_t t = timegm(&tm);
-    *ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
-    return true;
-}
 
 bool fm_logs_parse_since(const char *s, size_t len, int64_t now_ms, fm_logs_filter *f) {
     if (len == 0 || len > 64) return false;
@@ -431,25 +375,14 @@ bool fm_logs_parse_since(const char *s, size_t len, int64_t now_ms, fm_logs_filt
         f->since_ms = 0;
         return true;
     }
-    if (nd > 0 && nd < len) {
-        static const struct {
-            const char *unit;
-            int64_t ms;
-        } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-            size_t ul = strlen(units[i].unit);
-            if (len - nd == ul && memcmp(s + nd, units[i].unit, ul) == 0) {
-                if (v > (uint64_t)(INT64_MAX / units[i].ms)) return false;
-                int64_t back = (int64_t)v * units[i].ms;
-                f->has_since = true;
-                f->since = 0;
-                f->since_ms = back >= now_ms ? 1 : now_ms - back;
-                return true;
-            }
-        }
-    }
     int64_t ms;
-    if (!parse_rfc3339(s, len, &ms)) return false;
+    if (fm_parse_duration_ago(s, len, now_ms, &ms)) {
+        f->has_since = true;
+        f->since = 0;
+        f->since_ms = ms > 0 ? ms : 1;
+        return true;
+    }
+    if (!fm_parse_rfc3339(s, len, &ms)) return false;
     f->has_since = true;
     f->since = 0;
     f->since_ms = ms > 0 ? ms : 1;

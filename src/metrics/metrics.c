@@ -37,11 +37,7 @@ void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us
 
 void fm_metrics_record_usage(fm_fn_metrics *m, uint64_t cpu_us, uint64_t peak_memory) {
     if (cpu_us) atomic_fetch_add_explicit(&m->cpu_us, cpu_us, memory_order_relaxed);
-    uint_fast64_t cur = atomic_load_explicit(&m->peak_memory, memory_order_relaxed);
-    while (peak_memory > cur &&
-           !atomic_compare_exchange_weak_explicit(&m->peak_memory, &cur, peak_memory,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-    }
+    fm_atomic_max_u64(&m->peak_memory, peak_memory);
 }
 
 void fm_metrics_printf(fm_metrics_buf *b, const char *fmt, ...) {

@@ -99,6 +99,14 @@ const char *fm_metrics_outcome_name(fm_outcome o);
  * own counters stay. Set once at start-up, before any call; read anywhere. */
 extern bool fm_telemetry;
 
+/* *a = max(*a, v), lock-free (relaxed): peaks of memory. */
+static inline void fm_atomic_max_u64(atomic_uint_fast64_t *a, uint64_t v) {
+    uint_fast64_t cur = atomic_load_explicit(a, memory_order_relaxed);
+    while (v > cur && !atomic_compare_exchange_weak_explicit(a, &cur, v, memory_order_relaxed,
+                                                             memory_order_relaxed)) {
+    }
+}
+
 /* Records one finished call (any thread). */
 void fm_metrics_record(fm_fn_metrics *m, fm_outcome outcome, int64_t duration_us, int cold);
 /* CPU and memory of one finished call (any thread). */

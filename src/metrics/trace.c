@@ -65,18 +65,6 @@ void fm_trace_random(uint8_t *out, size_t n) {
     } while (fm_trace_zero(out, n));
 }
 
-/* "00" .. "ff": two digits per byte in one load (every response formats 25 bytes) */
-static const char hex_pairs[513] =
-#define H4(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7" #x "8" #x "9" #x "a" #x "b" \
-              #x "c" #x "d" #x "e" #x "f"
-    H4(0) H4(1) H4(2) H4(3) H4(4) H4(5) H4(6) H4(7) H4(8) H4(9) H4(a) H4(b) H4(c) H4(d) H4(e)
-        H4(f);
-#undef H4
-
-void fm_trace_hex(const uint8_t *id, size_t n, char *out) {
-    for (size_t i = 0; i < n; i++) memcpy(out + 2 * i, hex_pairs + 2 * id[i], 2);
-    out[2 * n] = '\0';
-}
 
 static int hexval(char c, bool lower_only) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -121,11 +109,11 @@ bool fm_trace_parse(const char *s, size_t len, fm_trace_ctx *out) {
 
 void fm_trace_format(const fm_trace_ctx *c, char out[FM_TRACEPARENT_LEN + 1]) {
     out[0] = '0', out[1] = '0', out[2] = '-';
-    fm_trace_hex(c->trace_id, 16, out + 3);
+    fm_hex(c->trace_id, 16, out + 3);
     out[35] = '-';
-    fm_trace_hex(c->span_id, 8, out + 36);
+    fm_hex(c->span_id, 8, out + 36);
     out[52] = '-';
-    fm_trace_hex(&c->flags, 1, out + 53);
+    fm_hex(&c->flags, 1, out + 53);
 }
 
 /* Removes list member [b, e) (and one adjacent comma) from s; returns the new length. */
@@ -401,8 +389,8 @@ static const char *kind_name(int kind) {
 
 json_t *fm_trace_span_json(const fm_span *s) {
     char sid[17], pid[17], name[170], start[48];
-    fm_trace_hex(s->ctx.span_id, 8, sid);
-    fm_trace_hex(s->ctx.parent_span_id, 8, pid);
+    fm_hex(s->ctx.span_id, 8, sid);
+    fm_hex(s->ctx.parent_span_id, 8, pid);
     span_name(s, name, sizeof(name));
     rfc3339_us(s->start_ns, start, sizeof(start));
     json_t *attrs = json_object();
@@ -439,7 +427,7 @@ json_t *fm_trace_json(const uint8_t id[16]) {
     json_t *doc = NULL;
     if (n) {
         char tid[33];
-        fm_trace_hex(id, 16, tid);
+        fm_hex(id, 16, tid);
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
             json_array_append_new(arr, fm_trace_span_json(&spans[i]));
@@ -456,7 +444,7 @@ json_t *fm_trace_list_json(size_t limit) {
         size_t n = fm_trace_ring_recent(node_ring, limit, t);
         for (size_t i = 0; i < n; i++) {
             char tid[33], start[48];
-            fm_trace_hex(t[i].trace_id, 16, tid);
+            fm_hex(t[i].trace_id, 16, tid);
             rfc3339_us(t[i].start_ns, start, sizeof(start));
             json_array_append_new(
                 arr, json_pack("{s:s, s:o, s:s, s:I, s:I, s:b}", "trace_id", tid, "name",
@@ -487,9 +475,9 @@ static json_t *otlp_int(const char *key, int64_t v) {
 
 static json_t *otlp_span(const fm_span *s) {
     char tid[33], sid[17], pid[17], name[170], t0[24], t1[24];
-    fm_trace_hex(s->ctx.trace_id, 16, tid);
-    fm_trace_hex(s->ctx.span_id, 8, sid);
-    fm_trace_hex(s->ctx.parent_span_id, 8, pid);
+    fm_hex(s->ctx.trace_id, 16, tid);
+    fm_hex(s->ctx.span_id, 8, sid);
+    fm_hex(s->ctx.parent_span_id, 8, pid);
     span_name(s, name, sizeof(name));
     snprintf(t0, sizeof(t0), "%lld", (long long)s->start_ns);
     snprintf(t1, sizeof(t1), "%lld", (long long)s->end_ns);
@@ -690,7 +678,7 @@ static void uuid4(char out[37]) {
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
     char h[33];
-    fm_trace_hex(b, 16, h);
+    fm_hex(b, 16, h);
     snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 

@@ -94,8 +94,6 @@ void fm_trace_begin(fm_trace_ctx *out, const fm_trace_ctx *in);
  * parent_span_id = parent's span id, a new random span id. */
 void fm_trace_child(fm_trace_ctx *out, const fm_trace_ctx *parent);
 
-/* Lowercase hex of an id into out (2n+1 bytes). */
-void fm_trace_hex(const uint8_t *id, size_t n, char *out);
 /* Parses exactly 2n hex digits (either case) into id; false if malformed. */
 bool fm_trace_unhex(const char *s, size_t len, uint8_t *id, size_t n);
 

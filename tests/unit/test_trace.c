@@ -14,6 +14,7 @@
 
 #include "fm_test.h"
 #include "gateway/route.h"
+#include "core/util.h"
 #include "metrics/trace.h"
 
 #define TID "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -28,9 +29,9 @@ static void test_parse_valid(void **state) {
     memset(&c, 0xaa, sizeof(c));
     assert_true(parse("00-" TID "-" PID "-01", &c));
     char hex[33];
-    fm_trace_hex(c.trace_id, 16, hex);
+    fm_hex(c.trace_id, 16, hex);
     assert_string_equal(hex, TID);
-    fm_trace_hex(c.parent_span_id, 8, hex);
+    fm_hex(c.parent_span_id, 8, hex);
     assert_string_equal(hex, PID);
     assert_true(fm_trace_zero(c.span_id, 8));
     assert_int_equal(c.flags, 1);
@@ -42,7 +43,7 @@ static void test_parse_valid(void **state) {
     /* higher versions: read as version 00, more fields after a dash allowed */
     assert_true(parse("01-" TID "-" PID "-01", &c));
     assert_true(parse("cc-" TID "-" PID "-01-what-the-future-will-be-like", &c));
-    fm_trace_hex(c.trace_id, 16, hex);
+    fm_hex(c.trace_id, 16, hex);
     assert_string_equal(hex, TID);
 }
 
