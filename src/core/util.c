@@ -99,14 +99,21 @@ bool fm_parse_rfc3339(const char *s, size_t len, int64_t *ms) {
     return true;
 }
 
-bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *out_ms) {
+size_t fm_parse_u64(const char *s, size_t len, uint64_t *out) {
     size_t nd = 0;
     uint64_t v = 0;
     while (nd < len && s[nd] >= '0' && s[nd] <= '9') {
-        if (v > (UINT64_MAX - 9) / 10) return false;
+        if (v > (UINT64_MAX - 9) / 10) return 0;
         v = v * 10 + (uint64_t)(s[nd] - '0');
         nd++;
     }
+    *out = v;
+    return nd;
+}
+
+bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *out_ms) {
+    uint64_t v;
+    size_t nd = fm_parse_u64(s, len, &v);
     if (nd == 0 || nd == len) return false;
     static const struct {
         const char *unit;

@@ -24,6 +24,9 @@ void fm_rfc3339(int64_t wall_ms, char *buf, size_t size);
  * duration back from now_ms ("500ms", "90s", "15m", "2h", "7d"). Returns
  * false when the text is none of these. */
 bool fm_parse_time(const char *s, int64_t now_ms, int64_t *out_ms);
+/* Reads the decimal digits that start s[0..len) into *out; returns how many
+ * there were (0 when none, or when the value overflows 64 bits). */
+size_t fm_parse_u64(const char *s, size_t len, uint64_t *out);
 /* The two non-numeric forms alone (s need not be NUL-terminated). */
 bool fm_parse_rfc3339(const char *s, size_t len, int64_t *ms);
 bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *ms);

@@ -199,16 +199,20 @@ fm_status fm_mesh_status(const char *code) {
 /* ---- CPU accounting of in-process calls ----
  * Reading the thread's CPU clock is a system call (about 0.3 µs here), too
  * dear for every call. Instead each executor thread sums the time it spends
- * working (every job, and the runtimes' timers and promise continuations)
- * and, at most every CPU_SAMPLE_US, reads its CPU clock once: a call's CPU
- * time is its on-thread time times the thread's CPU / working-time ratio
- * over the last sample (at most 1: what preemption took is not billed). */
+ * running in-process code (calls, and the runtimes' timers and promise
+ * continuations) and, at most every CPU_SAMPLE_US, reads its CPU clock
+ * once: a call's CPU time is its on-thread time times the thread's CPU /
+ * working-time ratio over the last sample (at most 1: what preemption took
+ * is not billed). A sample in which the thread also did work that may block
+ * (instantiating, retiring, talking to worker processes, which report their
+ * own CPU) does not update the ratio. */
 #define CPU_SAMPLE_US 20000
 static __thread fm_job *tls_running;     /* the call whose synchronous part runs now */
 static __thread int64_t tls_busy_us;     /* on-thread time of calls since the last sample */
 static __thread int64_t tls_sample_us;   /* monotonic time of the last sample */
 static __thread int64_t tls_sample_cpu;  /* thread CPU ns at the last sample */
 static __thread double tls_cpu_ratio = 1.0;
+static __thread bool tls_sample_tainted; /* the sample holds work that may block */
 
 static int64_t thread_cpu_ns(void) {
     struct timespec ts;
@@ -221,13 +225,14 @@ static void cpu_sample(int64_t now_us) {
      * quiet thread's ratio is not one call's noise */
     if (now_us - tls_sample_us < CPU_SAMPLE_US || (tls_sample_us && tls_busy_us < 1000)) return;
     int64_t cpu = thread_cpu_ns();
-    if (tls_sample_us) {
+    if (tls_sample_us && !tls_sample_tainted) {
         double r = (double)(cpu - tls_sample_cpu) / 1e3 / (double)tls_busy_us;
         tls_cpu_ratio = r < 0.01 ? 0.01 : r > 1 ? 1 : r;
     }
     tls_sample_us = now_us;
     tls_sample_cpu = cpu;
     tls_busy_us = 0;
+    tls_sample_tainted = false;
 }
 
 /* Adds the working time since `since` (monotonic µs) to the sample. */
@@ -236,6 +241,11 @@ static void account_work(int64_t since) {
     int64_t now = fm_mono_us();
     tls_busy_us += now - since;
     cpu_sample(now);
+}
+
+/* Work that may block, with CPU the sample cannot tell apart. */
+static void account_blocking(void) {
+    tls_sample_tainted = true;
 }
 
 static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
@@ -379,13 +389,13 @@ static void run_job(exthread *t, fm_job *job) {
             tls_running = NULL;
         }
         if (fm_telemetry) {
+            if (rt->out_of_process) account_blocking();
             tls_busy_us += now - started;
             cpu_sample(now);
         }
         return;
     }
     case FM_JOB_INSTANTIATE: {
-        int64_t since = fm_telemetry ? fm_mono_us() : 0;
         job->status = FM_OK;
         for (uint32_t u = 0; u < v->nunits; u++) {
             fm_export *ex = NULL;
@@ -410,12 +420,11 @@ static void run_job(exthread *t, fm_job *job) {
                 free(ex);
             }
         }
-        if (since) account_work(since);
+        if (fm_telemetry) account_blocking();
         fm_job_finish(job);
         return;
     }
     case FM_JOB_RETIRE: {
-        int64_t since = fm_telemetry ? fm_mono_us() : 0;
         for (uint32_t u = 0; u < v->nunits; u++) {
             void **s = slot(v, t->index, u);
             if (*s) {
@@ -427,7 +436,7 @@ static void run_job(exthread *t, fm_job *job) {
         }
         if (atomic_fetch_sub(&v->retire_left, 1) == 1) fm_version_free(v);
         free(job);
-        if (since) account_work(since);
+        if (fm_telemetry) account_blocking();
         return;
     }
     }

@@ -515,6 +515,22 @@ static void rpc_maybe_finish(rpc_batch *b) {
     rpc_batch_free(b);
 }
 
+/* A 200 with a body that is not JSON (a rendered page, raw bytes), with the
+ * headers every answer of a function has. h2o copies the body. */
+static void send_raw(h2o_req_t *req, const reqinfo *ri, const char *type, const char *body,
+                     size_t len) {
+    count_response(req, 200);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type,
+                   strlen(type));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                          ri->id, strlen(ri->id));
+    add_trace_headers(req, ri);
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
 /* A bytes result ({"$bytes": ...}) as the raw body; false when it is not one. */
 static bool send_raw_bytes(pend *p, fm_job *job) {
     if (job->result_len < 12 || memcmp(job->result, "{\"$bytes\":", 10) != 0) return false;
@@ -523,17 +539,7 @@ static bool send_raw_bytes(pend *p, fm_job *job) {
     unsigned char *bytes = fm_json_bytes_decode(v, &n);
     json_decref(v);
     if (!bytes) return false;
-    h2o_req_t *req = p->req;
-    count_response(req, 200);
-    req->res.status = 200;
-    req->res.reason = "OK";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/octet-stream"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
-                          p->ri.id, strlen(p->ri.id));
-    add_trace_headers(req, &p->ri);
-    req->res.content_length = n;
-    h2o_send_inline(req, (const char *)bytes, n); /* copies the body */
+    send_raw(p->req, &p->ri, "application/octet-stream", (const char *)bytes, n);
     free(bytes);
     return true;
 }
@@ -553,17 +559,8 @@ static void pend_answer(pend *p, fm_job *job) {
     if (job->status == FM_OK && p->html) {
         json_t *str = json_loadb(job->result, job->result_len, JSON_DECODE_ANY, NULL);
         if (json_is_string(str)) {
-            h2o_req_t *req = p->req;
-            count_response(req, 200);
-            req->res.status = 200;
-            req->res.reason = "OK";
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                           H2O_STRLIT("text/html; charset=utf-8"));
-            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0,
-                                  NULL, p->ri.id, strlen(p->ri.id));
-            add_trace_headers(req, &p->ri);
-            req->res.content_length = json_string_length(str);
-            h2o_send_inline(req, json_string_value(str), json_string_length(str));
+            send_raw(p->req, &p->ri, "text/html; charset=utf-8", json_string_value(str),
+                     json_string_length(str));
             json_decref(str);
             return;
         }

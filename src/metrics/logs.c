@@ -362,27 +362,16 @@ bool fm_logs_parse_level(const char *s, size_t len, fm_log_level *out) {
 
 bool fm_logs_parse_since(const char *s, size_t len, int64_t now_ms, fm_logs_filter *f) {
     if (len == 0 || len > 64) return false;
-    size_t nd = 0;
-    uint64_t v = 0;
-    while (nd < len && s[nd] >= '0' && s[nd] <= '9') {
-        if (v > (UINT64_MAX - 9) / 10) return false;
-        v = v * 10 + (uint64_t)(s[nd] - '0');
-        nd++;
-    }
-    if (nd == len) { /* a seq */
+    uint64_t v;
+    if (fm_parse_u64(s, len, &v) == len) { /* a seq */
         f->has_since = true;
         f->since = v;
         f->since_ms = 0;
         return true;
     }
     int64_t ms;
-    if (fm_parse_duration_ago(s, len, now_ms, &ms)) {
-        f->has_since = true;
-        f->since = 0;
-        f->since_ms = ms > 0 ? ms : 1;
-        return true;
-    }
-    if (!fm_parse_rfc3339(s, len, &ms)) return false;
+    if (!fm_parse_duration_ago(s, len, now_ms, &ms) && !fm_parse_rfc3339(s, len, &ms))
+        return false;
     f->has_since = true;
     f->since = 0;
     f->since_ms = ms > 0 ? ms : 1;

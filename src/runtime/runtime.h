@@ -37,6 +37,7 @@ typedef struct fm_export {
 
 typedef struct fm_runtime {
     const char *name;              /* "js" */
+    bool out_of_process;           /* calls run in worker processes (which report their CPU) */
     const char *const *extensions; /* NULL-terminated: ".js", ".mjs", ... */
 
     /* Compiles `entries` (bundle paths of this runtime's entry files) into an

@@ -165,6 +165,7 @@ static fm_status c_instance_create(void *ts, const char *deployment, const char 
 }
 
 const fm_runtime fm_runtime_c = {
+    .out_of_process = true,
     .name = "c",
     .extensions = c_extensions,
     .compile = c_compile,

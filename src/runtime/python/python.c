@@ -70,6 +70,7 @@ static fm_status py_instance_create(void *ts, const char *deployment, const char
 }
 
 const fm_runtime fm_runtime_python = {
+    .out_of_process = true,
     .name = "python",
     .extensions = py_extensions,
     .compile = py_compile,
