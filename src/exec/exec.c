@@ -268,12 +268,70 @@ static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
     fm_metrics_record_usage(&f->metrics, c.cpu_us, c.peak_memory);
 }
 
-/* The function's inflight gauge counts a call from submission to finish. */
-static void count_inflight(fm_job *job) {
-    if (!fm_telemetry || !job->fn || job->counted) return;
+/* ---- admission and concurrency ----
+ * A function's `inflight` counts its calls from admission to finish and
+ * `running` those that started (or hold a concurrency slot); the difference
+ * is its queue. Both are relaxed counters: admission is a statistic, so a
+ * burst may overshoot max_queue by the number of threads admitting at once.
+ * With max_concurrency, a call that finds every slot taken waits in the
+ * function's FIFO (under wait_mu) and gets the slot of the next call of that
+ * function that finishes, which submits it again to the thread it was on. */
+
+fm_status fm_exec_admit(fm_job *job, fm_err *err) {
+    fm_function *f = (fm_function *)job->fn; /* the counters are its atomic part */
+    if (!f || job->counted) return FM_OK;
+    int queued = atomic_load_explicit(&f->metrics.inflight, memory_order_relaxed) -
+                 atomic_load_explicit(&f->metrics.running, memory_order_relaxed);
+    if (queued >= f->max_queue) {
+        if (fm_telemetry) {
+            fm_metrics_record(&f->metrics, FM_OUTCOME_REJECTED, -1, 0);
+            job->finished_us = fm_mono_us();
+            job->status = FM_OVERLOADED;
+            record_call(job, FM_OUTCOME_REJECTED, -1);
+        }
+        return fm_err_set(err, FM_OVERLOADED,
+                          "%s/%s is overloaded: %d calls wait to start (max_queue %d); retry later",
+                          job->version->deployment, f->name, queued, f->max_queue);
+    }
     job->counted = true;
-    atomic_fetch_add_explicit(&((fm_function *)job->fn)->metrics.inflight, 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&f->metrics.inflight, 1, memory_order_relaxed);
+    return FM_OK;
+}
+
+/* A concurrency slot for a job of a function with max_concurrency, or the
+ * job parked in the function's FIFO (false: it left this thread for now). */
+static bool take_slot(exthread *t, fm_function *f, fm_job *job) {
+    pthread_mutex_lock(&f->wait_mu);
+    bool got = atomic_load_explicit(&f->metrics.running, memory_order_relaxed) <
+               f->max_concurrency;
+    if (got) {
+        atomic_fetch_add_explicit(&f->metrics.running, 1, memory_order_relaxed);
+    } else {
+        job->next = NULL;
+        if (f->wait_tail) f->wait_tail->next = job;
+        else f->wait_head = job;
+        f->wait_tail = job;
+    }
+    pthread_mutex_unlock(&f->wait_mu);
+    if (got) job->slotted = true;
+    else atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
+    return got;
+}
+
+/* A finished job's slot goes to the function's next waiting call, if any. */
+static void release_slot(fm_function *f) {
+    pthread_mutex_lock(&f->wait_mu);
+    fm_job *next = f->wait_head;
+    if (next) {
+        f->wait_head = next->next;
+        if (!f->wait_head) f->wait_tail = NULL;
+        next->next = NULL;
+        next->slotted = true; /* running stays: the slot changes hands */
+    } else {
+        atomic_fetch_sub_explicit(&f->metrics.running, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&f->wait_mu);
+    if (next) fm_exec_submit(fm_exec_global, next->thread, next, next, 1);
 }
 
 void fm_job_span(const fm_job *job, fm_span *out) {
@@ -316,9 +374,11 @@ void fm_job_finish(fm_job *job) {
         record_call(job, o, duration);
     }
     if (job->kind == FM_JOB_CALL && job->counted) {
-        fm_fn_metrics *m = (fm_fn_metrics *)&job->fn->metrics;
-        atomic_fetch_sub_explicit(&m->inflight, 1, memory_order_relaxed);
-        if (job->started_us) atomic_fetch_sub_explicit(&m->running, 1, memory_order_relaxed);
+        fm_function *f = (fm_function *)job->fn;
+        atomic_fetch_sub_explicit(&f->metrics.inflight, 1, memory_order_relaxed);
+        if (job->slotted) release_slot(f);
+        else if (job->started_us)
+            atomic_fetch_sub_explicit(&f->metrics.running, 1, memory_order_relaxed);
     }
     if (job == tls_running) tls_running = NULL;
     if (job->kind == FM_JOB_CALL && fm_exec_global && job->thread >= 0) {
@@ -363,10 +423,13 @@ static void run_job(exthread *t, fm_job *job) {
     fm_err err = FM_ERR_INIT;
     switch (job->kind) {
     case FM_JOB_CALL: {
+        fm_function *f = (fm_function *)job->fn;
+        if (f->max_concurrency > 0 && job->counted) {
+            if (!job->slotted && !take_slot(t, f, job)) return; /* parked */
+        } else if (job->counted) {
+            atomic_fetch_add_explicit(&f->metrics.running, 1, memory_order_relaxed);
+        }
         job->started_us = fm_mono_us();
-        if (job->counted)
-            atomic_fetch_add_explicit(&((fm_function *)job->fn)->metrics.running, 1,
-                                      memory_order_relaxed);
         if (job->deadline_us && job->started_us >= job->deadline_us) {
             fm_job_fail(job, FM_TIMEOUT, "deadline exceeded before the call started", NULL, NULL);
             fm_job_finish(job);
@@ -660,10 +723,7 @@ int fm_exec_pick(fm_exec *ex) {
 
 void fm_exec_submit(fm_exec *ex, int ti, fm_job *head, fm_job *tail, int ncalls) {
     exthread *t = &ex->t[ti];
-    for (fm_job *j = head; j; j = j->next) {
-        j->thread = ti;
-        if (j->kind == FM_JOB_CALL) count_inflight(j);
-    }
+    for (fm_job *j = head; j; j = j->next) j->thread = ti;
     if (ncalls) atomic_fetch_add_explicit(&t->inflight, ncalls, memory_order_relaxed);
     pthread_mutex_lock(&t->mu);
     if (t->tail) t->tail->next = head;
@@ -781,7 +841,10 @@ fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **
     child->mesh_done = done;
     child->mesh_ud = ud;
     child->thread = t->index;
-    count_inflight(child);
+    if (fm_exec_admit(child, err) != FM_OK) {
+        fm_job_free(child); /* its arguments with it */
+        return err->status;
+    }
     atomic_fetch_add_explicit(&t->inflight, 1, memory_order_relaxed);
     if (t->local_tail) t->local_tail->next = child;
     else t->local_head = child;

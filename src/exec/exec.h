@@ -99,13 +99,20 @@ struct fm_job {
     bool cpu_measured;    /* cpu_us is set; else the executor estimates it */
     uint64_t peak_memory; /* bytes, set by runtimes that can measure it (0 = unknown) */
     int64_t busy_us;      /* executor-private: on-thread time of an async call's first part */
-    bool counted;         /* executor-private: in its function's inflight gauge */
+    bool counted;         /* admitted (fm_exec_admit): in its function's inflight count */
+    bool slotted;         /* executor-private: holds one of its function's max_concurrency slots */
 
     /* FM_JOB_INSTANTIATE: when want_exports, the exports found (owned). */
     bool want_exports;
     struct fm_export *ud_exports;
     size_t ud_nexports;
 };
+
+/* Admission of a call (any thread, before it is submitted): counts it in its
+ * function's calls in flight, or refuses it with FM_OVERLOADED (err filled,
+ * the refusal counted as a rejected call) when max_queue calls of that
+ * function already wait to start. A refused job is not counted: free it. */
+fm_status fm_exec_admit(fm_job *job, fm_err *err);
 
 /* Starts `nthreads` executor threads. */
 fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err);

@@ -396,13 +396,18 @@ static void flush_batches(h2o_timeout_entry_t *entry) {
     else io->wait_hit++;
 }
 
-/* Queues a call (takes the version reference and argv). */
+/* Queues a call (takes the version reference and argv, either way). NULL
+ * with err filled (FM_OVERLOADED) when the function's queue is full. */
 static pend *submit_call(io_thread *io, fm_version *v, const fm_function *fn, json_t **argv,
-                         size_t argc, const reqinfo *ri) {
+                         size_t argc, const reqinfo *ri, fm_err *err) {
     fm_node *node = io->node;
     fm_job *job = fm_job_new(FM_JOB_CALL, v, fn);
     job->argv = argv;
     job->argc = argc;
+    if (fm_exec_admit(job, err) != FM_OK) {
+        fm_job_free(job); /* releases v and argv */
+        return NULL;
+    }
     int64_t now = fm_mono_us();
     job->deadline_us = now + fn->timeout_ms * 1000;
     snprintf(job->request_id, sizeof(job->request_id), "%s", ri->id);
@@ -725,7 +730,11 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
     }
     reqinfo tri = *ri;
     read_trace(req, &tri);
-    pend *p = submit_call(io, v, fn, argv, argc, &tri);
+    pend *p = submit_call(io, v, fn, argv, argc, &tri, &err);
+    if (!p) {
+        send_err(req, ri, &err); /* 429 with Retry-After */
+        return;
+    }
     p->req = req;
     p->raw = accepts(req, "application/octet-stream");
     p->job->req_bytes = req->entity.len ? req->entity.len
@@ -803,7 +812,12 @@ static char *rpc_item(io_thread *io, rpc_batch *b, size_t slot, json_t *item, bo
         free(argv);
         return notify ? NULL : rpc_error_text(id, -32603, "the node is shutting down", NULL);
     }
-    pend *p = submit_call(io, v, fn, argv, argc, &b->ri);
+    pend *p = submit_call(io, v, fn, argv, argc, &b->ri, &err);
+    if (!p) {
+        char *s = notify ? NULL : rpc_error_text(id, -32002, err.msg, NULL);
+        fm_err_clear(&err);
+        return s;
+    }
     p->job->req_bytes = b->item_bytes;
     if (fm_trace_zero(b->ri.trace.span_id, 8)) /* the response names the first call */
         memcpy(b->ri.trace.span_id, p->job->trace.span_id, 8);

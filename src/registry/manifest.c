@@ -15,6 +15,22 @@ static fm_status check_timeout(json_t *v, const char *where, int64_t *out, fm_er
     return FM_OK;
 }
 
+static bool is_limit_key(const char *k) {
+    return strcmp(k, "max_concurrency") == 0 || strcmp(k, "max_queue") == 0;
+}
+
+/* max_concurrency: 1..FM_MAX_CONCURRENCY; max_queue: 1..FM_MAX_QUEUE. Returns
+ * true (with err set) when v is not such an integer. */
+static bool check_limit(const json_t *v, const char *key, const char *where, fm_err *err) {
+    bool conc = strcmp(key, "max_concurrency") == 0;
+    json_int_t lo = 1, hi = conc ? FM_MAX_CONCURRENCY : FM_MAX_QUEUE;
+    if (json_is_integer(v) && json_integer_value(v) >= lo && json_integer_value(v) <= hi)
+        return false;
+    fm_err_set(err, FM_INVALID_BUNDLE, "fnmesh.json: %s must be an integer from %lld to %lld",
+               where, (long long)lo, (long long)hi);
+    return true;
+}
+
 fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err *err) {
     memset(m, 0, sizeof(*m));
     m->timeout_ms = FM_DEFAULT_TIMEOUT_MS;
@@ -34,6 +50,8 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
     json_object_foreach(m->root, key, v) {
         if (strcmp(key, "timeout_ms") == 0) {
             if (check_timeout(v, "timeout_ms", &m->timeout_ms, err)) return err->status;
+        } else if (is_limit_key(key)) {
+            if (check_limit(v, key, key, err)) return err->status;
         } else if (strcmp(key, "entry") == 0) {
             if (!json_is_array(v) || json_array_size(v) == 0)
                 return fm_err_set(err, FM_INVALID_BUNDLE,
@@ -63,17 +81,21 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
                     snprintf(where, sizeof(where), "functions.%s.%s", fname, k2);
                     if (strcmp(k2, "timeout_ms") == 0) {
                         if (check_timeout(v2, where, NULL, err)) return err->status;
+                    } else if (is_limit_key(k2)) {
+                        if (check_limit(v2, k2, where, err)) return err->status;
                     } else {
                         return fm_err_set(err, FM_INVALID_BUNDLE,
-                                          "fnmesh.json: unknown key %s (known: timeout_ms)", where);
+                                          "fnmesh.json: unknown key %s (known: timeout_ms, "
+                                          "max_concurrency, max_queue)",
+                                          where);
                     }
                 }
             }
             m->functions = v;
         } else {
             return fm_err_set(err, FM_INVALID_BUNDLE,
-                              "fnmesh.json: unknown key \"%s\" (known: timeout_ms, entry, "
-                              "functions)",
+                              "fnmesh.json: unknown key \"%s\" (known: timeout_ms, "
+                              "max_concurrency, max_queue, entry, functions)",
                               key);
         }
     }
@@ -83,6 +105,13 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
 void fm_manifest_dispose(fm_manifest *m) {
     json_decref(m->root);
     memset(m, 0, sizeof(*m));
+}
+
+int64_t fm_manifest_int(const fm_manifest *m, const char *fn, const char *key, int64_t dflt) {
+    json_t *f = m->functions && fn ? json_object_get(m->functions, fn) : NULL;
+    json_t *v = f ? json_object_get(f, key) : NULL;
+    if (!v && m->root) v = json_object_get(m->root, key);
+    return v ? json_integer_value(v) : dflt;
 }
 
 int64_t fm_manifest_timeout(const fm_manifest *m, const char *fn) {

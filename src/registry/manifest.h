@@ -1,7 +1,7 @@
 /* manifest.h - the optional fnmesh.json of a deployment.
  *
- *   {"timeout_ms": N, "entry": ["a.js", ...],
- *    "functions": {"<name>": {"timeout_ms": N}}}
+ *   {"timeout_ms": N, "max_concurrency": N, "max_queue": N, "entry": ["a.js", ...],
+ *    "functions": {"<name>": {"timeout_ms": N, "max_concurrency": N, "max_queue": N}}}
  *
  * Unknown keys and wrong types are refused, so a typo never silently turns
  * into a default. The parsed manifest owns its jansson value. */
@@ -15,6 +15,9 @@
 
 #define FM_DEFAULT_TIMEOUT_MS 30000
 #define FM_MAX_TIMEOUT_MS (15 * 60 * 1000)
+#define FM_DEFAULT_MAX_QUEUE 100   /* calls of a function waiting to start */
+#define FM_MAX_CONCURRENCY 100000
+#define FM_MAX_QUEUE 1000000
 
 typedef struct fm_manifest {
     json_t *root;       /* owned; {} when the bundle has no manifest */
@@ -29,5 +32,8 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *out, fm_e
 void fm_manifest_dispose(fm_manifest *m);
 /* Timeout of one function: its own, else the deployment's. */
 int64_t fm_manifest_timeout(const fm_manifest *m, const char *fn);
+/* An integer setting of one function ("max_concurrency", "max_queue"): its
+ * own, else the deployment's, else `dflt`. */
+int64_t fm_manifest_int(const fm_manifest *m, const char *fn, const char *key, int64_t dflt);
 
 #endif

@@ -66,8 +66,12 @@ fm_status fm_version_set_exports(fm_version *v, const fm_export *ex, size_t n, f
             if (p && is_identifier(p)) f->param_names[k] = strdup(p);
         }
         f->timeout_ms = fm_manifest_timeout(&v->manifest, f->name);
+        f->max_concurrency = (int)fm_manifest_int(&v->manifest, f->name, "max_concurrency", 0);
+        f->max_queue =
+            (int)fm_manifest_int(&v->manifest, f->name, "max_queue", FM_DEFAULT_MAX_QUEUE);
     }
     qsort(v->fns, v->nfns, sizeof(*v->fns), cmp_fn);
+    for (size_t i = 0; i < v->nfns; i++) pthread_mutex_init(&v->fns[i].wait_mu, NULL); /* not moved again */
     for (size_t i = 1; i < v->nfns; i++)
         if (strcmp(v->fns[i - 1].name, v->fns[i].name) == 0)
             return fm_err_set(err, FM_INVALID_BUNDLE,
@@ -127,6 +131,7 @@ void fm_version_free(fm_version *v) {
     if (!v) return;
     for (size_t i = 0; i < v->nfns; i++) {
         fm_function *f = &v->fns[i];
+        pthread_mutex_destroy(&f->wait_mu);
         free(f->name);
         free(f->file);
         json_decref(f->params);

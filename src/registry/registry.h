@@ -16,6 +16,7 @@
 #define FM_REGISTRY_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,7 +37,12 @@ struct fm_function {
     uint32_t unit;       /* index into version->units */
     uint32_t index;      /* export index inside the unit's instances */
     int64_t timeout_ms;
+    int max_concurrency;   /* calls running at once; 0 = only the executors bound it */
+    int max_queue;         /* calls admitted but not started; more are refused (429) */
     fm_fn_metrics metrics; /* the one mutable part of a published version (atomics) */
+    /* with max_concurrency: calls waiting for a slot (FIFO), guarded by wait_mu */
+    pthread_mutex_t wait_mu;
+    struct fm_job *wait_head, *wait_tail;
     _Atomic(struct fm_fnstat *) stat; /* windows + usage, found at the first call */
 };
 
