@@ -422,7 +422,8 @@ class RingBoundTest(FnTestCase):
 
     def test_old_traces_leave_the_ring(self):
         node = self.start_node()
-        self.must_deploy(node, "tr", {"index.js": JS})
+        # batches of 3,500 calls of one function: a queue that holds them all
+        self.must_deploy(node, "tr", {"index.js": JS, "fnmesh.json": '{"max_queue": 10000}'})
         old = new_tid()
         self.assertEqual(node.req_json("POST", "/fn/tr/ok", [1],
                                        headers={"traceparent": tp(old)})[0], 200)
