@@ -256,7 +256,8 @@ static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
         atomic_store_explicit(&f->stat, st, memory_order_release);
     }
     fm_call_sample c = {.outcome = o, .duration_us = duration_us, .req_bytes = job->req_bytes,
-                        .peak_memory = job->peak_memory};
+                        .peak_memory = job->peak_memory,
+                        .cold_us = job->cold_start ? (job->cold_us > 0 ? job->cold_us : 1) : 0};
     if (!job->want_value) c.resp_bytes = job->status == FM_OK ? job->result_len : 0;
     if (job->cpu_measured) {
         c.cpu_us = job->cpu_us;
@@ -436,6 +437,7 @@ static void run_job(exthread *t, fm_job *job) {
             return;
         }
         void *inst = get_instance(t, v, job->fn->unit, &job->cold_start, NULL, NULL, &err);
+        if (job->cold_start) job->cold_us = fm_mono_us() - job->started_us;
         if (!inst) {
             fm_job_fail(job, FM_INTERNAL, err.msg, NULL, NULL);
             fm_err_clear(&err);

@@ -79,6 +79,7 @@ struct fm_job {
     json_t *error; /* owned {message, name?, stack?} when status != OK */
     int64_t started_us, finished_us;
     bool cold_start;
+    int64_t cold_us; /* with cold_start: time spent creating the instance or worker */
 
     /* routing: a job goes to reply_to when set (batched), else to on_done */
     fm_reply_queue *reply_to;

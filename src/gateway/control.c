@@ -313,6 +313,19 @@ fm_status fm_control_show(fm_control *c, const char *name, json_t **out, fm_err 
     fm_version *v = fm_registry_acquire(c->registry, name, strlen(name));
     if (!v) return fm_err_set(err, FM_NOT_FOUND, "deployment %.100s not found", name);
     *out = fm_version_json(v);
+    /* the functions with what they did so far: cold starts */
+    json_t *fns = json_deep_copy(json_object_get(*out, "functions"));
+    size_t i;
+    json_t *fj;
+    json_array_foreach(fns, i, fj) {
+        const char *fname = json_string_value(json_object_get(fj, "name"));
+        const fm_function *f = fname ? fm_version_find(v, fname, strlen(fname)) : NULL;
+        fm_fnstat *st = f ? atomic_load_explicit(&((fm_function *)f)->stat, memory_order_acquire)
+                          : NULL;
+        static const fm_fnstat never_called; /* all zero */
+        json_object_set_new(fj, "cold_starts", fm_fnstat_cold_json(st ? st : &never_called));
+    }
+    json_object_set_new(*out, "functions", fns);
     fm_version_release(v);
     return FM_OK;
 }

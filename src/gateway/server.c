@@ -1065,6 +1065,7 @@ static void stats_one(fm_fnstat *s, void *ud) {
                           f != NULL);
     if (f) json_object_set_new(o, "version", json_stringn(v->id, 12));
     fm_version_release(v);
+    json_object_set_new(o, "cold_starts", fm_fnstat_cold_json(s));
     if (sc->w1) json_object_set_new(o, "1m", fm_fnstat_window(s, 4, sc->now));
     if (sc->w5) json_object_set_new(o, "5m", fm_fnstat_window(s, 20, sc->now));
     fm_usage u;

@@ -139,6 +139,12 @@ void fm_fnstat_record(fm_fnstat *s, const fm_call_sample *c, int64_t now_us) {
     if (c->req_bytes) atomic_fetch_add_explicit(&s->req_bytes, c->req_bytes, memory_order_relaxed);
     if (c->resp_bytes)
         atomic_fetch_add_explicit(&s->resp_bytes, c->resp_bytes, memory_order_relaxed);
+    if (c->cold_us > 0) {
+        atomic_fetch_add_explicit(&s->cold_starts, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->cold_us_sum, (uint64_t)c->cold_us, memory_order_relaxed);
+        fm_atomic_max_u64(&s->cold_us_max, (uint64_t)c->cold_us);
+        atomic_store_explicit(&s->cold_us_last, (uint64_t)c->cold_us, memory_order_relaxed);
+    }
     if (c->peak_memory) {
         fm_atomic_max_u64(&s->peak_memory_period, c->peak_memory);
         fm_atomic_max_u64(&s->peak_memory, c->peak_memory);
@@ -215,6 +221,19 @@ json_t *fm_fnstat_window(const fm_fnstat *s, int nslots, int64_t now_us) {
                                   : json_null());
     json_object_set_new(w, "max_us", total ? json_integer((json_int_t)max) : json_null());
     return w;
+}
+
+json_t *fm_fnstat_cold_json(const fm_fnstat *s) {
+    uint64_t n = atomic_load_explicit(&s->cold_starts, memory_order_relaxed);
+    uint64_t sum = atomic_load_explicit(&s->cold_us_sum, memory_order_relaxed);
+    uint64_t max = atomic_load_explicit(&s->cold_us_max, memory_order_relaxed);
+    uint64_t last = atomic_load_explicit(&s->cold_us_last, memory_order_relaxed);
+    json_t *o = json_object();
+    json_object_set_new(o, "count", json_integer((json_int_t)n));
+    json_object_set_new(o, "last_ms", n ? json_real((double)last / 1e3) : json_null());
+    json_object_set_new(o, "mean_ms", n ? json_real((double)sum / (double)n / 1e3) : json_null());
+    json_object_set_new(o, "max_ms", n ? json_real((double)max / 1e3) : json_null());
+    return o;
 }
 
 /* ---- usage ---- */

@@ -61,6 +61,8 @@ typedef struct fm_fnstat {
     atomic_uint_fast64_t invocations, errors, wall_us, cpu_us, req_bytes, resp_bytes;
     atomic_uint_fast64_t peak_memory_period; /* max since the last flush (exchanged with 0) */
     atomic_uint_fast64_t peak_memory;        /* max since start (for /metrics) */
+    /* cold starts since the node started */
+    atomic_uint_fast64_t cold_starts, cold_us_sum, cold_us_max, cold_us_last;
     /* flusher's view (control thread only): totals already written */
     fm_usage flushed;
     struct fm_fnstat *next; /* table chain */
@@ -71,6 +73,7 @@ typedef struct fm_call_sample {
     fm_outcome outcome;
     int64_t duration_us; /* -1: never started (rejected) */
     uint64_t cpu_us, req_bytes, resp_bytes, peak_memory;
+    int64_t cold_us; /* > 0: the call started cold and waited this long for its instance */
 } fm_call_sample;
 
 /* The entry of (deployment, function), created if needed. Any thread (takes
@@ -97,6 +100,10 @@ json_t *fm_fnstat_window(const fm_fnstat *s, int nslots, int64_t now_us);
 /* Calls fn for every entry (in creation order). Any thread; fn must not
  * call fm_fnstat_get. */
 void fm_fnstat_foreach(void (*fn)(fm_fnstat *s, void *ud), void *ud);
+
+/* Cold starts of an entry: {count, last_ms, mean_ms, max_ms} (times null
+ * when there was none). New reference. */
+json_t *fm_fnstat_cold_json(const fm_fnstat *s);
 
 /* Current totals of an entry (relaxed reads; peak_memory = the period's). */
 void fm_fnstat_totals(const fm_fnstat *s, fm_usage *out);

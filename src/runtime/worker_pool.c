@@ -576,7 +576,10 @@ static void start_next(wp_inst *in) {
             fm_err err = FM_ERR_INIT;
             char *ex = NULL;
             job->cold_start = true;
-            if (spawn(w, &ex, &err) != FM_OK) {
+            int64_t t0 = fm_mono_us();
+            fm_status sst = spawn(w, &ex, &err);
+            job->cold_us += fm_mono_us() - t0;
+            if (sst != FM_OK) {
                 fm_job_fail(job, FM_INTERNAL, err.msg, NULL, NULL);
                 fm_err_clear(&err);
                 fm_job_finish(job);

@@ -222,6 +222,35 @@ class StatsTest(FnTestCase):
         return buf
 
 
+class ColdStartTest(FnTestCase):
+    def test_cold_starts_are_counted_and_timed(self):
+        """A Python pool that grows under load starts workers: those calls are
+        cold starts, with the time they waited for their worker."""
+        node = self.start_node(extra_args=["--threads", "1"])
+        py = "import time\n\ndef nap(ms):\n    time.sleep(ms / 1000)\n    return ms\n"
+        self.assertIn(node.deploy("cold", {"p.py": py})[0], (200, 201))
+        st, body = node.get("/system/v1/deployments/cold")
+        self.assertEqual(st, 200)
+        fn = body["functions"][0]
+        self.assertEqual(fn["cold_starts"], {"count": 0, "last_ms": None, "mean_ms": None,
+                                             "max_ms": None})
+        # more calls at once than the warm worker: the pool starts more workers
+        res = parallel(lambda _: node.call("cold", "nap", 300), range(3), threads=3)
+        self.assertEqual(res, [(200, 300)] * 3)
+        st, body = node.get("/system/v1/deployments/cold")
+        cs = body["functions"][0]["cold_starts"]
+        self.assertGreaterEqual(cs["count"], 1, cs)
+        self.assertGreater(cs["max_ms"], 1, cs)      # starting a Python worker takes ms
+        self.assertLess(cs["max_ms"], 10000, cs)
+        self.assertLessEqual(cs["mean_ms"], cs["max_ms"])
+        st, stats = node.get("/system/v1/stats?deployment=cold")
+        self.assertEqual(stats["functions"][0]["cold_starts"]["count"], cs["count"])
+        # warm calls are not cold starts
+        self.assertEqual(node.call("cold", "nap", 1), (200, 1))
+        st, body = node.get("/system/v1/deployments/cold")
+        self.assertEqual(body["functions"][0]["cold_starts"]["count"], cs["count"])
+
+
 class TelemetryOffTest(FnTestCase):
     def test_off_records_nothing_per_call(self):
         node = self.start_node(extra_args=["--telemetry", "off"])
