@@ -198,21 +198,27 @@ fm_status fm_mesh_status(const char *code) {
 
 /* ---- CPU accounting of in-process calls ----
  * Reading the thread's CPU clock is a system call (about 0.3 µs here), too
- * dear for every call. Instead each executor thread sums the time it spends
- * running in-process code (calls, and the runtimes' timers and promise
- * continuations) and, at most every CPU_SAMPLE_US, reads its CPU clock
- * once: a call's CPU time is its on-thread time times the thread's CPU /
- * working-time ratio over the last sample (at most 1: what preemption took
- * is not billed). A sample in which the thread also did work that may block
- * (instantiating, retiring, talking to worker processes, which report their
- * own CPU) does not update the ratio. */
-#define CPU_SAMPLE_US 20000
+ * dear for every call. Instead the clock is read when an executor thread
+ * wakes up and when it goes back to sleep (and every PENDING_MAX calls in
+ * between): the CPU of that window is shared among the work done in it in
+ * proportion to time on the thread, and the in-process calls' shares are
+ * added to their functions' usage when the window closes. Work whose CPU is
+ * accounted elsewhere (worker-process calls, which report their own) or
+ * belongs to nobody (instantiation, timers and promise continuations) takes
+ * its share out of the window without being billed. A call's CPU never
+ * exceeds its time on the thread. */
+#define PENDING_MAX 64
+typedef struct pending_cpu {
+    fm_fnstat *st;          /* never freed */
+    fm_fn_metrics *metrics; /* of a version alive until the window closes (see RETIRE) */
+    int64_t busy_us;
+} pending_cpu;
+static __thread pending_cpu tls_pending[PENDING_MAX];
+static __thread int tls_npending;
 static __thread fm_job *tls_running;     /* the call whose synchronous part runs now */
-static __thread int64_t tls_busy_us;     /* on-thread time of calls since the last sample */
-static __thread int64_t tls_sample_us;   /* monotonic time of the last sample */
-static __thread int64_t tls_sample_cpu;  /* thread CPU ns at the last sample */
-static __thread double tls_cpu_ratio = 1.0;
-static __thread bool tls_sample_tainted; /* the sample holds work that may block */
+static __thread int64_t tls_window_cpu;  /* thread CPU ns when the window opened, 0: closed */
+static __thread int64_t tls_window_busy; /* µs of work (of any kind) in the window */
+static __thread double tls_cpu_ratio = 1.0; /* of the last window: for calls ending outside one */
 
 static int64_t thread_cpu_ns(void) {
     struct timespec ts;
@@ -220,32 +226,33 @@ static int64_t thread_cpu_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void cpu_sample(int64_t now_us) {
-    /* a sample spans at least CPU_SAMPLE_US and 1 ms of calls, so that a
-     * quiet thread's ratio is not one call's noise */
-    if (now_us - tls_sample_us < CPU_SAMPLE_US || (tls_sample_us && tls_busy_us < 1000)) return;
-    int64_t cpu = thread_cpu_ns();
-    if (tls_sample_us && !tls_sample_tainted) {
-        double r = (double)(cpu - tls_sample_cpu) / 1e3 / (double)tls_busy_us;
-        tls_cpu_ratio = r < 0.01 ? 0.01 : r > 1 ? 1 : r;
-    }
-    tls_sample_us = now_us;
-    tls_sample_cpu = cpu;
-    tls_busy_us = 0;
-    tls_sample_tainted = false;
-}
-
-/* Adds the working time since `since` (monotonic µs) to the sample. */
-static void account_work(int64_t since) {
+static void window_open(void) {
     if (!fm_telemetry) return;
-    int64_t now = fm_mono_us();
-    tls_busy_us += now - since;
-    cpu_sample(now);
+    tls_window_cpu = thread_cpu_ns();
+    tls_window_busy = 0;
 }
 
-/* Work that may block, with CPU the sample cannot tell apart. */
-static void account_blocking(void) {
-    tls_sample_tainted = true;
+/* Bills the window's in-process calls their share of its CPU. */
+static void window_close(void) {
+    if (!tls_window_cpu) return;
+    if (tls_npending && tls_window_busy > 0) {
+        double r = (double)(thread_cpu_ns() - tls_window_cpu) / 1e3 / (double)tls_window_busy;
+        tls_cpu_ratio = r < 0 ? 0 : r > 1 ? 1 : r;
+        int64_t now = fm_mono_us();
+        for (int i = 0; i < tls_npending; i++) {
+            pending_cpu *p = &tls_pending[i];
+            uint64_t cpu = (uint64_t)((double)p->busy_us * tls_cpu_ratio + 0.5);
+            fm_fnstat_add_cpu(p->st, cpu, now);
+            fm_metrics_record_usage(p->metrics, cpu, 0);
+        }
+    }
+    tls_npending = 0;
+    tls_window_cpu = 0;
+}
+
+/* Work of `us` on the thread inside the window (its share of the CPU). */
+static void window_work(int64_t us) {
+    if (tls_window_cpu && us > 0) tls_window_busy += us;
 }
 
 static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
@@ -261,9 +268,17 @@ static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
     if (!job->want_value) c.resp_bytes = job->status == FM_OK ? job->result_len : 0;
     if (job->cpu_measured) {
         c.cpu_us = job->cpu_us;
-    } else if (duration_us >= 0) {
+    } else if (duration_us >= 0) { /* in-process: its share of the window's CPU, later */
         int64_t busy = job == tls_running ? duration_us : job->busy_us;
-        c.cpu_us = (uint64_t)((double)busy * tls_cpu_ratio + 0.5);
+        if (busy > 0 && tls_window_cpu) {
+            if (tls_npending == PENDING_MAX) { /* bill what is pending, keep counting */
+                window_close();
+                window_open();
+            }
+            tls_pending[tls_npending++] = (pending_cpu){st, &f->metrics, busy};
+        } else if (busy > 0) { /* outside a window (a timer's continuation): the last ratio */
+            c.cpu_us = (uint64_t)((double)busy * tls_cpu_ratio + 0.5);
+        }
     }
     fm_fnstat_record(st, &c, job->finished_us);
     fm_metrics_record_usage(&f->metrics, c.cpu_us, c.peak_memory);
@@ -453,14 +468,11 @@ static void run_job(exthread *t, fm_job *job) {
             job->busy_us = now - started;
             tls_running = NULL;
         }
-        if (fm_telemetry) {
-            if (rt->out_of_process) account_blocking();
-            tls_busy_us += now - started;
-            cpu_sample(now);
-        }
+        window_work(now - started); /* its share: billed to it when in-process */
         return;
     }
     case FM_JOB_INSTANTIATE: {
+        int64_t t0 = tls_window_cpu ? fm_mono_us() : 0; /* its CPU is nobody's call */
         job->status = FM_OK;
         for (uint32_t u = 0; u < v->nunits; u++) {
             fm_export *ex = NULL;
@@ -485,11 +497,16 @@ static void run_job(exthread *t, fm_job *job) {
                 free(ex);
             }
         }
-        if (fm_telemetry) account_blocking();
+        if (t0) window_work(fm_mono_us() - t0);
         fm_job_finish(job);
         return;
     }
     case FM_JOB_RETIRE: {
+        /* pending CPU may point into this version's functions: bill it first */
+        if (tls_window_cpu) {
+            window_close();
+            window_open();
+        }
         for (uint32_t u = 0; u < v->nunits; u++) {
             void **s = slot(v, t->index, u);
             if (*s) {
@@ -501,7 +518,6 @@ static void run_job(exthread *t, fm_job *job) {
         }
         if (atomic_fetch_sub(&v->retire_left, 1) == 1) fm_version_free(v);
         free(job);
-        if (fm_telemetry) account_blocking();
         return;
     }
     }
@@ -604,21 +620,24 @@ static void *thread_main(void *arg) {
     tls_thread = t;
     for (size_t i = 0; i < fm_runtime_count; i++)
         t->rt_state[i] = fm_runtimes[i]->thread_init(t->index);
+    window_open();
     for (;;) {
         int64_t wait_us = -1;
-        int64_t polled = fm_telemetry ? fm_mono_us() : 0;
+        int64_t polled = tls_window_cpu ? fm_mono_us() : 0;
         for (size_t i = 0; i < fm_runtime_count; i++) {
             int64_t w = fm_runtimes[i]->poll(t->rt_state[i]);
             if (w >= 0 && (wait_us < 0 || w < wait_us)) wait_us = w;
         }
-        if (polled) account_work(polled); /* timers, promise continuations */
+        if (polled) window_work(fm_mono_us() - polled); /* timers, promise continuations */
         run_local(t);
         flush_replies();
         pthread_mutex_lock(&t->mu);
         if (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {
             t->sleeping = true;
             pthread_mutex_unlock(&t->mu);
+            window_close(); /* asleep: no CPU to share */
             wait_events(t, wait_us);
+            window_open();
             pthread_mutex_lock(&t->mu);
             t->sleeping = false;
         }
@@ -639,6 +658,7 @@ static void *thread_main(void *arg) {
         }
         flush_replies();
     }
+    window_close();
     for (size_t i = 0; i < fm_runtime_count; i++) fm_runtimes[i]->thread_dispose(t->rt_state[i]);
     free_dead_watches();
     return NULL;

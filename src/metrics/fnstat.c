@@ -151,6 +151,13 @@ void fm_fnstat_record(fm_fnstat *s, const fm_call_sample *c, int64_t now_us) {
     }
 }
 
+void fm_fnstat_add_cpu(fm_fnstat *s, uint64_t cpu_us, int64_t now_us) {
+    if (!cpu_us) return;
+    fm_win_slot *slot = slot_for(s, now_us / FM_WIN_SLOT_US + 1);
+    atomic_fetch_add_explicit(&slot->cpu_us, cpu_us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->cpu_us, cpu_us, memory_order_relaxed);
+}
+
 /* ---- reading ---- */
 
 static uint64_t percentile(const uint64_t *counts, uint64_t total, double q) {

@@ -84,6 +84,9 @@ fm_fnstat *fm_fnstat_get(const char *deployment, const char *function, const cha
 
 /* Records one finished call. Any thread; lock-free. */
 void fm_fnstat_record(fm_fnstat *s, const fm_call_sample *c, int64_t now_us);
+/* CPU of calls known only after they were recorded (in-process calls are
+ * billed when their executor's accounting window closes). Any thread. */
+void fm_fnstat_add_cpu(fm_fnstat *s, uint64_t cpu_us, int64_t now_us);
 
 /* Bucket of a duration (µs), and the [low, high) range of a bucket. Exposed
  * for unit tests. */
