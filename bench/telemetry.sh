@@ -53,10 +53,14 @@ done
 
 echo
 summarise
-on=$(awk '$1=="telemetry-on"' "$TMP/runs" | sort -k2,2n | awk '{a[NR]=$2} END{print a[int((NR+1)/2)]}')
-off=$(awk '$1=="telemetry-off"' "$TMP/runs" | sort -k2,2n | awk '{a[NR]=$2} END{print a[int((NR+1)/2)]}')
+median() { # label column -> the median of that column over the label's runs
+  awk -v l="$1" '$1==l' "$TMP/runs" | sort -k"$2","$2"n | awk -v c="$2" '{a[NR]=$c} END{print a[int((NR+1)/2)]}'
+}
+on=$(median telemetry-on 2) off=$(median telemetry-off 2)
+con=$(median telemetry-on 5) coff=$(median telemetry-off 5)
 echo
 awk -v on="$on" -v off="$off" 'BEGIN{printf "telemetry costs %.1f %% of throughput (on %d req/s vs off %d req/s, medians)\n", (off-on)/off*100, on, off}'
+awk -v on="$con" -v off="$coff" 'BEGIN{printf "telemetry costs %.1f %% of CPU per request (on %.2f us vs off %.2f us, medians)\n", (on-off)/off*100, on, off}'
 # the node that recorded really did: its stats saw the calls
 curl -fs -H 'Authorization: Bearer bench' "http://127.0.0.1:$PORT_on/system/v1/stats?window=5m&deployment=hello" \
   | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); f=[x for x in d["functions"] if x["function"]=="merge"][0]["5m"]; print("telemetry-on recorded %d calls of hello/merge in the last 5 min, p99 %s us" % (f["calls"], f["p99_us"]))'

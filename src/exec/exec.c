@@ -199,10 +199,10 @@ fm_status fm_mesh_status(const char *code) {
 /* ---- CPU accounting of in-process calls ----
  * Reading the thread's CPU clock is a system call (about 0.3 µs here), too
  * dear for every call. Instead the clock is read when an executor thread
- * wakes up and when it goes back to sleep (and every PENDING_MAX calls in
- * between): the CPU of that window is shared among the work done in it in
- * proportion to time on the thread, and the in-process calls' shares are
- * added to their functions' usage when the window closes. Work whose CPU is
+ * that ran in-process calls goes back to sleep (and every PENDING_MAX
+ * calls): the CPU since the previous reading (a sleeping thread uses none)
+ * is shared among the work done meanwhile in proportion to time on the
+ * thread, and the calls' shares are added to their functions' usage then. Work whose CPU is
  * accounted elsewhere (worker-process calls, which report their own) or
  * belongs to nobody (instantiation, timers and promise continuations) takes
  * its share out of the window without being billed. A call's CPU never
@@ -216,7 +216,7 @@ typedef struct pending_cpu {
 static __thread pending_cpu tls_pending[PENDING_MAX];
 static __thread int tls_npending;
 static __thread fm_job *tls_running;     /* the call whose synchronous part runs now */
-static __thread int64_t tls_window_cpu;  /* thread CPU ns when the window opened, 0: closed */
+static __thread int64_t tls_window_cpu;  /* thread CPU ns at the last reading; 0: not counting */
 static __thread int64_t tls_window_busy; /* µs of work (of any kind) in the window */
 static __thread double tls_cpu_ratio = 1.0; /* of the last window: for calls ending outside one */
 
@@ -232,22 +232,25 @@ static void window_open(void) {
     tls_window_busy = 0;
 }
 
-/* Bills the window's in-process calls their share of its CPU. */
-static void window_close(void) {
-    if (!tls_window_cpu) return;
-    if (tls_npending && tls_window_busy > 0) {
-        double r = (double)(thread_cpu_ns() - tls_window_cpu) / 1e3 / (double)tls_window_busy;
+/* Bills the pending in-process calls their share of the CPU since the last
+ * reading; the next window starts at this reading. */
+static void window_flush(void) {
+    if (!tls_window_cpu || !tls_npending) return;
+    int64_t cpu = thread_cpu_ns();
+    if (tls_window_busy > 0) {
+        double r = (double)(cpu - tls_window_cpu) / 1e3 / (double)tls_window_busy;
         tls_cpu_ratio = r < 0 ? 0 : r > 1 ? 1 : r;
-        int64_t now = fm_mono_us();
-        for (int i = 0; i < tls_npending; i++) {
-            pending_cpu *p = &tls_pending[i];
-            uint64_t cpu = (uint64_t)((double)p->busy_us * tls_cpu_ratio + 0.5);
-            fm_fnstat_add_cpu(p->st, cpu, now);
-            fm_metrics_record_usage(p->metrics, cpu, 0);
-        }
+    }
+    int64_t now = fm_mono_us();
+    for (int i = 0; i < tls_npending; i++) {
+        pending_cpu *p = &tls_pending[i];
+        uint64_t c = (uint64_t)((double)p->busy_us * tls_cpu_ratio + 0.5);
+        fm_fnstat_add_cpu(p->st, c, now);
+        fm_metrics_record_usage(p->metrics, c, 0);
     }
     tls_npending = 0;
-    tls_window_cpu = 0;
+    tls_window_cpu = cpu > 0 ? cpu : 1;
+    tls_window_busy = 0;
 }
 
 /* Work of `us` on the thread inside the window (its share of the CPU). */
@@ -271,10 +274,7 @@ static void record_call(fm_job *job, fm_outcome o, int64_t duration_us) {
     } else if (duration_us >= 0) { /* in-process: its share of the window's CPU, later */
         int64_t busy = job == tls_running ? duration_us : job->busy_us;
         if (busy > 0 && tls_window_cpu) {
-            if (tls_npending == PENDING_MAX) { /* bill what is pending, keep counting */
-                window_close();
-                window_open();
-            }
+            if (tls_npending == PENDING_MAX) window_flush(); /* bill what is pending */
             tls_pending[tls_npending++] = (pending_cpu){st, &f->metrics, busy};
         } else if (busy > 0) { /* outside a window (a timer's continuation): the last ratio */
             c.cpu_us = (uint64_t)((double)busy * tls_cpu_ratio + 0.5);
@@ -502,11 +502,7 @@ static void run_job(exthread *t, fm_job *job) {
         return;
     }
     case FM_JOB_RETIRE: {
-        /* pending CPU may point into this version's functions: bill it first */
-        if (tls_window_cpu) {
-            window_close();
-            window_open();
-        }
+        window_flush(); /* pending CPU may point into this version's functions: bill it first */
         for (uint32_t u = 0; u < v->nunits; u++) {
             void **s = slot(v, t->index, u);
             if (*s) {
@@ -604,7 +600,9 @@ static void wait_events(exthread *t, int64_t wait_us) {
             continue;
         }
         fm_exec_watch *w = evs[i].data.ptr;
+        int64_t t0 = tls_window_cpu ? fm_mono_us() : 0; /* worker answers: nobody's CPU */
         if (!w->dead) w->cb(evs[i].events, w->ud);
+        if (t0) window_work(fm_mono_us() - t0);
     }
     free_dead_watches();
 }
@@ -635,9 +633,8 @@ static void *thread_main(void *arg) {
         if (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {
             t->sleeping = true;
             pthread_mutex_unlock(&t->mu);
-            window_close(); /* asleep: no CPU to share */
+            window_flush(); /* a sleeping thread uses no CPU: bill what ran before */
             wait_events(t, wait_us);
-            window_open();
             pthread_mutex_lock(&t->mu);
             t->sleeping = false;
         }
@@ -658,7 +655,7 @@ static void *thread_main(void *arg) {
         }
         flush_replies();
     }
-    window_close();
+    window_flush();
     for (size_t i = 0; i < fm_runtime_count; i++) fm_runtimes[i]->thread_dispose(t->rt_state[i]);
     free_dead_watches();
     return NULL;
