@@ -651,8 +651,12 @@ static void *thread_main(void *arg) {
             atomic_store_explicit(&t->busy_since_us, 0, memory_order_relaxed);
             list = next;
             /* don't hold finished replies back behind a long batch */
-            if (tls_nout && fm_mono_us() - tls_out_since > 200) flush_replies();
+            if (tls_nout && fm_mono_us() - tls_out_since > 200) {
+                window_flush(); /* usage of a call is complete before its answer leaves */
+                flush_replies();
+            }
         }
+        window_flush();
         flush_replies();
     }
     window_flush();
