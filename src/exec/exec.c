@@ -351,32 +351,33 @@ static void release_slot(fm_function *f) {
 }
 
 void fm_job_span(const fm_job *job, fm_span *out) {
-    fm_span s;
-    s.ctx = job->trace;
-    s.kind = job->hops == 0 ? FM_SPAN_SERVER : FM_SPAN_INTERNAL;
-    s.outcome = (uint8_t)fm_metrics_outcome(job->status);
-    s.error = job->status != FM_OK;
-    s.cold_start = job->cold_start;
-    s.hops = job->hops;
+    fm_job_span_fill(out, job);
+}
+
+void fm_job_span_fill(fm_span *out, const void *jobp) {
+    const fm_job *job = jobp;
+    out->ctx = job->trace;
+    out->kind = job->hops == 0 ? FM_SPAN_SERVER : FM_SPAN_INTERNAL;
+    out->outcome = (uint8_t)fm_metrics_outcome(job->status);
+    out->error = job->status != FM_OK;
+    out->cold_start = job->cold_start;
+    out->hops = job->hops;
     int64_t t0 = job->started_us ? job->started_us : job->finished_us;
-    s.start_ns = fm_trace_wall_ns(t0);
-    s.end_ns = fm_trace_wall_ns(job->finished_us > t0 ? job->finished_us : t0);
-    fm_trace_copy(s.deployment, sizeof(s.deployment), job->version->deployment);
-    fm_trace_copy(s.function, sizeof(s.function), job->fn->name);
-    fm_trace_copy(s.runtime, sizeof(s.runtime), job->fn->rt->name);
+    out->start_ns = fm_trace_wall_ns(t0);
+    out->end_ns = fm_trace_wall_ns(job->finished_us > t0 ? job->finished_us : t0);
+    fm_trace_copy(out->deployment, sizeof(out->deployment), job->version->deployment);
+    fm_trace_copy(out->function, sizeof(out->function), job->fn->name);
+    fm_trace_copy(out->runtime, sizeof(out->runtime), job->fn->rt->name);
     size_t vl = strnlen(job->version->id, 12); /* its first 12 hex digits, as in the metrics */
-    memcpy(s.version, job->version->id, vl);
-    s.version[vl] = '\0';
-    fm_trace_copy(s.request_id, sizeof(s.request_id), job->request_id);
-    fm_trace_copy(s.message, sizeof(s.message),
-                  s.error ? json_string_value(json_object_get(job->error, "message")) : NULL);
-    *out = s;
+    memcpy(out->version, job->version->id, vl);
+    out->version[vl] = '\0';
+    fm_trace_copy(out->request_id, sizeof(out->request_id), job->request_id);
+    fm_trace_copy(out->message, sizeof(out->message),
+                  out->error ? json_string_value(json_object_get(job->error, "message")) : NULL);
 }
 
 void fm_job_record_span(const fm_job *job) {
-    fm_span s;
-    fm_job_span(job, &s);
-    fm_trace_record(&s);
+    fm_trace_record_fill(fm_job_span_fill, job);
 }
 
 void fm_job_finish(fm_job *job) {

@@ -147,6 +147,8 @@ void fm_job_finish(fm_job *job);
  * thread; never allocates. Also for calls that runtimes run without a job
  * of their own (a frame on the stack). */
 void fm_job_span(const fm_job *job, fm_span *out);
+/* The same with the signature fm_trace_record_fill wants (jobp: the job). */
+void fm_job_span_fill(fm_span *out, const void *jobp);
 void fm_job_record_span(const fm_job *job);
 
 /* Result setter for a job with want_value: `v` is owned (NULL = null). */

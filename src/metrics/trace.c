@@ -263,7 +263,10 @@ static void slot_unlock(slot *s, uint64_t word) {
     atomic_store_explicit(&s->word, word, memory_order_release);
 }
 
-void fm_trace_ring_append(fm_trace_ring *r, const fm_span *sp) {
+/* Claims the next slot and lets `fill` write the span into it in place (no
+ * copy of the record through the stack). */
+static void ring_append_fill(fm_trace_ring *r, void (*fill)(fm_span *out, const void *ud),
+                             const void *ud) {
     uint64_t seq = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed);
     slot *s = &r->slots[seq & r->mask];
     uint64_t old = slot_lock(s);
@@ -271,8 +274,16 @@ void fm_trace_ring_append(fm_trace_ring *r, const fm_span *sp) {
         slot_unlock(s, old);
         return;
     }
-    s->span = *sp;
+    fill(&s->span, ud);
     slot_unlock(s, (seq + 1) << 1);
+}
+
+static void fill_copy(fm_span *out, const void *ud) {
+    *out = *(const fm_span *)ud;
+}
+
+void fm_trace_ring_append(fm_trace_ring *r, const fm_span *sp) {
+    ring_append_fill(r, fill_copy, sp);
 }
 
 int fm_trace_ring_read(fm_trace_ring *r, uint64_t seq, fm_span *out) {
@@ -377,6 +388,10 @@ void fm_trace_shutdown(void) {
 
 void fm_trace_record(const fm_span *s) {
     if (node_ring) fm_trace_ring_append(node_ring, s);
+}
+
+void fm_trace_record_fill(void (*fill)(fm_span *out, const void *ud), const void *ud) {
+    if (node_ring) ring_append_fill(node_ring, fill, ud);
 }
 
 uint64_t fm_trace_recorded(void) {

@@ -149,6 +149,9 @@ fm_status fm_trace_init(size_t capacity, fm_err *err);
 void fm_trace_shutdown(void);
 /* Appends a finished span to the node's ring (a no-op before fm_trace_init). */
 void fm_trace_record(const fm_span *s);
+/* The same, with the span written by `fill` straight into its ring slot
+ * (the cheaper way for the call path). Any thread. */
+void fm_trace_record_fill(void (*fill)(fm_span *out, const void *ud), const void *ud);
 /* Spans recorded into the node's ring so far. */
 uint64_t fm_trace_recorded(void);
 
