@@ -161,7 +161,9 @@ class CTest(FnTestCase):
             "lib/util.h": LIB_H,
             "lib/not_an_entry.c": "this is not C and is never compiled on its own",
             "web.js": JS,
-            "fnmesh.json": '{"timeout_ms": 5000, "functions": {"spin": {"timeout_ms": 300}}}',
+            # crash: room for a new worker to start under a loaded machine (crash != deadline)
+            "fnmesh.json": '{"timeout_ms": 5000, "functions": {"spin": {"timeout_ms": 300},'
+                           ' "crash": {"timeout_ms": 20000}}}',
         })
 
     def call(self, fn, *args):

@@ -121,8 +121,11 @@ class PythonTest(FnTestCase):
             "pkg/__init__.py": "",
             "pkg/util.py": "def twice(x):\n    return 2 * x\n",
             "web.js": JS,
+            # crash/segv: room for the pool to start new workers under a loaded machine, so
+            # that a crash is told apart from a deadline
             "fnmesh.json": '{"timeout_ms": 3000, "functions": {"spin": {"timeout_ms": 300},'
-                           ' "sleepy": {"timeout_ms": 300}}}',
+                           ' "sleepy": {"timeout_ms": 300}, "crash": {"timeout_ms": 20000},'
+                           ' "segv": {"timeout_ms": 20000}}}',
         })
 
     def call(self, fn, *args):
