@@ -240,12 +240,14 @@ static int reap(wp_worker *w, bool force) {
 
 /* Sends a call to an idle, live worker. */
 static bool send_call(wp_worker *w, fm_job *job) {
-    json_t *args = json_array(), *holes = json_array();
+    json_t *args = json_array(), *holes = NULL; /* "h" only when some are missing */
     for (size_t i = 0; i < job->argc; i++) {
         json_array_append(args, job->argv[i] ? job->argv[i] : json_null());
-        if (!job->argv[i]) json_array_append_new(holes, json_integer((json_int_t)i));
+        if (job->argv[i]) continue;
+        if (!holes) holes = json_array();
+        json_array_append_new(holes, json_integer((json_int_t)i));
     }
-    json_t *req = json_pack("{s:i, s:o, s:o}", "i", (int)job->fn->index, "a", args, "h", holes);
+    json_t *req = json_pack("{s:i, s:o, s:o*}", "i", (int)job->fn->index, "a", args, "h", holes);
     size_t len;
     char *text = fm_json_dump(req, &len);
     json_decref(req);

@@ -101,9 +101,13 @@ def _loads(text):
     return json.loads(text, object_hook=_bytes_hook) if "$bytes" in text else json.loads(text)
 
 
+# built once: json.dumps() with options would build an encoder per call
+_encoders = [json.JSONEncoder(ensure_ascii=a, allow_nan=False, separators=(",", ":"),
+                              default=_bytes_default) for a in (False, True)]
+
+
 def _dumps(value, ascii_only=False):
-    return json.dumps(value, ensure_ascii=ascii_only, allow_nan=False, separators=(",", ":"),
-                      default=_bytes_default)
+    return _encoders[ascii_only].encode(value)
 
 
 def _mesh_call(target, *args, **kwargs):
@@ -175,7 +179,9 @@ def load(root, entries):
                 continue  # classes, and functions imported from elsewhere
             names, kinds = _signature(value)
             exports.append({"name": name, "file": entry, "params": names})
-            _functions.append((value, kinds))
+            # positional-only signatures (the common case) skip _bind
+            simple = all(k in ("p", "pk") for _, k in kinds)
+            _functions.append((value, kinds, len(kinds) if simple else -1))
     return json.dumps(exports)
 
 
@@ -234,19 +240,26 @@ def call(payload):
     """-> (ok, json text)"""
     try:
         req = _loads(payload)
-        fn, kinds = _functions[req["i"]]
-        pos, kw = _bind(kinds, req["a"], set(req.get("h", ())))
-        result = fn(*pos, **kw)
+        fn, kinds, npos = _functions[req["i"]]
+        args = req["a"]
+        if len(args) <= npos and "h" not in req:
+            result = fn(*args)
+        else:
+            pos, kw = _bind(kinds, args, set(req.get("h", ())))
+            result = fn(*pos, **kw)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         text = _dumps(result)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: keep them as \u escapes
-            text = _dumps(result, ascii_only=True)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: keep them as \u escapes
+                text = _dumps(result, ascii_only=True)
         return True, text
     except BaseException as e:  # noqa: B902 - KeyboardInterrupt is the deadline
         return False, _error(e)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        if getattr(sys.stdout, "_buf", True):  # user code may replace the streams
+            sys.stdout.flush()
+        if getattr(sys.stderr, "_buf", True):
+            sys.stderr.flush()
