@@ -2,8 +2,9 @@
 # In-process mesh calls per second, one core: a JavaScript function awaits
 # fnmesh.call(...) N times in a row (sequential) and in waves of 100
 # (concurrent), against JavaScript, Lua, Python and C callees (N/10 for the
-# worker-process runtimes); plus HTTP GET of each with wrk (server on CPU 1,
-# wrk on CPU 0).
+# worker-process runtimes), and calls fnmesh.callSync(...) 5N times in a row
+# (JavaScript and Lua callees); plus HTTP GET of each with wrk (server on
+# CPU 1, wrk on CPU 0).
 #
 # usage: bench/mesh.sh [--calls N] [--duration S]
 set -uo pipefail
@@ -44,6 +45,12 @@ export async function seq(n, target) {
   if (acc !== n) throw new Error("wrong sum " + acc);
   return Math.round(n / ((Date.now() - t0) / 1000));
 }
+export function sync(n, target) {
+  const t0 = Date.now(); let acc = 0;
+  for (let i = 0; i < n; i++) acc = fnmesh.callSync(target, acc, 1);
+  if (acc !== n) throw new Error("wrong sum " + acc);
+  return Math.round(n / ((Date.now() - t0) / 1000));
+}
 export async function par(n, target) {
   const t0 = Date.now(); let done = 0;
   for (let i = 0; i < n; i += 100) {
@@ -74,6 +81,10 @@ for t in mbjs mblua mbpy mbc; do
   p=$(curl -s -d "[$n, \"$t/add\"]" "$URL/fn/caller/par")
   printf '%-34s %14s\n' "$name, sequential" "$s"
   printf '%-34s %14s\n' "$name, 100 at a time" "$p"
+  case $t in mbjs|mblua)
+    y=$(curl -s -d "[$((n * 5)), \"$t/add\"]" "$URL/fn/caller/sync")
+    printf '%-34s %14s\n' "$name, callSync" "$y";;
+  esac
 done
 
 if command -v wrk >/dev/null; then

@@ -469,7 +469,7 @@ static void run_job(exthread *t, fm_job *job) {
             job->busy_us = now - started;
             tls_running = NULL;
         }
-        window_work(now - started); /* its share: billed to it when in-process */
+        if (!job->nested) window_work(now - started); /* its share: billed to it when in-process */
         return;
     }
     case FM_JOB_INSTANTIATE: {
@@ -832,8 +832,7 @@ static void free_args(json_t **argv, size_t argc) {
 
 fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv, size_t argc,
                        fm_mesh_done done, void *ud, fm_err *err) {
-    exthread *t = tls_thread;
-    if (!t || !mesh_registry) {
+    if (!tls_thread || !mesh_registry) {
         free_args(argv, argc);
         return fm_err_set(err, FM_INTERNAL, "function calls are only possible inside a function");
     }
@@ -850,6 +849,19 @@ fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **
         free_args(argv, argc);
         return err->status;
     }
+    return fm_mesh_call_resolved(parent, v, fn, argv, argc, false, done, ud, err);
+}
+
+fm_status fm_mesh_call_resolved(fm_job *parent, fm_version *v, const fm_function *fn,
+                                json_t **argv, size_t argc, bool now, fm_mesh_done done, void *ud,
+                                fm_err *err) {
+    exthread *t = tls_thread;
+    if (!t) {
+        free_args(argv, argc);
+        fm_version_release(v);
+        return fm_err_set(err, FM_INTERNAL, "function calls are only possible inside a function");
+    }
+    int hops = parent ? parent->hops + 1 : 1;
     fm_job *child = fm_job_new(FM_JOB_CALL, v, fn);
     child->argv = argv;
     child->argc = argc;
@@ -870,6 +882,14 @@ fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **
         return err->status;
     }
     atomic_fetch_add_explicit(&t->inflight, 1, memory_order_relaxed);
+    if (now && fn->rt->call_nested && fn->max_concurrency == 0) {
+        /* inside the caller's call: its thread time (CPU) stays the caller's */
+        fm_job *saved = tls_running;
+        child->nested = true;
+        run_job(t, child);
+        tls_running = saved;
+        return FM_OK;
+    }
     if (t->local_tail) t->local_tail->next = child;
     else t->local_head = child;
     t->local_tail = child;

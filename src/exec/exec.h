@@ -90,6 +90,7 @@ struct fm_job {
     /* The mesh: a call made by another function. */
     int hops;          /* 0 for calls from outside; parent's + 1 */
     bool want_value;   /* deliver the result as `value`, not JSON text */
+    bool nested;       /* ran inside its caller's call (fm_mesh_call_resolved with now) */
     json_t *value;     /* owned result when want_value (NULL = null/undefined) */
     void (*mesh_done)(fm_job *child, void *ud); /* the caller's continuation */
     void *mesh_ud;
@@ -169,6 +170,15 @@ void fm_job_succeed_value(fm_job *job, json_t *v);
 typedef void (*fm_mesh_done)(fm_job *child, void *ud);
 fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv, size_t argc,
                        fm_mesh_done done, void *ud, fm_err *err);
+/* fm_mesh_call for a function already resolved (takes over the reference to
+ * `v`). With `now`, a callee whose runtime allows nested calls
+ * (fm_runtime.call_nested, e.g. Lua) and that has no max_concurrency runs
+ * at once, inside this call, and `done` may have run before this returns;
+ * otherwise the call is queued as by fm_mesh_call. Hops are checked by the
+ * caller. */
+fm_status fm_mesh_call_resolved(fm_job *parent, fm_version *v, const fm_function *fn,
+                                json_t **argv, size_t argc, bool now, fm_mesh_done done, void *ud,
+                                fm_err *err);
 /* Resolves "dep/fn" (or "dep.fn") to the active version (a reference the
  * caller releases) and the function. NULL with FM_NOT_FOUND in err. */
 fm_version *fm_mesh_resolve(const char *target, size_t len, const fm_function **fn, fm_err *err);

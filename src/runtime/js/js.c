@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -540,6 +541,18 @@ static fm_job *pending_take(js_thread *ts, uint64_t id) {
  * surrogates become U+FFFD. `why` is set on failure (cycles, BigInt,
  * nesting beyond the JSON parser's bound). */
 static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whylen) {
+    switch (JSValueGetType(ctx, v)) { /* scalars without a trip through JSON text */
+    case kJSTypeNull: return json_null();
+    case kJSTypeBoolean: return json_boolean(JSValueToBoolean(ctx, v));
+    case kJSTypeNumber: {
+        double d = JSValueToNumber(ctx, v, NULL);
+        if (!isfinite(d)) return json_null(); /* as JSON.stringify */
+        if (d >= -9007199254740992.0 && d <= 9007199254740992.0 && d == (double)(json_int_t)d)
+            return json_integer((json_int_t)d); /* -0 too, as JSON.stringify writes it */
+        return json_real(d);
+    }
+    default: break;
+    }
     JSValueRef exc = NULL;
     JSStringRef s = JSValueCreateJSONString(ctx, v, 0, &exc);
     if (!s) {
@@ -581,6 +594,10 @@ typedef struct mesh_rec {
     js_thread *ts;     /* the caller's: tls_ts may be another runtime's (template) by then */
     uint64_t parent_id; /* async id of the calling job, 0 if none */
     JSObjectRef resolve, reject; /* protected */
+    /* fnmesh.callSync: while the native call is on the stack, the callee's
+     * outcome is kept here instead of settling a promise */
+    bool inline_, done;
+    json_t *value, *error; /* owned: result, or fm_mesh_error */
 } mesh_rec;
 
 static fm_job *pending_find(js_thread *ts, uint64_t id) {
@@ -595,6 +612,16 @@ static void leave(js_thread *ts, js_instance *inst);
 /* Executor thread, later: the callee finished; settle the caller's promise. */
 static void mesh_done(fm_job *child, void *ud) {
     mesh_rec *rec = ud;
+    if (rec->inline_) { /* finished inside fnmesh.callSync: it takes the outcome */
+        rec->done = true;
+        if (child->status == FM_OK) {
+            rec->value = child->value;
+            child->value = NULL;
+        } else {
+            rec->error = fm_mesh_error(child);
+        }
+        return;
+    }
     js_thread *ts = rec->ts, *saved_tls = tls_ts;
     for (mesh_rec **pp = &ts->mesh; *pp; pp = &(*pp)->next)
         if (*pp == rec) {
@@ -668,31 +695,47 @@ static void end_open_span(js_thread *ts, uint64_t id, bool ok, const char *msg, 
     free(s);
 }
 
+/* A result or argument of another realm as this realm sees it, without
+ * calling into JavaScript for primitives (the copy rules of __fm_copy). */
+static JSValueRef pass_primitive(JSContextRef ctx, JSValueRef r) {
+    switch (JSValueGetType(ctx, r)) {
+    case kJSTypeNumber: {
+        double d = JSValueToNumber(ctx, r, NULL);
+        return isfinite(d) ? r : JSValueMakeNull(ctx);
+    }
+    case kJSTypeSymbol: return JSValueMakeUndefined(ctx);
+    default: return r;
+    }
+}
+
 /* The fast path of a mesh call whose callee is JavaScript: both instances
  * live on this thread in the same context group, so the callee is called
  * directly, inside the caller's VM entry and deadline. Arguments and result
  * are copied between the two realms (object values only; primitives pass
- * as they are). Settles the caller's promise before returning. */
-static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_function *fn,
-                           js_instance *callee, int hops, JSObjectRef args_arr, size_t n,
-                           JSObjectRef resolve, JSObjectRef reject) {
+ * as they are). Returns true with the result in *out (in the caller's
+ * realm; a promise of the caller's realm when the callee returned one), or
+ * false with the rejection reason (an Error of the caller's realm) in *out. */
+static bool js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_function *fn,
+                      js_instance *callee, int hops, const JSValueRef *in, size_t n,
+                      JSValueRef *out) {
     JSContextRef cctx = callee->ctx;
     JSValueRef small[8] = {0};
     JSValueRef *args = n <= 8 ? small : malloc(n * sizeof(JSValueRef));
     JSObjectRef ccopy = callee->copy_fn;
     for (size_t i = 0; i < n; i++) {
-        JSValueRef a = JSObjectGetPropertyAtIndex(ctx, args_arr, (unsigned)i, NULL);
+        JSValueRef a = in[i];
         if (JSValueIsObject(ctx, a) && ccopy) {
             JSValueRef cexc = NULL;
             JSValueRef c = JSObjectCallAsFunction(cctx, ccopy, NULL, 1, &a, &cexc);
             if (!c) { /* cannot be passed on (too deep, cyclic): the call fails */
                 for (size_t k = 0; args != small && k < i; k++) JSValueUnprotect(cctx, args[k]);
                 if (args != small) free(args);
-                JSValueRef why = cexc ? cexc : JSValueMakeUndefined(ctx);
-                JSObjectCallAsFunction(ctx, reject, NULL, 1, &why, NULL);
-                return;
+                *out = cexc ? cexc : JSValueMakeUndefined(ctx);
+                return false;
             }
             a = c;
+        } else {
+            a = pass_primitive(ctx, a);
         }
         args[i] = a;
         if (args != small) JSValueProtect(cctx, a); /* heap-held: keep it from the GC */
@@ -707,15 +750,17 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
     frame.deadline_us = saved_job ? saved_job->deadline_us : ts->deadline_us;
     if (saved_job) memcpy(frame.request_id, saved_job->request_id, sizeof(frame.request_id));
     /* the direct call is a span of its own, child of the caller's */
-    if (saved_job) fm_trace_child(&frame.trace, &saved_job->trace);
-    else fm_trace_begin(&frame.trace, NULL);
-    frame.tracestate = saved_job ? saved_job->tracestate : NULL; /* borrowed: frame is not freed */
-    frame.started_us = fm_mono_us();
+    if (fm_telemetry) {
+        if (saved_job) fm_trace_child(&frame.trace, &saved_job->trace);
+        else fm_trace_begin(&frame.trace, NULL);
+        frame.tracestate = saved_job ? saved_job->tracestate : NULL; /* borrowed: not freed */
+        frame.started_us = fm_mono_us();
+    }
     ts->cur_inst = callee;
     ts->cur_job = &frame;
     JSValueRef exc = NULL;
     JSValueRef r = JSObjectCallAsFunction(cctx, callee->fns[fn->index], NULL, n, args, &exc);
-    frame.finished_us = fm_mono_us();
+    if (fm_telemetry) frame.finished_us = fm_mono_us();
     ts->cur_inst = saved_inst;
     ts->cur_job = saved_job;
     if (args != small) {
@@ -723,8 +768,14 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
         free(args);
     }
     if (r && !ts->fired) {
+        js_instance *caller = ts->cur_inst;
+        if (!JSValueIsObject(ctx, r)) { /* a primitive: no copy, and the call is over */
+            if (fm_telemetry) fm_job_record_span(&frame);
+            *out = pass_primitive(ctx, r);
+            return true;
+        }
         double span = 0; /* a promise's span stays open until it settles */
-        if (fm_telemetry && JSValueIsObject(ctx, r) && ts->nspans < JS_MAX_OPEN_SPANS) {
+        if (fm_telemetry && ts->nspans < JS_MAX_OPEN_SPANS) {
             js_span *s = malloc(sizeof(*s));
             fm_job_span(&frame, &s->span);
             s->id = ++ts->next_span;
@@ -735,28 +786,27 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
         } else if (fm_telemetry) {
             fm_job_record_span(&frame);
         }
-        js_instance *caller = ts->cur_inst;
-        JSValueRef a[4] = {resolve, r, NULL, JSValueMakeNumber(ctx, span)};
-        if (JSValueIsObject(ctx, r)) { /* maybe a promise: name the hop for its rejection */
-            char hop[300];
-            snprintf(hop, sizeof(hop), "%s/%s (js)", v->deployment, fn->name);
-            JSStringRef hs = JSStringCreateWithUTF8CString(hop);
-            a[2] = JSValueMakeString(ctx, hs);
-            JSStringRelease(hs);
-        } else {
-            a[2] = JSValueMakeUndefined(ctx);
-        }
+        /* maybe a promise: name the hop for its rejection */
+        char hop[300];
+        snprintf(hop, sizeof(hop), "%s/%s (js)", v->deployment, fn->name);
+        JSStringRef hs = JSStringCreateWithUTF8CString(hop);
+        JSValueRef a[3] = {r, JSValueMakeString(ctx, hs), JSValueMakeNumber(ctx, span)};
+        JSStringRelease(hs);
         JSValueRef aexc = NULL;
-        bool adopted = caller->adopt_fn &&
-                       JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 4, a, &aexc) != NULL;
-        if (!adopted) { /* e.g. too deep to copy: the call fails, and so does its span */
-            if (span) end_open_span(ts, (uint64_t)span, false, "the result cannot be passed on",
-                                    "function_error");
-            if (aexc) JSObjectCallAsFunction(ctx, reject, NULL, 1, &aexc, NULL);
+        JSValueRef adopted =
+            caller->adopt_fn ? JSObjectCallAsFunction(ctx, caller->adopt_fn, NULL, 3, a, &aexc)
+                             : NULL;
+        if (adopted) {
+            *out = adopted;
+            return true;
         }
-        return;
+        /* e.g. too deep to copy: the call fails, and so does its span */
+        if (span) end_open_span(ts, (uint64_t)span, false, "the result cannot be passed on",
+                                "function_error");
+        *out = aexc ? aexc : JSValueMakeUndefined(ctx);
+        return false;
     }
-    /* the callee threw (or ran out of time): reject in the caller's realm */
+    /* the callee threw (or ran out of time): an error of the caller's realm */
     fm_job tmp = {0};
     tmp.fn = fn;
     tmp.version = v;
@@ -768,10 +818,10 @@ static void call_js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const
         frame.error = NULL;
     }
     json_t *e = fm_mesh_error(&tmp);
-    JSValueRef err = mesh_error_value(ctx, ts->cur_inst->mkerror_fn, e);
-    JSObjectCallAsFunction(ctx, reject, NULL, 1, &err, NULL);
+    *out = mesh_error_value(ctx, ts->cur_inst->mkerror_fn, e);
     json_decref(e);
     json_decref(tmp.error);
+    return false;
 }
 
 /* __fm_native_call(target, args, resolve, reject): null, or [code, message] */
@@ -810,8 +860,19 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
                 JSObjectRef arr = (JSObjectRef)argv[1];
                 size_t n = (size_t)JSValueToNumber(
                     ctx, JSObjectGetProperty(ctx, arr, ts->s_length, NULL), NULL);
-                call_js_direct(ts, ctx, v, fn, callee, hops, arr, n, (JSObjectRef)argv[2],
-                               (JSObjectRef)argv[3]);
+                JSValueRef small[8] = {0}, *in = n <= 8 ? small : malloc(n * sizeof(JSValueRef));
+                for (size_t i = 0; i < n; i++) {
+                    in[i] = JSObjectGetPropertyAtIndex(ctx, arr, (unsigned)i, NULL);
+                    if (in != small) JSValueProtect(ctx, in[i]);
+                }
+                JSValueRef out;
+                bool ok = js_direct(ts, ctx, v, fn, callee, hops, in, n, &out);
+                if (in != small) {
+                    for (size_t i = 0; i < n; i++) JSValueUnprotect(ctx, in[i]);
+                    free(in);
+                }
+                JSObjectCallAsFunction(ctx, (JSObjectRef)(ok ? argv[2] : argv[3]), NULL, 1, &out,
+                                       NULL);
                 res = JSValueMakeNull(ctx);
             }
             fm_version_release(v);
@@ -865,6 +926,122 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     rec->next = ts->mesh;
     ts->mesh = rec;
     return JSValueMakeNull(ctx);
+}
+
+/* Throws an Error {code, message} of this realm from a native hook. */
+static JSValueRef throw_error(JSContextRef ctx, fm_status st, const char *msg, JSValueRef *exc) {
+    JSValueRef pair = error_pair(ctx, st, msg);
+    JSValueRef parts[4] = {JSObjectGetPropertyAtIndex(ctx, (JSObjectRef)pair, 0, NULL),
+                           JSObjectGetPropertyAtIndex(ctx, (JSObjectRef)pair, 1, NULL),
+                           JSValueMakeUndefined(ctx), JSValueMakeUndefined(ctx)};
+    js_thread *ts = tls_ts;
+    JSObjectRef mk = ts->cur_inst ? ts->cur_inst->mkerror_fn : NULL;
+    *exc = mk ? JSObjectCallAsFunction(ctx, mk, NULL, 4, parts, NULL) : parts[1];
+    return NULL;
+}
+
+/* __fm_native_call_sync(target, ...args): fnmesh.callSync. A JavaScript
+ * callee runs directly and its result is returned (a promise when it is
+ * async); a Lua callee runs inside this call and its result is returned
+ * when it finished without waiting; any other callee is an ordinary mesh
+ * call and a promise of its result is returned. A failure is thrown. */
+static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                                   const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    if (!ts || !ts->cur_inst)
+        return throw_error(ctx, FM_INTERNAL, "function calls are only possible inside a function",
+                           exc);
+    if (argc < 1) return throw_error(ctx, FM_BAD_REQUEST, "callSync(target, ...args)", exc);
+    char target[512];
+    size_t tlen;
+    {
+        JSStringRef js = JSValueToStringCopy(ctx, argv[0], exc);
+        if (!js) return NULL;
+        size_t max = JSStringGetMaximumUTF8CStringSize(js);
+        if (max > sizeof(target)) {
+            JSStringRelease(js);
+            return throw_error(ctx, FM_BAD_REQUEST, "function name too long", exc);
+        }
+        tlen = JSStringGetUTF8CString(js, target, sizeof(target)) - 1;
+        JSStringRelease(js);
+    }
+    int hops = (ts->cur_job ? ts->cur_job->hops : 0) + 1;
+    if (hops > FM_MESH_MAX_HOPS) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "call chain longer than %d hops calling %.200s (runaway recursion?)",
+                 FM_MESH_MAX_HOPS, target);
+        return throw_error(ctx, FM_LOOP, msg, exc);
+    }
+    fm_err err = FM_ERR_INIT;
+    const fm_function *fn = NULL;
+    fm_version *v = fm_mesh_resolve(target, tlen, &fn, &err);
+    if (!v) {
+        throw_error(ctx, err.status, err.msg, exc);
+        fm_err_clear(&err);
+        return NULL;
+    }
+    const JSValueRef *in = argv + 1;
+    size_t n = argc - 1;
+    if (fn->rt == &fm_runtime_js) {
+        js_instance *callee = fm_exec_instance_here(v, fn->unit, &err);
+        JSValueRef out = NULL;
+        if (!callee) throw_error(ctx, FM_INTERNAL, err.msg, exc);
+        else if (!js_direct(ts, ctx, v, fn, callee, hops, in, n, &out)) *exc = out, out = NULL;
+        fm_version_release(v);
+        fm_err_clear(&err);
+        return out;
+    }
+    /* another runtime: its arguments as values */
+    json_t **args = calloc(n ? n : 1, sizeof(json_t *));
+    char why[160] = "";
+    for (size_t i = 0; i < n && !why[0]; i++) {
+        if (JSValueIsUndefined(ctx, in[i])) continue; /* a hole: the default applies */
+        args[i] = js_to_json(ctx, in[i], why, sizeof(why));
+    }
+    if (why[0]) {
+        for (size_t i = 0; i < n; i++) json_decref(args[i]);
+        free(args);
+        fm_version_release(v);
+        char msg[240];
+        snprintf(msg, sizeof(msg), "argument cannot be passed on: %s", why);
+        return throw_error(ctx, FM_BAD_REQUEST, msg, exc);
+    }
+    mesh_rec *rec = calloc(1, sizeof(*rec));
+    rec->inst = ts->cur_inst;
+    rec->ts = ts;
+    rec->parent_id = ts->cur_job ? ts->cur_job->async_id : 0;
+    rec->inline_ = true;
+    js_instance *inst = ts->cur_inst;
+    fm_status st = fm_mesh_call_resolved(ts->cur_job, v, fn, args, n, true, mesh_done, rec, &err);
+    tls_ts = ts; /* the callee may have run another runtime's half on this thread */
+    ts->cur_inst = inst;
+    if (st != FM_OK) {
+        free(rec);
+        throw_error(ctx, st, err.msg, exc);
+        fm_err_clear(&err);
+        return NULL;
+    }
+    rec->inline_ = false;
+    if (rec->done) { /* finished inside this call */
+        JSValueRef out = NULL;
+        if (rec->error) *exc = mesh_error_value(ctx, inst->mkerror_fn, rec->error);
+        else out = rec->value ? json_to_js(ctx, rec->value) : JSValueMakeNull(ctx);
+        json_decref(rec->value);
+        json_decref(rec->error);
+        free(rec);
+        return out;
+    }
+    /* it waits (on a worker, or on calls of its own): a promise */
+    JSObjectRef resolve = NULL, reject = NULL;
+    JSObjectRef promise = JSObjectMakeDeferredPromise(ctx, &resolve, &reject, exc);
+    rec->resolve = resolve;
+    rec->reject = reject;
+    JSValueProtect(ctx, rec->resolve);
+    JSValueProtect(ctx, rec->reject);
+    rec->next = ts->mesh;
+    ts->mesh = rec;
+    return promise;
 }
 
 static JSValueRef native_log(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
@@ -1031,6 +1208,7 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
                  {"__fm_native_clear", native_clear},
                  {"__fm_native_done", native_done},
                  {"__fm_native_call", native_call},
+                 {"__fm_native_call_sync", native_call_sync},
                  {"__fm_native_span_end", native_span_end}};
     for (size_t i = 0; i < sizeof(hooks) / sizeof(hooks[0]); i++)
         install_native(inst, hooks[i].name, hooks[i].cb);

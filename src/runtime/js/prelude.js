@@ -10,10 +10,11 @@
   "use strict";
   const nlog = g.__fm_native_log, ntimer = g.__fm_native_timer,
         nclear = g.__fm_native_clear, ndone = g.__fm_native_done,
-        ncall = g.__fm_native_call, nspan = g.__fm_native_span_end;
+        ncall = g.__fm_native_call, nspan = g.__fm_native_span_end,
+        ncallSync = g.__fm_native_call_sync;
   delete g.__fm_native_log; delete g.__fm_native_timer;
   delete g.__fm_native_clear; delete g.__fm_native_done; delete g.__fm_native_call;
-  delete g.__fm_native_span_end;
+  delete g.__fm_native_span_end; delete g.__fm_native_call_sync;
 
   function fmt(v, depth) {
     if (typeof v === "string") return depth ? JSON.stringify(v) : v;
@@ -170,27 +171,30 @@
   for (const proto of [ArrayBuffer.prototype, Object.getPrototypeOf(Uint8Array.prototype),
                        DataView.prototype])
     Object.defineProperty(proto, "toJSON", { value: bytesJSON, writable: true, configurable: true });
-  // settles `resolve` with a result of another realm, copied into this one
-  // (a later rejection gets the callee's hop added to its stack); `span`,
-  // when not 0, is the callee's span, ended when its result is known
-  g.__fm_adopt = (resolve, r, hop, span) => {
+  // a result of another realm, copied into this one: a promise of the copy
+  // when it is a promise (a later rejection gets the callee's hop added to
+  // its stack); `span`, when not 0, is the callee's span, ended when its
+  // result is known
+  g.__fm_adopt = (r, hop, span) => {
     if (r !== null && typeof r === "object" && typeof r.then === "function")
-      resolve(Promise.resolve(r).then((v) => { if (span) nspan(span, true); return copy(v, 0); }, (e) => {
+      return Promise.resolve(r).then((v) => { if (span) nspan(span, true); return copy(v, 0); }, (e) => {
         const isErr = e !== null && typeof e === "object";
         const code = isErr && typeof e.code === "string" ? e.code : "function_error";
         const message = isErr && "message" in e ? String(e.message) : String(e);
         if (span) nspan(span, false, message, code);
         throw mkerror(code, message, isErr && e.name ? String(e.name) : "",
                       (isErr && e.stack ? String(e.stack) + "\n" : "") + hop);
-      }));
-    else {
-      if (span) nspan(span, true);
-      resolve(copy(r, 0));
-    }
+      });
+    if (span) nspan(span, true);
+    return copy(r, 0);
   };
   const fnmesh = Object.freeze({
     call,
     fn: (target) => (...args) => call(target, ...args),
+    // the result itself when the callee finishes at once (JavaScript, Lua),
+    // else a promise of it; failures are thrown
+    callSync: ncallSync,
+    fnSync: (target) => ncallSync.bind(null, String(target)),
   });
   Object.defineProperty(g, "fnmesh", { value: fnmesh, enumerable: false });
   // require("fnmesh:dep") / import {f} from "fnmesh:dep": every property is a

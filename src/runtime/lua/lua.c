@@ -1140,6 +1140,7 @@ static void lua_instance_destroy(void *tsp, void *p) {
 
 const fm_runtime fm_runtime_lua = {
     .name = "lua",
+    .call_nested = true,
     .extensions = lua_extensions,
     .compile = lua_compile,
     .thread_init = lua_thread_init,

@@ -1,0 +1,165 @@
+"""fnmesh.callSync / fnmesh.fnSync from JavaScript: the result itself for
+JavaScript and Lua callees that finish at once, a promise for callees that
+wait (async JavaScript, Lua calling other functions, worker runtimes);
+failures thrown with code and hop stack; values copied, never shared."""
+import time
+
+from fmtest import FnTestCase, main
+
+JS_CALLEE = r"""
+export const add = (a, b) => a + b;
+export const echo = (v) => v;
+export function mutate(o) { o.touched = true; o.list.push(99); return o; }
+export function boom(n) { throw new RangeError("sync boom " + n); }
+export async function later(x) { await null; return x * 2; }
+export async function laterBoom() { await null; throw new Error("async boom"); }
+export const typeOf = (v) => v === null ? "null" : typeof v;
+export function spin() { for (;;) {} }
+"""
+
+LUA_CALLEE = r"""
+return {
+  add = function(a, b) return a + b end,
+  echo = function(v) return v end,
+  fail = function(n) error({message = "lua says no " .. n, code = "bad_request"}) end,
+  relay = function(a, b) return fnmesh.call("sjs/add", a, b) end,
+  spin = function() while true do end end,
+}
+"""
+
+CALLER = r"""
+const add = fnmesh.fnSync("sjs/add");
+export function js(a, b) { const r = fnmesh.callSync("sjs/add", a, b); return [r, typeof r]; }
+export function bound(n) { let acc = 0; for (let i = 0; i < n; i++) acc = add(acc, 1); return acc; }
+export function lua(a, b) { const r = fnmesh.callSync("slua/add", a, b); return [r, typeof r]; }
+export function roundTrip(target, v) { return fnmesh.callSync(target, v); }
+export function isolated() {
+  const o = { list: [1], nested: { k: "v" } };
+  const r = fnmesh.callSync("sjs/mutate", o);
+  r.list.push("caller");
+  return { mine: o, theirs: r, same: r === o };
+}
+export function catches(target, n) {
+  try { fnmesh.callSync(target, n); return "not thrown"; }
+  catch (e) { return { message: e.message, code: e.code, name: e.name, stack: e.stack,
+                       isError: e instanceof Error }; }
+}
+export function uncaught() { return fnmesh.callSync("sjs/boom", 7); }
+export async function promised(target, x) {
+  const p = fnmesh.callSync(target, x, 1);
+  const isPromise = p instanceof Promise;
+  return [isPromise, await p];
+}
+export async function asyncFailure() {
+  try { await fnmesh.callSync("sjs/laterBoom"); return "not thrown"; }
+  catch (e) { return { message: e.message, stack: e.stack }; }
+}
+export function missing() { return fnmesh.callSync("sjs/nope"); }
+export function recurse(n) { return fnmesh.callSync("scaller/recurse", n + 1); }
+export function spinJs() { return fnmesh.callSync("sjs/spin"); }
+export function spinLua() { return fnmesh.callSync("slua/spin"); }
+export function types() {
+  return [undefined, null, 1, 2.5, "s", [1], {a: 1}, true, NaN]
+    .map((v) => fnmesh.callSync("sjs/typeOf", v));
+}
+"""
+
+
+class CallSyncTest(FnTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.node = cls.class_node()
+        cls.must_deploy(cls.node, "sjs", {"index.js": JS_CALLEE})
+        cls.must_deploy(cls.node, "slua", {"index.lua": LUA_CALLEE})
+        cls.must_deploy(cls.node, "spy", {"index.py": "def add(a, b):\n    return a + b\n"})
+        cls.must_deploy(cls.node, "scaller", {
+            "index.js": CALLER,
+            "fnmesh.json": '{"functions": {"spinJs": {"timeout_ms": 300},'
+                           ' "spinLua": {"timeout_ms": 300}}}'})
+
+    def call(self, fn, *args):
+        return self.node.call("scaller", fn, *args)
+
+    def test_javascript_and_lua_results_come_back_as_values(self):
+        self.assertEqual(self.call("js", 2, 3), (200, [5, "number"]))
+        self.assertEqual(self.call("js", "a", "b"), (200, ["ab", "string"]))
+        self.assertEqual(self.call("lua", 2, 3), (200, [5, "number"]))
+        self.assertEqual(self.call("lua", 0.5, 0.25), (200, [0.75, "number"]))
+        self.assertEqual(self.call("bound", 1000), (200, 1000))
+
+    def test_values_keep_their_types_both_ways(self):
+        value = {"a": [1, 2.5, "x", None, True, False], "n": {"deep": [[[]]]},
+                 "u": "h\u00e9\U0001F600 \u4e2d", "nul": "a\u0000b", "neg": -7,
+                 "max53": 9007199254740991, "empty": {}, "emptyList": []}
+        for target in ("sjs/echo", "slua/echo"):
+            with self.subTest(target=target):
+                self.assertEqual(self.call("roundTrip", target, value), (200, value))
+                self.assertEqual(self.call("roundTrip", target, -0.0), (200, 0))
+                self.assertEqual(self.call("roundTrip", target, 1e300), (200, 1e300))
+        self.assertEqual(self.call("types"),
+                         (200, ["undefined", "null", "number", "number", "string", "object",
+                                "object", "boolean", "null"]))
+
+    def test_arguments_and_results_are_copies(self):
+        st, body = self.call("isolated")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["mine"], {"list": [1], "nested": {"k": "v"}})
+        self.assertEqual(body["theirs"], {"list": [1, 99, "caller"], "nested": {"k": "v"},
+                                          "touched": True})
+        self.assertFalse(body["same"])
+
+    def test_failures_are_thrown_with_code_and_hops(self):
+        st, body = self.call("catches", "sjs/boom", 1)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["message"], "sync boom 1")
+        self.assertEqual(body["name"], "RangeError")
+        self.assertEqual(body["code"], "function_error")
+        self.assertTrue(body["isError"])
+        self.assertIn("sjs/boom (js)", body["stack"])
+        st, body = self.call("catches", "slua/fail", 2)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["message"], "lua says no 2")
+        self.assertEqual(body["code"], "bad_request")
+        self.assertIn("slua/fail (lua)", body["stack"])
+        st, body = self.call("uncaught")
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body["error"]["message"], "sync boom 7")
+
+    def test_unknown_function_and_hop_limit(self):
+        st, body = self.call("missing")
+        self.assertEqual(st, 404, body)
+        self.assertIn("sjs/nope", body["error"]["message"])
+        st, body = self.call("recurse", 0)
+        self.assertEqual(st, 508, body)
+        self.assertEqual(body["error"]["code"], "loop_detected")
+        self.assertEqual(self.call("js", 1, 1), (200, [2, "number"]))
+
+    def test_callees_that_wait_give_a_promise(self):
+        # async JavaScript, Lua that calls another function, Python in a worker
+        self.assertEqual(self.call("promised", "sjs/later", 21), (200, [True, 42]))
+        self.assertEqual(self.call("promised", "slua/relay", 4), (200, [True, 5]))
+        self.assertEqual(self.call("promised", "spy/add", 40), (200, [True, 41]))
+        st, body = self.call("asyncFailure")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["message"], "async boom")
+        self.assertIn("sjs/laterBoom (js)", body["stack"])
+
+    def test_a_runaway_callee_stops_at_the_callers_deadline(self):
+        for fn in ("spinJs", "spinLua"):
+            with self.subTest(fn=fn):
+                t0 = time.monotonic()
+                st, body = self.call(fn)
+                self.assertEqual(st, 504, body)
+                self.assertLess(time.monotonic() - t0, 5.0)
+                self.assertEqual(self.call("lua", 1, 2), (200, [3, "number"]))
+
+    def test_redeploy_is_picked_up(self):
+        self.must_deploy(self.node, "slua", {"index.lua": LUA_CALLEE.replace("a + b", "a * b")},
+                         want=(200, 201))
+        self.assertEqual(self.call("lua", 3, 4), (200, [12, "number"]))
+        self.must_deploy(self.node, "slua", {"index.lua": LUA_CALLEE}, want=(200, 201))
+        self.assertEqual(self.call("lua", 3, 4), (200, [7, "number"]))
+
+
+if __name__ == "__main__":
+    main()
