@@ -462,6 +462,7 @@ static void run_job(exthread *t, fm_job *job) {
         }
         const fm_runtime *rt = job->fn->rt;
         int64_t started = job->started_us;
+        bool nested = job->nested; /* the job may be freed by the time `call` returns */
         tls_running = job;
         rt->call(t->rt_state[fm_runtime_index(rt)], inst, job->fn->index, job);
         int64_t now = fm_mono_us();
@@ -469,7 +470,7 @@ static void run_job(exthread *t, fm_job *job) {
             job->busy_us = now - started;
             tls_running = NULL;
         }
-        if (!job->nested) window_work(now - started); /* its share: billed to it when in-process */
+        if (!nested) window_work(now - started); /* its share: billed to it when in-process */
         return;
     }
     case FM_JOB_INSTANTIATE: {
