@@ -542,6 +542,7 @@ static fm_job *pending_take(js_thread *ts, uint64_t id) {
  * nesting beyond the JSON parser's bound). */
 static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whylen) {
     switch (JSValueGetType(ctx, v)) { /* scalars without a trip through JSON text */
+    case kJSTypeUndefined: return NULL;
     case kJSTypeNull: return json_null();
     case kJSTypeBoolean: return json_boolean(JSValueToBoolean(ctx, v));
     case kJSTypeNumber: {
@@ -995,10 +996,8 @@ static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef 
     /* another runtime: its arguments as values */
     json_t **args = calloc(n ? n : 1, sizeof(json_t *));
     char why[160] = "";
-    for (size_t i = 0; i < n && !why[0]; i++) {
-        if (JSValueIsUndefined(ctx, in[i])) continue; /* a hole: the default applies */
+    for (size_t i = 0; i < n && !why[0]; i++) /* undefined: NULL, a hole (the default applies) */
         args[i] = js_to_json(ctx, in[i], why, sizeof(why));
-    }
     if (why[0]) {
         for (size_t i = 0; i < n; i++) json_decref(args[i]);
         free(args);

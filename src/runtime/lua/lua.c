@@ -47,7 +47,7 @@
 
 /* Addresses used as unique values: error tags and registry keys. */
 static char timeout_tag, memory_tag;
-static char calls_key, fns_key, run_key, entry_key, errmt_key;
+static char calls_key, fns_key, run_key, entry_key, errmt_key, spare_key;
 #define TIMEOUT_TAG ((void *)&timeout_tag)
 #define MEMORY_TAG ((void *)&memory_tag)
 
@@ -71,6 +71,7 @@ struct lcall {
     bool mesh_ready;  /* a callee result is waiting for fnmesh.call to take */
     json_t *mesh_value, *mesh_error; /* owned */
     bool done;        /* the function returned; `result` is its value */
+    bool reusable;    /* its coroutine returned normally: a later call may run on it */
     json_t *result;   /* owned; NULL = null */
 };
 
@@ -92,6 +93,7 @@ struct linst {
     fm_lua_file *files;  /* paths/sources borrowed from the version's artifact */
     size_t nfiles;
     uint32_t nfns;
+    lua_State *spare; /* a finished call's coroutine for the next call (registry[spare_key]) */
 };
 
 /* The executor thread's state, for hooks and C functions (no user data). */
@@ -506,6 +508,9 @@ static int setup_state(lua_State *L) {
     lua_pushlightuserdata(L, &calls_key);
     lua_newtable(L);
     lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, &spare_key); /* the slot exists: filling it never allocates */
+    lua_pushboolean(L, 0);
+    lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &fns_key);
     lua_newtable(L);
     lua_rawset(L, LUA_REGISTRYINDEX);
@@ -788,6 +793,15 @@ static int64_t deadline_of(const fm_job *job) {
 /* Forgets the call's coroutine (the GC reclaims it) and frees the record. */
 static void call_release(lcall *c) {
     lua_State *L = c->inst->L;
+    if (c->co && c->reusable && lua_status(c->co) == 0) {
+        /* keep it for the next call (a coroutine is the costliest part of one) */
+        lua_settop(c->co, 0);
+        lua_pushlightuserdata(L, &spare_key);
+        lua_pushthread(c->co);
+        lua_xmove(c->co, L, 1);
+        lua_rawset(L, LUA_REGISTRYINDEX); /* an existing key: never allocates */
+        c->inst->spare = c->co;
+    }
     if (c->co) {
         lua_pushlightuserdata(L, &calls_key);
         lua_rawget(L, LUA_REGISTRYINDEX);
@@ -818,7 +832,14 @@ static int setup_call(lua_State *L) {
     lua_pushlightuserdata(L, &calls_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, c);
-    lua_State *co = lua_newthread(L);
+    lua_State *co = c->inst->spare;
+    if (co) { /* the last call's coroutine, returned and empty */
+        c->inst->spare = NULL;
+        lua_pushlightuserdata(L, &spare_key);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+    } else {
+        co = lua_newthread(L);
+    }
     lua_rawset(L, -3);
     c->co = co;
     lua_pushlightuserdata(L, &run_key);
@@ -993,6 +1014,7 @@ static void call_step(lcall *c, int nargs) {
         return;
     }
     if (rc == 0) {
+        c->reusable = true;
         succeed(c);
     } else if (rc == LUA_YIELD) {
         fm_job_fail(c->job, FM_FUNCTION_ERROR,

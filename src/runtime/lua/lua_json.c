@@ -345,7 +345,8 @@ static json_t *conv_value(conv *c, int idx, int depth) {
 
 json_t *fm_lua_to_json(lua_State *L, int idx, size_t *budget, char *why, size_t why_len) {
     if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
-    conv *c = calloc(1, sizeof(*c));
+    conv cv; /* 4 KiB of stack; path[d] is written before anything reads it */
+    conv *c = &cv;
     c->L = L;
     c->budget = budget;
     c->why = why;
@@ -354,7 +355,6 @@ json_t *fm_lua_to_json(lua_State *L, int idx, size_t *budget, char *why, size_t 
     int top = lua_gettop(L);
     json_t *r = conv_value(c, idx, 0);
     lua_settop(L, top);
-    free(c);
     if (!r && !why[0]) snprintf(why, why_len, "cannot convert the value");
     return r;
 }
