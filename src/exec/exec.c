@@ -34,6 +34,7 @@ typedef struct exthread {
     bool sleeping;       /* guarded by mu */
     atomic_int inflight;
     _Atomic int64_t busy_since_us; /* start of the job running now, 0 when idle */
+    _Atomic(const fm_function *) running_fn; /* that job's function (NULL: not a call) */
     void *rt_state[FM_MAX_RUNTIMES];
     fm_job *local_head, *local_tail; /* mesh calls made on this thread; own thread only */
 } exthread;
@@ -42,7 +43,8 @@ static __thread exthread *tls_thread; /* the executor thread running here, or NU
 static fm_registry *mesh_registry;
 
 struct fm_exec {
-    int n;
+    int n;        /* all threads: the regular ones first, then the reserve */
+    int nregular; /* threads calls go to unless all of them are in long calls */
     exthread *t;
     atomic_bool stop;
     atomic_uint rr;
@@ -647,10 +649,13 @@ static void *thread_main(void *arg) {
         while (list) {
             fm_job *next = list->next;
             list->next = NULL;
+            atomic_store_explicit(&t->running_fn, list->kind == FM_JOB_CALL ? list->fn : NULL,
+                                  memory_order_relaxed);
             atomic_store_explicit(&t->busy_since_us, fm_mono_us(), memory_order_relaxed);
             run_job(t, list);
             run_local(t);
             atomic_store_explicit(&t->busy_since_us, 0, memory_order_relaxed);
+            atomic_store_explicit(&t->running_fn, NULL, memory_order_relaxed);
             list = next;
             /* don't hold finished replies back behind a long batch */
             if (tls_nout && fm_mono_us() - tls_out_since > 200) {
@@ -667,10 +672,13 @@ static void *thread_main(void *arg) {
     return NULL;
 }
 
-fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err) {
-    if (nthreads < 1) nthreads = 1;
+fm_status fm_exec_create(int nregular, int nreserve, fm_exec **out, fm_err *err) {
+    if (nregular < 1) nregular = 1;
+    if (nreserve < 0) nreserve = 0;
+    int nthreads = nregular + nreserve;
     fm_exec *ex = calloc(1, sizeof(*ex));
     ex->n = nthreads;
+    ex->nregular = nregular;
     ex->t = calloc((size_t)nthreads, sizeof(exthread));
     fm_exec_global = ex;
     for (int i = 0; i < nthreads; i++) {
@@ -692,7 +700,8 @@ fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err) {
             return fm_err_set(err, FM_INTERNAL, "cannot start executor thread %d", i);
         }
         char name[16];
-        snprintf(name, sizeof(name), "fm-exec-%d", i & 0xffff);
+        if (i < nregular) snprintf(name, sizeof(name), "fm-exec-%d", i & 0xffff);
+        else snprintf(name, sizeof(name), "fm-reserve-%d", (i - nregular) & 0xff);
         pthread_setname_np(t->tid, name);
     }
     *out = ex;
@@ -721,6 +730,10 @@ int fm_exec_threads(const fm_exec *ex) {
     return ex->n;
 }
 
+int fm_exec_regular_threads(const fm_exec *ex) {
+    return ex->nregular;
+}
+
 /* A thread stuck in one job for this long (code the engine cannot
  * interrupt) gets no new calls while another thread can take them. */
 #define FM_STUCK_US 1000000
@@ -732,18 +745,44 @@ static int effective_load(exthread *t, int64_t now) {
     return load;
 }
 
-int fm_exec_pick(fm_exec *ex) {
+/* A call this long on a thread makes the thread "in a long call": when all
+ * regular threads are, calls of other functions go to the reserve. */
+#define FM_LONG_CALL_US 5000
+
+static bool in_long_call(exthread *t, int64_t now) {
+    int64_t since = atomic_load_explicit(&t->busy_since_us, memory_order_relaxed);
+    return since && now - since > FM_LONG_CALL_US;
+}
+
+int fm_exec_pick(fm_exec *ex, const fm_function *fn) {
     unsigned start = atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed);
-    int best = (int)(start % (unsigned)ex->n);
-    if (ex->n == 1) return best;
+    int nr = ex->nregular;
+    int best = (int)(start % (unsigned)nr);
+    if (nr == 1 && ex->n == 1) return best;
     int64_t now = fm_mono_us();
     int best_load = effective_load(&ex->t[best], now);
-    for (int k = 1; k < ex->n && best_load > 0; k++) {
-        int i = (int)((start + (unsigned)k) % (unsigned)ex->n);
+    for (int k = 1; k < nr && best_load > 0; k++) {
+        int i = (int)((start + (unsigned)k) % (unsigned)nr);
         int load = effective_load(&ex->t[i], now);
         if (load < best_load) best = i, best_load = load;
     }
-    return best;
+    if (ex->n == nr || best_load == 0) return best;
+    /* every regular thread busy: is each of them in a long call? */
+    int same = 0;
+    for (int i = 0; i < nr; i++) {
+        if (!in_long_call(&ex->t[i], now)) return best;
+        if (fn && atomic_load_explicit(&ex->t[i].running_fn, memory_order_relaxed) == fn) same++;
+    }
+    /* a function that holds every regular thread waits for one of them
+     * (the reserve is for everyone else) */
+    if (same == nr) return best;
+    int rbest = -1, rload = 0;
+    for (int i = nr; i < ex->n; i++) {
+        if (in_long_call(&ex->t[i], now)) continue;
+        int load = effective_load(&ex->t[i], now);
+        if (rbest < 0 || load < rload) rbest = i, rload = load;
+    }
+    return rbest >= 0 ? rbest : best;
 }
 
 void fm_exec_submit(fm_exec *ex, int ti, fm_job *head, fm_job *tail, int ncalls) {

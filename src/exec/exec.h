@@ -116,14 +116,20 @@ struct fm_job {
  * function already wait to start. A refused job is not counted: free it. */
 fm_status fm_exec_admit(fm_job *job, fm_err *err);
 
-/* Starts `nthreads` executor threads. */
-fm_status fm_exec_create(int nthreads, fm_exec **out, fm_err *err);
+/* Starts `nregular` executor threads plus `nreserve` reserve threads, which
+ * take calls only while every regular thread is in a long call (so code
+ * that computes for seconds on all of them does not hold up the others). */
+fm_status fm_exec_create(int nregular, int nreserve, fm_exec **out, fm_err *err);
 /* Stops the threads after their current jobs; fails queued jobs. */
 void fm_exec_destroy(fm_exec *ex);
-int fm_exec_threads(const fm_exec *ex);
+int fm_exec_threads(const fm_exec *ex); /* all of them, reserve included */
+int fm_exec_regular_threads(const fm_exec *ex);
 
-/* Picks the thread for a new call: least in-flight, ties by rotation. Any thread. */
-int fm_exec_pick(fm_exec *ex);
+/* Picks the thread for a new call of `fn` (NULL: not a call): the regular
+ * thread with the fewest in flight (ties by rotation); a reserve thread
+ * when every regular thread is in a long call, unless all of those are
+ * calls of `fn` itself. Any thread. */
+int fm_exec_pick(fm_exec *ex, const fm_function *fn);
 /* Appends a chain of jobs (linked by ->next, all for thread `t`) and wakes
  * the thread once. Any thread. */
 void fm_exec_submit(fm_exec *ex, int t, fm_job *head, fm_job *tail, int count);

@@ -42,7 +42,7 @@ static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
     job->want_exports = true;
     job->on_done = wake_waiter;
     job->ud = &w;
-    int t = fm_exec_pick(c->exec);
+    int t = fm_exec_pick(c->exec, NULL);
     v->warm_thread = t;
     fm_exec_submit(c->exec, t, job, job, 0);
     pthread_mutex_lock(&w.mu);
@@ -64,7 +64,7 @@ static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
 
 /* Warms the version on every other executor thread (fire and forget). */
 static void warm_others(fm_control *c, fm_version *v) {
-    for (int t = 0; t < fm_exec_threads(c->exec); t++) {
+    for (int t = 0; t < fm_exec_regular_threads(c->exec); t++) { /* the reserve: on use */
         if (t == v->warm_thread) continue;
         fm_version_ref(v);
         fm_job *job = fm_job_new(FM_JOB_INSTANTIATE, v, NULL);

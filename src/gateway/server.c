@@ -48,6 +48,7 @@
 #define FM_DEFAULT_BODY_LIMIT (6u * 1024 * 1024)
 #define FM_DEFAULT_DEPLOY_LIMIT (64u * 1024 * 1024)
 #define FM_WATCHDOG_MS 100
+#define FM_RESERVE_THREADS 1 /* executor threads kept for when all others are in long calls */
 #define FM_WATCHDOG_GRACE_US 1000000
 #define FM_DRAIN_TIMEOUT_MS 60000
 
@@ -424,7 +425,7 @@ static pend *submit_call(io_thread *io, fm_version *v, const fm_function *fn, js
     job->ud = p;
     h2o_linklist_insert(&io->inflight, &p->link);
     atomic_fetch_add_explicit(&node->outstanding, 1, memory_order_relaxed);
-    int t = fm_exec_pick(node->exec);
+    int t = fm_exec_pick(node->exec, fn);
     if (io->batch_tail[t]) io->batch_tail[t]->next = job;
     else io->batch_head[t] = job;
     io->batch_tail[t] = job;
@@ -1668,7 +1669,7 @@ int fm_serve_main(int argc, char **argv) {
     node->started_ms = fm_mono_ms();
     node->registry = fm_registry_create();
     fm_mesh_set_registry(node->registry);
-    if (fm_exec_create(node->threads, &node->exec, &err) != FM_OK) goto fatal;
+    if (fm_exec_create(node->threads, FM_RESERVE_THREADS, &node->exec, &err) != FM_OK) goto fatal;
     node->control =
         (fm_control){.store = node->store, .registry = node->registry, .exec = node->exec};
 

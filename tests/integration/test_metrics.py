@@ -170,7 +170,9 @@ class MetricsTest(FnTestCase):
         busy = threading.Thread(target=node.call, args=("q", "busy", 1500))
         busy.start()
         time.sleep(0.3)  # the one executor thread is now in the busy loop
-        waiting = threading.Thread(target=node.call, args=("q", "ok", 1))
+        # another call of the same function waits for that thread (calls of
+        # other functions would go to the reserve thread)
+        waiting = threading.Thread(target=node.call, args=("q", "busy", 1))
         waiting.start()
         try:
             deadline = time.monotonic() + 1
@@ -178,7 +180,7 @@ class MetricsTest(FnTestCase):
             while time.monotonic() < deadline and queued < 1:
                 st, _, body = node.request("GET", "/metrics")
                 queued = sample(parse(body.decode()), "fnmesh_function_queued",
-                                deployment="q", function="ok")
+                                deployment="q", function="busy")
                 time.sleep(0.02)
             self.assertEqual(queued, 1)
         finally:
@@ -186,7 +188,7 @@ class MetricsTest(FnTestCase):
             waiting.join()
         st, _, body = node.request("GET", "/metrics")
         self.assertEqual(sample(parse(body.decode()), "fnmesh_function_queued",
-                                deployment="q", function="ok"), 0)
+                                deployment="q", function="busy"), 0)
 
     def node_version(self):
         p = subprocess.run([BIN, "--version"], capture_output=True, text=True)
