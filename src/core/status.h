@@ -28,6 +28,7 @@
     X(INTERNAL, "internal", 500)                                                                   \
     X(LOOP, "loop_detected", 508)                                                                  \
     X(DRAINING, "draining", 503)                                                                   \
+    X(UNAVAILABLE, "unavailable", 503)                                                             \
     X(TIMEOUT, "timeout", 504)
 
 typedef enum {

@@ -238,7 +238,8 @@ static void send_err(h2o_req_t *req, const reqinfo *ri, fm_err *err) {
     if (err->status == FM_METHOD_NOT_ALLOWED) {
         hn = "allow";
         hv = json_string_value(json_object_get(err->details, "allow"));
-    } else if (err->status == FM_DRAINING || err->status == FM_OVERLOADED) {
+    } else if (err->status == FM_DRAINING || err->status == FM_OVERLOADED ||
+               err->status == FM_UNAVAILABLE) {
         hn = "retry-after";
         hv = "1";
     }
@@ -471,7 +472,7 @@ static char *rpc_from_job(pend *p, const fm_job *job) {
     json_t *data = json_deep_copy(job->error);
     json_object_del(data, "message");
     json_object_set_new(data, "code", json_string(fm_status_code(job->status)));
-    int code = job->status == FM_FUNCTION_ERROR ? -32000
+    int code = job->status == FM_FUNCTION_ERROR || job->status == FM_UNAVAILABLE ? -32000
                : job->status == FM_TIMEOUT      ? -32001
                : job->status == FM_OVERLOADED   ? -32002
                                                 : -32603;

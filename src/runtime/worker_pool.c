@@ -5,9 +5,11 @@
  * is borrowed from the version, which outlives its instances. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -28,6 +30,10 @@ extern char **environ;
 
 #define INIT_TIMEOUT_MS 30000
 #define KILL_GRACE_US 1000000
+
+/* A call waits for a worker held back by the crash backoff when it starts
+ * within this time (and before the call's deadline); else it fails at once. */
+#define MAX_BACKOFF_WAIT_US 1000000
 
 #define MAX_WORKERS 8 /* per instance: a busy worker (e.g. waiting on a call it made) gets company */
 
@@ -52,6 +58,9 @@ struct wp_worker {
     uint32_t busy_id, next_id;
     int64_t interrupted_at;
     uint64_t cpu_us;          /* the worker's CPU time at its last report ('U', 'R', 'F') */
+    bool starting;            /* started without waiting: not ready before its 'U' frame */
+    bool fresh;               /* ready, and no call sent yet (the next one is a cold start) */
+    int64_t spawned_us, start_cost_us; /* when it was started; how long it took to be ready */
     struct wp_mesh_req *mesh; /* calls made by the running function */
 };
 
@@ -65,7 +74,58 @@ struct wp_inst {
     wp_worker workers[MAX_WORKERS];
     int nworkers;
     fm_job *qhead, *qtail; /* calls waiting for a free worker */
+    struct wp_health *health; /* shared by the instances of this artifact on every thread */
 };
+
+/* Crash backoff of one deployment version's workers, shared by its
+ * instances on all executor threads (so N threads do not restart N times
+ * as often). Found by the artifact, which the version owns. */
+typedef struct wp_health {
+    struct wp_health *next;
+    const char *artifact;
+    int refs;                       /* instances using it; under health_mu */
+    atomic_int crashes;             /* workers lost in a row (crash, kill at a deadline) */
+    _Atomic int64_t respawn_at_us;  /* no new worker before this */
+} wp_health;
+
+static pthread_mutex_t health_mu = PTHREAD_MUTEX_INITIALIZER;
+static wp_health *health_list;
+
+static wp_health *health_get(const char *artifact) {
+    pthread_mutex_lock(&health_mu);
+    wp_health *h = health_list;
+    while (h && h->artifact != artifact) h = h->next;
+    if (!h) {
+        h = calloc(1, sizeof(*h));
+        h->artifact = artifact;
+        h->next = health_list;
+        health_list = h;
+    }
+    h->refs++;
+    pthread_mutex_unlock(&health_mu);
+    return h;
+}
+
+static void health_put(wp_health *h) {
+    pthread_mutex_lock(&health_mu);
+    if (--h->refs == 0) {
+        for (wp_health **pp = &health_list; *pp; pp = &(*pp)->next)
+            if (*pp == h) {
+                *pp = h->next;
+                break;
+            }
+        free(h);
+    }
+    pthread_mutex_unlock(&health_mu);
+}
+
+static int crashes_of(const wp_inst *in) {
+    return atomic_load_explicit(&in->health->crashes, memory_order_relaxed);
+}
+
+static int64_t respawn_at(const wp_inst *in) {
+    return atomic_load_explicit(&in->health->respawn_at_us, memory_order_relaxed);
+}
 
 /* ---------------------------------------------------------------- workers */
 
@@ -131,7 +191,9 @@ static uint64_t get_u64(const unsigned char *p) {
     return (uint64_t)fm_get_u32(p) | (uint64_t)fm_get_u32(p + 4) << 32;
 }
 
-static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
+/* Starts the process and hands it the deployment: the first half of a
+ * start, shared by spawn (which waits for the worker) and spawn_async. */
+static fm_status launch(wp_worker *w, fm_err *err) {
     wp_inst *in = w->in;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
@@ -162,12 +224,30 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
                             in->kind->label, strerror(rc));
     }
     w->fd = sv[0];
+    w->spawned_us = fm_mono_us();
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1, memory_order_relaxed);
+    if (fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0) != 0) {
+        close(w->fd);
+        w->fd = -1;
+        kill(w->pid, SIGKILL);
+        waitpid(w->pid, NULL, 0);
+        w->pid = 0;
+        return fm_err_set(err, FM_INTERNAL, "the %s worker did not start (it exited)",
+                          in->kind->label);
+    }
+    return FM_OK;
+}
+
+/* Starts a worker and waits until it has loaded the deployment; fills
+ * exports_json (owned) with its list of exports. Blocks this thread: only
+ * for a new instance (a deploy, whose answer needs the exports). */
+static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
+    wp_inst *in = w->in;
+    fm_status lst = launch(w, err);
+    if (lst != FM_OK) return lst;
     char *payload = NULL;
     size_t plen = 0;
-    int type = fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0) == 0
-                   ? fm_py_recv(w->fd, INIT_TIMEOUT_MS, &payload, &plen)
-                   : -1;
+    int type = fm_py_recv(w->fd, INIT_TIMEOUT_MS, &payload, &plen);
     if (type == 'E') { /* then 'U': the start-up CPU, not billed to the first call */
         char *u = NULL;
         size_t ulen = 0;
@@ -205,6 +285,20 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     }
     fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
     w->watch = fm_exec_watch_add(w->fd, EPOLLIN | EPOLLRDHUP, on_readable, w);
+    w->start_cost_us = fm_mono_us() - w->spawned_us;
+    return FM_OK;
+}
+
+/* Starts a worker without waiting for it (a replacement, or one more for
+ * load): the executor thread goes on serving; calls go to the worker once
+ * its 'E' and 'U' frames have arrived (on_readable). */
+static fm_status spawn_async(wp_worker *w, fm_err *err) {
+    fm_status st = launch(w, err);
+    if (st != FM_OK) return st;
+    fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+    w->starting = true;
+    w->fresh = false;
+    w->watch = fm_exec_watch_add(w->fd, EPOLLIN | EPOLLRDHUP, on_readable, w);
     return FM_OK;
 }
 
@@ -230,6 +324,7 @@ static int reap_usage(wp_worker *w, bool force, uint64_t *cpu_us) {
     }
     w->pid = 0;
     w->rlen = 0;
+    w->starting = w->fresh = false;
     return status;
 }
 
@@ -256,6 +351,11 @@ static bool send_call(wp_worker *w, fm_job *job) {
     int rc = fm_py_send(w->fd, 'C', id, 4, text, len);
     free(text);
     if (rc != 0) return false;
+    if (w->fresh) { /* the first call of a new worker waited for its start */
+        w->fresh = false;
+        job->cold_start = true;
+        job->cold_us += w->start_cost_us;
+    }
     job->async_id = w->next_id;
     job->next = NULL;
     if (w->sent_tail) {
@@ -284,8 +384,21 @@ static fm_job *pop_busy(wp_worker *w) {
 
 static void start_next(wp_inst *in);
 
+/* Delay before the next worker after `crashes` lost in a row: none after
+ * one, then 50 ms doubling up to 5 s. */
+static int64_t backoff_us(int crashes) {
+    if (crashes < 2) return 0;
+    int64_t d = 50000;
+    for (int i = 2; i < crashes && d < 5000000; i++) d *= 2;
+    return d < 5000000 ? d : 5000000;
+}
+
 static void worker_died(wp_worker *w) {
     atomic_fetch_add_explicit(&kind_stats[kind_slot(w->in->kind)].died, 1, memory_order_relaxed);
+    wp_inst *lost_in = w->in;
+    int lost = atomic_fetch_add_explicit(&lost_in->health->crashes, 1, memory_order_relaxed) + 1;
+    atomic_store_explicit(&lost_in->health->respawn_at_us, fm_mono_us() + backoff_us(lost),
+                          memory_order_relaxed);
     int64_t interrupted = w->interrupted_at;
     uint64_t cpu = 0;
     int status = reap_usage(w, true, &cpu);
@@ -326,6 +439,8 @@ static void worker_died(wp_worker *w) {
 static void finish_busy(wp_worker *w, char type, const char *payload, size_t len) {
     bool interrupted = w->interrupted_at != 0;
     fm_job *job = pop_busy(w);
+    if (crashes_of(w->in)) /* it answered: the deployment works */
+        atomic_store_explicit(&w->in->health->crashes, 0, memory_order_relaxed);
     if (type == 'R') {
         if (job->want_value) {
             json_t *v = fm_json_parse_value(payload, len);
@@ -485,7 +600,18 @@ static void on_readable(uint32_t events, void *ud) {
         const char *p = (const char *)h + 5;
         size_t plen = n - 1;
         off += 4 + (size_t)n;
-        if (type == 'L') {
+        if (w->starting) { /* 'E' (the exports, known already), then 'U'; 'X': it failed */
+            if (type == 'X') {
+                eof = true;
+                break;
+            }
+            if (type == 'U' && plen >= 8) {
+                w->cpu_us = get_u64((const unsigned char *)p);
+                w->starting = false;
+                w->fresh = true;
+                w->start_cost_us = fm_mono_us() - w->spawned_us;
+            }
+        } else if (type == 'L') {
             log_line(w, p, plen);
         } else if (type == 'M' && w->busy) {
             mesh_request(w, p, plen);
@@ -532,11 +658,12 @@ static wp_worker *free_worker(wp_inst *in) {
     int live = 0, waiting = 0;
     for (int i = 0; i < in->nworkers; i++) {
         wp_worker *w = &in->workers[i];
-        if (w->fd >= 0 && !w->busy) return w;
-        if (w->fd >= 0) live++;
+        if (w->fd >= 0 && !w->busy && !w->starting) return w;
+        if (w->fd >= 0) live++; /* starting ones too */
         if (w->fd >= 0 && w->mesh) waiting++; /* blocked on a call it made */
     }
-    if (live - waiting < usable_cpus()) { /* room for one more worker process */
+    /* room for one more worker process, unless restarts are held back */
+    if (live - waiting < usable_cpus() && fm_mono_us() >= respawn_at(in)) {
         for (int i = 0; i < in->nworkers; i++)
             if (in->workers[i].fd < 0) return &in->workers[i];
         if (in->nworkers < MAX_WORKERS) {
@@ -551,10 +678,28 @@ static wp_worker *free_worker(wp_inst *in) {
     wp_worker *best = NULL;
     for (int i = 0; i < in->nworkers; i++) {
         wp_worker *w = &in->workers[i];
-        if (w->fd < 0 || w->mesh || w->interrupted_at || w->depth >= PIPE_DEPTH) continue;
+        if (w->fd < 0 || w->starting || w->mesh || w->interrupted_at || w->depth >= PIPE_DEPTH)
+            continue;
         if (!best || w->depth < best->depth) best = w;
     }
     return best;
+}
+
+/* A process live or starting. */
+static bool has_worker(const wp_inst *in) {
+    for (int i = 0; i < in->nworkers; i++)
+        if (in->workers[i].fd >= 0) return true;
+    return false;
+}
+
+static const char *crash_message(const wp_inst *in) {
+    static __thread char msg[200];
+    int64_t left = respawn_at(in) - fm_mono_us();
+    snprintf(msg, sizeof(msg),
+             "the %s workers of %s keep failing (%d in a row); the next one starts in %lld ms",
+             in->kind->label, in->deployment, crashes_of(in),
+             (long long)(left > 0 ? (left + 999) / 1000 : 0));
+    return msg;
 }
 
 /* Sends queued calls to free workers, starting workers where needed. */
@@ -570,25 +715,37 @@ static void start_next(wp_inst *in) {
             continue;
         }
         wp_worker *w = free_worker(in);
-        if (!w) return;
-        in->qhead = job->next;
-        if (!in->qhead) in->qtail = NULL;
-        job->next = NULL;
-        if (w->fd < 0) {
+        if (!w) {
+            int64_t now = fm_mono_us();
+            int64_t at = respawn_at(in);
+            if (!has_worker(in) && now < at &&
+                (at - now > MAX_BACKOFF_WAIT_US || (job->deadline_us && at >= job->deadline_us))) {
+                /* crash-looping: fail fast rather than let calls wait out the backoff */
+                in->qhead = job->next;
+                if (!in->qhead) in->qtail = NULL;
+                job->next = NULL;
+                fm_job_fail(job, FM_UNAVAILABLE, crash_message(in), "WorkerCrash", NULL);
+                fm_job_finish(job);
+                continue;
+            }
+            return;
+        }
+        if (w->fd < 0) { /* a new worker: calls wait in the queue until it is ready */
             fm_err err = FM_ERR_INIT;
-            char *ex = NULL;
-            job->cold_start = true;
-            int64_t t0 = fm_mono_us();
-            fm_status sst = spawn(w, &ex, &err);
-            job->cold_us += fm_mono_us() - t0;
-            if (sst != FM_OK) {
+            if (spawn_async(w, &err) != FM_OK) {
+                in->qhead = job->next;
+                if (!in->qhead) in->qtail = NULL;
+                job->next = NULL;
                 fm_job_fail(job, FM_INTERNAL, err.msg, NULL, NULL);
                 fm_err_clear(&err);
                 fm_job_finish(job);
                 continue;
             }
-            free(ex);
+            return;
         }
+        in->qhead = job->next;
+        if (!in->qhead) in->qtail = NULL;
+        job->next = NULL;
         if (!send_call(w, job)) {
             reap(w, true);
             fm_job_fail(job, FM_INTERNAL, "cannot reach the worker", NULL, NULL);
@@ -607,9 +764,13 @@ fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *tsp, const c
     in->deployment = strdup(deployment);
     in->artifact = artifact;
     in->artifact_len = artifact_len;
-    wp_worker *w = free_worker(in);
+    in->health = health_get(artifact);
+    wp_worker *w = &in->workers[in->nworkers++]; /* the first one (no backoff: a deploy waits) */
+    w->in = in;
+    w->fd = -1;
     char *ej = NULL;
     if (spawn(w, &ej, err) != FM_OK) {
+        health_put(in->health);
         free(in->deployment);
         free(in);
         return err->status;
@@ -655,6 +816,7 @@ void fm_wpool_instance_destroy(void *tsp, void *p) {
         fm_job_fail(j, FM_INTERNAL, "the deployment was unloaded", NULL, NULL);
         fm_job_finish(j);
     }
+    health_put(in->health);
     free(in->deployment);
     free(in);
 }
@@ -675,6 +837,15 @@ int64_t fm_wpool_poll(void *tsp) {
     for (wp_inst *in = ts->list; in; in = in->next) {
         for (int i = 0; i < in->nworkers; i++) {
             wp_worker *w = &in->workers[i];
+            if (w->starting && w->pid > 0) { /* a start that never finishes: kill it */
+                int64_t at = w->spawned_us + (int64_t)INIT_TIMEOUT_MS * 1000;
+                if (now >= at) {
+                    kill(w->pid, SIGKILL); /* the socket closes: worker_died */
+                    at = now + 100000;
+                }
+                if (next < 0 || at - now < next) next = at - now;
+                continue;
+            }
             fm_job *job = w->busy;
             if (!job || !job->deadline_us || w->pid <= 0) continue;
             int64_t at;
@@ -698,6 +869,12 @@ int64_t fm_wpool_poll(void *tsp) {
         if (in->qhead && in->qhead->deadline_us) {
             int64_t at = in->qhead->deadline_us;
             if (next < 0 || at - now < next) next = at > now ? at - now : 0;
+        }
+        int64_t rat = respawn_at(in);
+        if (in->qhead && rat > now) { /* the backoff ends: start a worker */
+            if (next < 0 || rat - now < next) next = rat - now;
+        } else if (in->qhead && rat && !has_worker(in)) {
+            start_next(in);
         }
         if (in->qhead && in->qhead->deadline_us && now >= in->qhead->deadline_us) start_next(in);
     }
