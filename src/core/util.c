@@ -112,6 +112,13 @@ size_t fm_parse_u64(const char *s, size_t len, uint64_t *out) {
 }
 
 bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *out_ms) {
+    int64_t back;
+    if (!fm_parse_duration(s, len, &back)) return false;
+    *out_ms = back >= now_ms ? 0 : now_ms - back;
+    return true;
+}
+
+bool fm_parse_duration(const char *s, size_t len, int64_t *out_ms) {
     uint64_t v;
     size_t nd = fm_parse_u64(s, len, &v);
     if (nd == 0 || nd == len) return false;
@@ -123,8 +130,7 @@ bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *o
         size_t ul = strlen(units[i].unit);
         if (len - nd == ul && memcmp(s + nd, units[i].unit, ul) == 0) {
             if (v > (uint64_t)(INT64_MAX / units[i].ms)) return false;
-            int64_t back = (int64_t)v * units[i].ms;
-            *out_ms = back >= now_ms ? 0 : now_ms - back;
+            *out_ms = (int64_t)v * units[i].ms;
             return true;
         }
     }

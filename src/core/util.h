@@ -30,6 +30,8 @@ size_t fm_parse_u64(const char *s, size_t len, uint64_t *out);
 /* The two non-numeric forms alone (s need not be NUL-terminated). */
 bool fm_parse_rfc3339(const char *s, size_t len, int64_t *ms);
 bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *ms);
+/* A duration with its unit ("500ms", "90s", "15m", "2h", "7d") in ms. */
+bool fm_parse_duration(const char *s, size_t len, int64_t *ms);
 
 /* Lowercase hex of `len` bytes into out (2*len+1 bytes). */
 void fm_hex(const unsigned char *in, size_t len, char *out);

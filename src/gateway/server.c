@@ -1504,6 +1504,8 @@ static int usage(FILE *f) {
             "  --data DIR           data directory (default ./fnmesh-data)\n"
             "  --threads N          executor threads running functions (default: CPU count)\n"
             "  --io-threads N       HTTP event-loop threads (default 1)\n"
+            "  --idle-window D      idle time after which worker pools shrink to one process\n"
+            "                       (default 60s)\n"
             "  --body-limit BYTES   largest call body accepted (default 6291456)\n"
             "  --log-level LEVEL    debug, info, warn or error (default info)\n"
             "  --telemetry on|off   per-call metrics, latency windows, usage and traces\n"
@@ -1583,6 +1585,7 @@ int fm_serve_main(int argc, char **argv) {
                                          {"log-level", required_argument, NULL, 'L'},
                                          {"telemetry", required_argument, NULL, 'T'},
                                          {"otlp-endpoint", required_argument, NULL, 'O'},
+                                         {"idle-window", required_argument, NULL, 'W'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *otlp_endpoint = NULL;
@@ -1638,6 +1641,16 @@ int fm_serve_main(int argc, char **argv) {
             }
             break;
         case 'O': otlp_endpoint = optarg; break;
+        case 'W': {
+            int64_t ms;
+            if (!fm_parse_duration(optarg, strlen(optarg), &ms) || ms < 100) {
+                fprintf(stderr, "fnmesh serve: --idle-window wants a duration of at least "
+                                "100ms, like 30s or 5m\n");
+                return 2;
+            }
+            fm_wpool_set_idle_window(ms * 1000);
+            break;
+        }
         case 'h': return usage(stdout);
         default: return usage(stderr);
         }

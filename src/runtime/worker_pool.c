@@ -40,9 +40,24 @@ extern char **environ;
 typedef struct wp_inst wp_inst;
 typedef struct wp_worker wp_worker;
 
+/* A worker told to stop (its socket closed), reaped when it has exited. */
+typedef struct wp_exiting {
+    struct wp_exiting *next;
+    pid_t pid;
+    int64_t kill_at_us; /* SIGKILL if it is still there then */
+} wp_exiting;
+
 typedef struct wp_thread {
-    wp_inst *list; /* instances on this thread */
+    wp_inst *list;       /* instances on this thread */
+    wp_exiting *exiting; /* workers stopped for being idle */
 } wp_thread;
+
+/* Idle time after which a pool gives back workers beyond its first. */
+static _Atomic int64_t idle_window_us = 60 * 1000000LL;
+
+void fm_wpool_set_idle_window(int64_t us) {
+    atomic_store(&idle_window_us, us > 0 ? us : 1);
+}
 
 /* One worker process. */
 struct wp_worker {
@@ -60,6 +75,7 @@ struct wp_worker {
     uint64_t cpu_us;          /* the worker's CPU time at its last report ('U', 'R', 'F') */
     bool starting;            /* started without waiting: not ready before its 'U' frame */
     bool fresh;               /* ready, and no call sent yet (the next one is a cold start) */
+    int64_t idle_since_us;    /* when it last became idle (ready, no call), 0 while busy */
     int64_t spawned_us, start_cost_us; /* when it was started; how long it took to be ready */
     struct wp_mesh_req *mesh; /* calls made by the running function */
 };
@@ -135,7 +151,15 @@ void *fm_wpool_thread_init(int index) {
 }
 
 void fm_wpool_thread_dispose(void *p) {
-    free(p);
+    wp_thread *ts = p;
+    while (ts->exiting) { /* stopped for being idle: they are gone, or nearly */
+        wp_exiting *e = ts->exiting;
+        ts->exiting = e->next;
+        kill(e->pid, SIGKILL);
+        waitpid(e->pid, NULL, 0);
+        free(e);
+    }
+    free(ts);
 }
 
 static const char *self_exe(void) {
@@ -286,6 +310,7 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
     w->watch = fm_exec_watch_add(w->fd, EPOLLIN | EPOLLRDHUP, on_readable, w);
     w->start_cost_us = fm_mono_us() - w->spawned_us;
+    w->idle_since_us = fm_mono_us();
     return FM_OK;
 }
 
@@ -357,6 +382,7 @@ static bool send_call(wp_worker *w, fm_job *job) {
         job->cold_us += w->start_cost_us;
     }
     job->async_id = w->next_id;
+    w->idle_since_us = 0;
     job->next = NULL;
     if (w->sent_tail) {
         w->sent_tail->next = job; /* pipelined: runs when the ones before it are done */
@@ -439,6 +465,7 @@ static void worker_died(wp_worker *w) {
 static void finish_busy(wp_worker *w, char type, const char *payload, size_t len) {
     bool interrupted = w->interrupted_at != 0;
     fm_job *job = pop_busy(w);
+    if (!w->busy) w->idle_since_us = fm_mono_us();
     if (crashes_of(w->in)) /* it answered: the deployment works */
         atomic_store_explicit(&w->in->health->crashes, 0, memory_order_relaxed);
     if (type == 'R') {
@@ -610,6 +637,7 @@ static void on_readable(uint32_t events, void *ud) {
                 w->starting = false;
                 w->fresh = true;
                 w->start_cost_us = fm_mono_us() - w->spawned_us;
+                w->idle_since_us = fm_mono_us();
             }
         } else if (type == 'L') {
             log_line(w, p, plen);
@@ -655,11 +683,12 @@ static int usable_cpus(void) {
 #define PIPE_DEPTH 4
 
 static wp_worker *free_worker(wp_inst *in) {
-    int live = 0, waiting = 0;
+    int live = 0, waiting = 0, starting = 0;
     for (int i = 0; i < in->nworkers; i++) {
         wp_worker *w = &in->workers[i];
         if (w->fd >= 0 && !w->busy && !w->starting) return w;
         if (w->fd >= 0) live++; /* starting ones too */
+        if (w->fd >= 0 && w->starting) starting++;
         if (w->fd >= 0 && w->mesh) waiting++; /* blocked on a call it made */
     }
     /* room for one more worker process, unless restarts are held back */
@@ -674,6 +703,9 @@ static wp_worker *free_worker(wp_inst *in) {
             return w;
         }
     }
+    /* a worker being started was started for the calls waiting: they wait
+     * for it rather than queue up behind a busy one */
+    if (starting) return NULL;
     /* else pipeline behind the least loaded worker that is running normally */
     wp_worker *best = NULL;
     for (int i = 0; i < in->nworkers; i++) {
@@ -831,10 +863,71 @@ void fm_wpool_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
     start_next(in);
 }
 
+/* Reaps workers stopped for being idle (never waiting: they exit on
+ * their own once their socket is closed). Returns microseconds until the
+ * next look, or -1. */
+static int64_t reap_exiting(wp_thread *ts, int64_t now) {
+    int64_t next = -1;
+    for (wp_exiting **pp = &ts->exiting; *pp;) {
+        wp_exiting *e = *pp;
+        int st;
+        pid_t r = waitpid(e->pid, &st, WNOHANG);
+        if (r == e->pid || (r < 0 && errno == ECHILD)) {
+            *pp = e->next;
+            free(e);
+            continue;
+        }
+        if (now >= e->kill_at_us) {
+            kill(e->pid, SIGKILL);
+            e->kill_at_us = now + 1000000;
+        }
+        if (next < 0 || 20000 < next) next = 20000; /* look again soon */
+        pp = &e->next;
+    }
+    return next;
+}
+
+/* Gives back the workers of `in` beyond the first that have been idle for
+ * the idle window; returns microseconds until the next one may be, or -1. */
+static int64_t scale_down(wp_thread *ts, wp_inst *in, int64_t now) {
+    int64_t window = atomic_load_explicit(&idle_window_us, memory_order_relaxed), next = -1;
+    int live = 0;
+    for (int i = 0; i < in->nworkers; i++) live += in->workers[i].fd >= 0;
+    for (int i = in->nworkers - 1; i >= 0 && live > 1; i--) {
+        wp_worker *w = &in->workers[i];
+        if (w->fd < 0 || w->busy || w->starting || w->mesh || !w->idle_since_us) continue;
+        if (now - w->idle_since_us < window) {
+            int64_t at = w->idle_since_us + window - now;
+            if (next < 0 || at < next) next = at;
+            continue;
+        }
+        wp_exiting *e = calloc(1, sizeof(*e));
+        e->pid = w->pid;
+        e->kill_at_us = now + 5000000;
+        e->next = ts->exiting;
+        ts->exiting = e;
+        if (w->watch) fm_exec_watch_del(w->watch);
+        w->watch = NULL;
+        close(w->fd); /* the worker reads EOF and exits */
+        w->fd = -1;
+        w->pid = 0;
+        w->rlen = 0;
+        w->idle_since_us = 0;
+        atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1,
+                                  memory_order_relaxed);
+        live--;
+    }
+    return next;
+}
+
 int64_t fm_wpool_poll(void *tsp) {
     wp_thread *ts = tsp;
-    int64_t now = fm_mono_us(), next = -1;
+    int64_t now = fm_mono_us(), next = ts->exiting ? reap_exiting(ts, now) : -1;
     for (wp_inst *in = ts->list; in; in = in->next) {
+        if (in->nworkers > 1) {
+            int64_t at = scale_down(ts, in, now);
+            if (at >= 0 && (next < 0 || at < next)) next = at;
+        }
         for (int i = 0; i < in->nworkers; i++) {
             wp_worker *w = &in->workers[i];
             if (w->starting && w->pid > 0) { /* a start that never finishes: kill it */

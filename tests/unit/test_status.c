@@ -33,6 +33,7 @@ static void test_every_status_code_and_http(void **state) {
         {FM_INTERNAL, "internal", 500},
         {FM_LOOP, "loop_detected", 508},
         {FM_DRAINING, "draining", 503},
+        {FM_UNAVAILABLE, "unavailable", 503},
         {FM_TIMEOUT, "timeout", 504},
     };
     /* A status added without a row here must make this test fail. */
