@@ -423,12 +423,14 @@ static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold,
     void *inst = NULL;
     if (*s) { /* exports wanted from an existing instance: make a scratch one */
         if (u->rt->instance_create(t->rt_state[ri], v->deployment, u->artifact, u->artifact_len,
+                                   (size_t)v->manifest.memory_mb << 20,
                                    &inst, ex, nex, err) != FM_OK)
             return NULL;
         u->rt->instance_destroy(t->rt_state[ri], inst);
         return *s;
     }
-    if (u->rt->instance_create(t->rt_state[ri], v->deployment, u->artifact, u->artifact_len, &inst,
+    if (u->rt->instance_create(t->rt_state[ri], v->deployment, u->artifact, u->artifact_len,
+                               (size_t)v->manifest.memory_mb << 20, &inst,
                                ex, nex, err) != FM_OK)
         return NULL;
     if (cold) *cold = true;

@@ -34,6 +34,7 @@ static bool check_limit(const json_t *v, const char *key, const char *where, fm_
 fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err *err) {
     memset(m, 0, sizeof(*m));
     m->timeout_ms = FM_DEFAULT_TIMEOUT_MS;
+    m->memory_mb = FM_DEFAULT_MEMORY_MB;
     if (!text) {
         m->root = json_object();
         return FM_OK;
@@ -52,6 +53,13 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
             if (check_timeout(v, "timeout_ms", &m->timeout_ms, err)) return err->status;
         } else if (is_limit_key(key)) {
             if (check_limit(v, key, key, err)) return err->status;
+        } else if (strcmp(key, "memory_mb") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < FM_MIN_MEMORY_MB ||
+                json_integer_value(v) > FM_MAX_MEMORY_MB)
+                return fm_err_set(err, FM_INVALID_BUNDLE,
+                                  "fnmesh.json: memory_mb must be an integer from %d to %d",
+                                  FM_MIN_MEMORY_MB, FM_MAX_MEMORY_MB);
+            m->memory_mb = json_integer_value(v);
         } else if (strcmp(key, "entry") == 0) {
             if (!json_is_array(v) || json_array_size(v) == 0)
                 return fm_err_set(err, FM_INVALID_BUNDLE,
@@ -95,7 +103,7 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
         } else {
             return fm_err_set(err, FM_INVALID_BUNDLE,
                               "fnmesh.json: unknown key \"%s\" (known: timeout_ms, "
-                              "max_concurrency, max_queue, entry, functions)",
+                              "max_concurrency, max_queue, memory_mb, entry, functions)",
                               key);
         }
     }

@@ -1,6 +1,7 @@
 /* manifest.h - the optional fnmesh.json of a deployment.
  *
- *   {"timeout_ms": N, "max_concurrency": N, "max_queue": N, "entry": ["a.js", ...],
+ *   {"timeout_ms": N, "max_concurrency": N, "max_queue": N, "memory_mb": N,
+ *    "entry": ["a.js", ...],
  *    "functions": {"<name>": {"timeout_ms": N, "max_concurrency": N, "max_queue": N}}}
  *
  * Unknown keys and wrong types are refused, so a typo never silently turns
@@ -18,10 +19,14 @@
 #define FM_DEFAULT_MAX_QUEUE 100   /* calls of a function waiting to start */
 #define FM_MAX_CONCURRENCY 100000
 #define FM_MAX_QUEUE 1000000
+#define FM_DEFAULT_MEMORY_MB 128 /* per instance */
+#define FM_MIN_MEMORY_MB 16
+#define FM_MAX_MEMORY_MB 65536
 
 typedef struct fm_manifest {
     json_t *root;       /* owned; {} when the bundle has no manifest */
     int64_t timeout_ms; /* deployment default */
+    int64_t memory_mb;  /* memory cap of each instance of the deployment */
     json_t *entry;      /* borrowed from root: array of strings, or NULL */
     json_t *functions;  /* borrowed from root: object, or NULL */
 } fm_manifest;

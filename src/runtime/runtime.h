@@ -50,12 +50,14 @@ typedef struct fm_runtime {
     void *(*thread_init)(int thread_index);
     void (*thread_dispose)(void *ts);
 
-    /* Creates an instance from an artifact. When `exports` is non-NULL, the
-     * list of exports is returned (owned array, *nexports entries) in the
-     * order `call` indexes them. */
+    /* Creates an instance from an artifact. `memory_limit` is the
+     * deployment's memory_mb in bytes (each runtime caps what it can: see
+     * docs/operations.md). When `exports` is non-NULL, the list of exports
+     * is returned (owned array, *nexports entries) in the order `call`
+     * indexes them. */
     fm_status (*instance_create)(void *ts, const char *deployment, const char *artifact,
-                                 size_t artifact_len, void **instance, fm_export **exports,
-                                 size_t *nexports, fm_err *err);
+                                 size_t artifact_len, size_t memory_limit, void **instance,
+                                 fm_export **exports, size_t *nexports, fm_err *err);
     void (*instance_destroy)(void *ts, void *instance);
 
     /* Calls export number `index` with the job's arguments. */

@@ -91,6 +91,7 @@ struct wp_inst {
     int nworkers;
     fm_job *qhead, *qtail; /* calls waiting for a free worker */
     struct wp_health *health; /* shared by the instances of this artifact on every thread */
+    long memory_mb;           /* address-space cap of its workers (0: the node's default) */
 };
 
 /* Crash backoff of one deployment version's workers, shared by its
@@ -237,7 +238,21 @@ static fm_status launch(wp_worker *w, fm_err *err) {
     posix_spawnattr_setsigdefault(&at, &defs);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     char *argv[] = {"fnmesh", (char *)in->kind->verb, NULL};
-    int rc = posix_spawn(&w->pid, self_exe(), &fa, &at, argv, environ);
+    /* the environment, with the deployment's memory cap */
+    size_t nenv = 0;
+    while (environ[nenv]) nenv++;
+    char **envp = malloc((nenv + 2) * sizeof(char *)), memvar[64];
+    size_t k = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (!in->memory_mb || strncmp(environ[i], "FNMESH_WORKER_MEMORY_MB=", 24) != 0)
+            envp[k++] = environ[i];
+    if (in->memory_mb) {
+        snprintf(memvar, sizeof(memvar), "FNMESH_WORKER_MEMORY_MB=%ld", in->memory_mb);
+        envp[k++] = memvar;
+    }
+    envp[k] = NULL;
+    int rc = posix_spawn(&w->pid, self_exe(), &fa, &at, argv, envp);
+    free(envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(sv[1]);
@@ -787,7 +802,8 @@ static void start_next(wp_inst *in) {
 }
 
 fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *tsp, const char *deployment,
-                                   const char *artifact, size_t artifact_len, void **out,
+                                   const char *artifact, size_t artifact_len, size_t memory_limit,
+                                   void **out,
                                    fm_export **exports, size_t *nexports, fm_err *err) {
     wp_thread *ts = tsp;
     wp_inst *in = calloc(1, sizeof(*in));
@@ -796,6 +812,7 @@ fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *tsp, const c
     in->deployment = strdup(deployment);
     in->artifact = artifact;
     in->artifact_len = artifact_len;
+    in->memory_mb = memory_limit ? (long)(memory_limit >> 20) + FM_WORKER_AS_HEADROOM_MB : 0;
     in->health = health_get(artifact);
     wp_worker *w = &in->workers[in->nworkers++]; /* the first one (no backoff: a deploy waits) */
     w->in = in;

@@ -45,8 +45,13 @@ void fm_wpool_set_idle_window(int64_t us);
 void *fm_wpool_thread_init(int index);
 void fm_wpool_thread_dispose(void *ts);
 /* The artifact is borrowed: it must outlive the instance. */
+/* memory_limit: the deployment's memory_mb in bytes; the workers' address
+ * space is capped at that plus FM_WORKER_AS_HEADROOM_MB for the
+ * interpreter's own mappings. */
+#define FM_WORKER_AS_HEADROOM_MB 384
 fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *ts, const char *deployment,
-                                   const char *artifact, size_t artifact_len, void **instance,
+                                   const char *artifact, size_t artifact_len, size_t memory_limit,
+                                   void **instance,
                                    fm_export **exports, size_t *nexports, fm_err *err);
 void fm_wpool_instance_destroy(void *ts, void *instance);
 void fm_wpool_call(void *ts, void *instance, uint32_t index, fm_job *job);

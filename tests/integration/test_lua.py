@@ -347,7 +347,7 @@ class LuaLimitsTest(FnTestCase):
         super().setUp()
         self.node = self.start_node()
         st, body = self.node.deploy("lim", {"index.lua": LIMITS,
-                                            "fnmesh.json": '{"timeout_ms": 300}'})
+                                            "fnmesh.json": '{"timeout_ms": 300, "memory_mb": 64}'})
         self.assertEqual(st, 201, body)
         st, body = self.node.deploy("other", {"index.js": "exports.ok = () => 'other';\n"})
         self.assertEqual(st, 201, body)

@@ -726,12 +726,12 @@ static void toplevel_error(linst *in, int rc, fm_err *err) {
 static void lua_instance_destroy(void *tsp, void *p);
 
 static fm_status lua_instance_create(void *tsp, const char *deployment, const char *artifact,
-                                     size_t artifact_len, void **out, fm_export **exports,
-                                     size_t *nexports, fm_err *err) {
+                                     size_t artifact_len, size_t memory_limit, void **out,
+                                     fm_export **exports, size_t *nexports, fm_err *err) {
     lthread *ts = tsp;
     linst *in = calloc(1, sizeof(*in));
     in->ts = ts;
-    in->limit = FM_LUA_MEMORY;
+    in->limit = memory_limit ? memory_limit : FM_LUA_MEMORY;
     in->gc_mark = in->limit / 4 * 3;
     in->deployment = strdup(deployment);
     if (fm_lua_unpack(artifact, artifact_len, &in->files, &in->nfiles, err) != FM_OK) {

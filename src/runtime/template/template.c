@@ -186,10 +186,11 @@ static void template_thread_dispose(void *ts) {
 }
 
 static fm_status template_instance_create(void *ts, const char *deployment, const char *artifact,
-                                          size_t artifact_len, void **instance, fm_export **exports,
-                                          size_t *nexports, fm_err *err) {
-    return fm_runtime_js.instance_create(ts, deployment, artifact, artifact_len, instance, exports,
-                                         nexports, err);
+                                          size_t artifact_len, size_t memory_limit,
+                                          void **instance, fm_export **exports, size_t *nexports,
+                                          fm_err *err) {
+    return fm_runtime_js.instance_create(ts, deployment, artifact, artifact_len, memory_limit,
+                                         instance, exports, nexports, err);
 }
 
 static void template_instance_destroy(void *ts, void *instance) {

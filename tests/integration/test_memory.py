@@ -1,0 +1,85 @@
+"""memory_mb in the manifest: the memory cap of each instance of a
+deployment (default 128). Lua instances are capped by their allocator at
+exactly memory_mb; Python and C workers by their address space (memory_mb +
+384 MiB for the interpreter's own mappings). An allocation past the cap
+fails that call, not the node; bad values are refused at deploy."""
+import json
+import os
+import unittest
+
+from fmtest import FnTestCase, main
+
+LUA = r"""
+return {
+  grow = function(mb)
+    local t = {}
+    for i = 1, mb * 16 do t[i] = string.rep("x", 65500) .. i end
+    return #t
+  end,
+  ok = function() return "ok" end,
+}
+"""
+
+PY = r"""
+def grab(mb):
+    b = bytearray(mb << 20)
+    return len(b) >> 20
+
+def ok():
+    return "ok"
+"""
+
+
+class MemoryTest(FnTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.node = cls.class_node()
+        cls.must_deploy(cls.node, "lsmall", {"index.lua": LUA,
+                                             "fnmesh.json": '{"memory_mb": 16}'})
+        cls.must_deploy(cls.node, "lbig", {"index.lua": LUA})
+        cls.must_deploy(cls.node, "psmall", {"index.py": PY, "fnmesh.json": '{"memory_mb": 16}'})
+        cls.must_deploy(cls.node, "pbig", {"index.py": PY, "fnmesh.json": '{"memory_mb": 1024}'})
+
+    def test_lua_instances_are_capped_at_memory_mb(self):
+        st, body = self.node.call("lsmall", "grow", 40)
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body["error"]["code"], "function_error")
+        self.assertIn("memory limit exceeded (16 MiB)", body["error"]["message"])
+        self.assertEqual(self.node.call("lsmall", "ok"), (200, "ok"))
+        # the same code under the default cap (128 MiB) has room for it
+        self.assertEqual(self.node.call("lbig", "grow", 40), (200, 640))
+        st, body = self.node.call("lbig", "grow", 200)
+        self.assertEqual(st, 500, body)
+        self.assertIn("memory limit exceeded (128 MiB)", body["error"]["message"])
+
+    @unittest.skipIf(os.environ.get("ASAN_OPTIONS"),
+                     "sanitizer builds run workers without an address-space cap")
+    def test_python_workers_are_capped_by_memory_mb(self):
+        st, body = self.node.call("psmall", "grab", 600)  # 16 + 384 MiB of address space
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body["error"]["name"], "MemoryError")
+        self.assertEqual(self.node.call("psmall", "ok"), (200, "ok"))
+        self.assertEqual(self.node.call("pbig", "grab", 600), (200, 600))
+
+    def test_bad_memory_mb_is_refused(self):
+        for bad in (8, 100000, "64", 1.5, None):
+            with self.subTest(value=bad):
+                st, body = self.node.deploy("mbad", {"index.lua": LUA,
+                                                     "fnmesh.json": json.dumps({"memory_mb": bad})})
+                self.assertEqual(st, 400, body)
+                self.assertEqual(body["error"]["code"], "invalid_bundle")
+                self.assertIn("memory_mb", body["error"]["message"])
+        st, body = self.node.deploy("mbad", {
+            "index.lua": LUA, "fnmesh.json": '{"functions": {"ok": {"memory_mb": 64}}}'})
+        self.assertEqual(st, 400, body)
+        self.assertIn("functions.ok.memory_mb", body["error"]["message"])
+
+    def test_memory_mb_survives_a_restart(self):
+        self.node.restart()
+        st, body = self.node.call("lsmall", "grow", 40)
+        self.assertEqual(st, 500, body)
+        self.assertIn("(16 MiB)", body["error"]["message"])
+
+
+if __name__ == "__main__":
+    main()
