@@ -37,7 +37,19 @@ typedef struct exthread {
     _Atomic(const fm_function *) running_fn; /* that job's function (NULL: not a call) */
     void *rt_state[FM_MAX_RUNTIMES];
     fm_job *local_head, *local_tail; /* mesh calls made on this thread; own thread only */
+    /* instances this thread made (for idle eviction); own thread only */
+    struct held { fm_version *v; uint32_t unit; } *held;
+    size_t nheld, held_cap;
+    int64_t next_evict_us;
 } exthread;
+
+/* Idle time after which an instance on a thread other than its version's
+ * warm one is destroyed (its code stays compiled in the version). */
+static _Atomic int64_t idle_window_us = 60 * 1000000LL;
+
+void fm_exec_set_idle_window(int64_t us) {
+    atomic_store(&idle_window_us, us > 0 ? us : 1);
+}
 
 static __thread exthread *tls_thread; /* the executor thread running here, or NULL */
 static fm_registry *mesh_registry;
@@ -436,6 +448,13 @@ static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold,
     if (cold) *cold = true;
     *s = inst;
     atomic_fetch_add_explicit(&((fm_unit *)u)->instances, 1, memory_order_relaxed);
+    if (t->nheld == t->held_cap) {
+        t->held_cap = t->held_cap ? t->held_cap * 2 : 16;
+        t->held = realloc(t->held, t->held_cap * sizeof(*t->held));
+    }
+    t->held[t->nheld++] = (struct held){v, unit};
+    v->last_used_us[(size_t)t->index * v->nunits + unit] = fm_mono_us();
+    t->next_evict_us = 0; /* look at it when its idle window could have passed */
     return inst;
 }
 
@@ -458,6 +477,7 @@ static void run_job(exthread *t, fm_job *job) {
         }
         void *inst = get_instance(t, v, job->fn->unit, &job->cold_start, NULL, NULL, &err);
         if (job->cold_start) job->cold_us = fm_mono_us() - job->started_us;
+        v->last_used_us[(size_t)t->index * v->nunits + job->fn->unit] = job->started_us;
         if (!inst) {
             fm_job_fail(job, FM_INTERNAL, err.msg, NULL, NULL);
             fm_err_clear(&err);
@@ -509,6 +529,9 @@ static void run_job(exthread *t, fm_job *job) {
     }
     case FM_JOB_RETIRE: {
         window_flush(); /* pending CPU may point into this version's functions: bill it first */
+        for (size_t i = 0; i < t->nheld;)
+            if (t->held[i].v == v) t->held[i] = t->held[--t->nheld];
+            else i++;
         for (uint32_t u = 0; u < v->nunits; u++) {
             void **s = slot(v, t->index, u);
             if (*s) {
@@ -523,6 +546,46 @@ static void run_job(exthread *t, fm_job *job) {
         return;
     }
     }
+}
+
+/* A call of the version admitted anywhere and not finished. */
+static bool version_busy(const fm_version *v) {
+    for (size_t i = 0; i < v->nfns; i++)
+        if (atomic_load_explicit(&v->fns[i].metrics.inflight, memory_order_relaxed) > 0)
+            return true;
+    return false;
+}
+
+/* Destroys this thread's instances that had no call for the idle window,
+ * except on the version's warm thread (a deployment keeps a warm instance)
+ * and while the version has calls in flight (async work may be on them).
+ * The next call here makes a new one from the compiled artifact (a cold
+ * start). Returns µs until the next one may be due, or -1. */
+static int64_t evict_idle(exthread *t, int64_t now) {
+    int64_t window = atomic_load_explicit(&idle_window_us, memory_order_relaxed), next = -1;
+    for (size_t i = 0; i < t->nheld;) {
+        fm_version *v = t->held[i].v;
+        uint32_t u = t->held[i].unit;
+        int64_t last = v->last_used_us[(size_t)t->index * v->nunits + u];
+        if (v->warm_thread == t->index) {
+            i++;
+            continue;
+        }
+        if (now - last < window || version_busy(v)) {
+            int64_t at = now - last < window ? last + window - now : window;
+            if (next < 0 || at < next) next = at;
+            i++;
+            continue;
+        }
+        window_flush(); /* pending CPU may point into this version's functions */
+        void **s = slot(v, t->index, u);
+        const fm_runtime *rt = v->units[u].rt;
+        rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
+        *s = NULL;
+        atomic_fetch_sub_explicit(&v->units[u].instances, 1, memory_order_relaxed);
+        t->held[i] = t->held[--t->nheld];
+    }
+    return next;
 }
 
 /* Runs the mesh calls queued on this thread (and those they queue). */
@@ -633,6 +696,17 @@ static void *thread_main(void *arg) {
             if (w >= 0 && (wait_us < 0 || w < wait_us)) wait_us = w;
         }
         if (polled) window_work(fm_mono_us() - polled); /* timers, promise continuations */
+        if (t->nheld) {
+            int64_t now = fm_mono_us();
+            if (now >= t->next_evict_us) {
+                int64_t n = evict_idle(t, now);
+                t->next_evict_us = n < 0 ? INT64_MAX : now + (n < 100000 ? 100000 : n);
+            }
+            if (t->next_evict_us != INT64_MAX) {
+                int64_t w = t->next_evict_us > now ? t->next_evict_us - now : 0;
+                if (wait_us < 0 || w < wait_us) wait_us = w;
+            }
+        }
         run_local(t);
         flush_replies();
         pthread_mutex_lock(&t->mu);
@@ -671,6 +745,9 @@ static void *thread_main(void *arg) {
     window_flush();
     for (size_t i = 0; i < fm_runtime_count; i++) fm_runtimes[i]->thread_dispose(t->rt_state[i]);
     free_dead_watches();
+    free(t->held);
+    t->held = NULL;
+    t->nheld = 0;
     return NULL;
 }
 
@@ -859,7 +936,9 @@ void *fm_exec_instance_here(fm_version *v, uint32_t unit, fm_err *err) {
         return NULL;
     }
     bool cold = false;
-    return get_instance(t, v, unit, &cold, NULL, NULL, err);
+    void *inst = get_instance(t, v, unit, &cold, NULL, NULL, err);
+    if (inst) v->last_used_us[(size_t)t->index * v->nunits + unit] = fm_mono_us();
+    return inst;
 }
 
 static void mesh_child_done(fm_job *child) {

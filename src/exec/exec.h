@@ -116,6 +116,10 @@ struct fm_job {
  * function already wait to start. A refused job is not counted: free it. */
 fm_status fm_exec_admit(fm_job *job, fm_err *err);
 
+/* Idle time after which an executor thread destroys its instance of a
+ * deployment version (not on the version's warm thread); default 60 s. */
+void fm_exec_set_idle_window(int64_t us);
+
 /* Starts `nregular` executor threads plus `nreserve` reserve threads, which
  * take calls only while every regular thread is in a long call (so code
  * that computes for seconds on all of them does not hold up the others). */

@@ -1504,8 +1504,8 @@ static int usage(FILE *f) {
             "  --data DIR           data directory (default ./fnmesh-data)\n"
             "  --threads N          executor threads running functions (default: CPU count)\n"
             "  --io-threads N       HTTP event-loop threads (default 1)\n"
-            "  --idle-window D      idle time after which worker pools shrink to one process\n"
-            "                       (default 60s)\n"
+            "  --idle-window D      idle time after which instances beyond a deployment's\n"
+            "                       warm one are given back (default 60s)\n"
             "  --body-limit BYTES   largest call body accepted (default 6291456)\n"
             "  --log-level LEVEL    debug, info, warn or error (default info)\n"
             "  --telemetry on|off   per-call metrics, latency windows, usage and traces\n"
@@ -1649,6 +1649,7 @@ int fm_serve_main(int argc, char **argv) {
                 return 2;
             }
             fm_wpool_set_idle_window(ms * 1000);
+            fm_exec_set_idle_window(ms * 1000);
             break;
         }
         case 'h': return usage(stdout);

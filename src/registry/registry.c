@@ -34,6 +34,7 @@ fm_version *fm_version_new(const char *deployment, const char *id, int64_t creat
     v->nunits = nunits;
     v->nthreads = nthreads;
     v->instances = calloc((size_t)nthreads * (nunits ? nunits : 1), sizeof(void *));
+    v->last_used_us = calloc((size_t)nthreads * (nunits ? nunits : 1), sizeof(int64_t));
     return v;
 }
 
@@ -142,6 +143,7 @@ void fm_version_free(fm_version *v) {
     for (size_t i = 0; i < v->nunits; i++) free(v->units[i].artifact);
     free(v->units);
     free(v->instances);
+    free(v->last_used_us);
     fm_manifest_dispose(&v->manifest);
     json_decref(v->functions_json);
     free(v->deployment);

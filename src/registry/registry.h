@@ -69,6 +69,7 @@ struct fm_version {
     int nthreads;
     int warm_thread;       /* executor thread that instantiated it first */
     void **instances;      /* [nthreads * nunits] */
+    int64_t *last_used_us; /* [nthreads * nunits]: last call on that instance; its thread only */
     atomic_int retire_left;
     json_t *functions_json; /* [{name,file,runtime,params}] (owned) */
 };

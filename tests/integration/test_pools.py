@@ -1,7 +1,9 @@
-"""Worker pools scale with load and give processes back when idle: a
-Python function called concurrently gets more worker processes; after the
-idle window (`--idle-window`) each pool is back to its one warm worker,
-which still answers at once; a bad --idle-window is refused."""
+"""Pools scale with load and give memory back when idle: a Python function
+called concurrently gets more worker processes, and after the idle window
+(`--idle-window`) each pool is back to its one warm worker, which still
+answers at once; in-process instances (JavaScript, Lua) beyond a
+deployment's warm one are destroyed when idle and made again (a cold start)
+on the next call there; a bad --idle-window is refused."""
 import subprocess
 import threading
 import time
@@ -67,6 +69,51 @@ class PoolsTest(FnTestCase):
         workers = [line for line in ps.splitlines() if "worker-python" in line]
         self.assertEqual(len(workers), int(warm), ps)
         self.assertFalse([line for line in workers if line.split()[1].startswith("Z")], ps)
+
+    def test_idle_instances_are_given_back_and_come_back(self):
+        node = self.start_node(extra_args=["--threads", "2", "--idle-window", "1s"])
+        st, _ = node.deploy("idle", {"index.js": "export const hi = () => 'hi';\n",
+                                     "l.lua": "return { lhi = function() return 'lhi' end }"})
+        self.assertIn(st, (200, 201))
+
+        def instances(fn):
+            st, _, body = node.request("GET", "/metrics")
+            return sample(parse(body.decode()), "fnmesh_function_instances",
+                          deployment="idle", function=fn)
+
+        def cold(fn):
+            st, body = node.get("/system/v1/deployments/idle")
+            return [f for f in body["functions"] if f["name"] == fn][0]["cold_starts"]["count"]
+
+        # warm on both executor threads after deploy (the second is warmed
+        # in the background)
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline and (instances("hi"), instances("lhi")) != (2, 2):
+            time.sleep(0.02)
+        self.assertEqual((instances("hi"), instances("lhi")), (2, 2))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (instances("hi") > 1 or instances("lhi") > 1):
+            time.sleep(0.1)
+        # idle past the window: one warm instance each is left
+        self.assertEqual((instances("hi"), instances("lhi")), (1, 1))
+        before = cold("hi") + cold("lhi")
+        # calls on both threads again: the evicted instances come back
+        for _ in range(10):
+            self.assertEqual(node.call("idle", "hi"), (200, "hi"))
+            self.assertEqual(node.call("idle", "lhi"), (200, "lhi"))
+        res = [None] * 8
+
+        def one(i):
+            res[i] = node.call("idle", "hi")
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(res, [(200, "hi")] * 8)
+        self.assertEqual(instances("hi"), 2)
+        self.assertGreater(cold("hi") + cold("lhi"), before, "re-activation is a cold start")
 
     def test_bad_idle_window_is_refused(self):
         for bad in ("0s", "50ms", "soon", "10"):
