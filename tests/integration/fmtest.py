@@ -649,6 +649,30 @@ def run_cli(*args, env=None, cwd=None, timeout=60, input=None):
                           input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
 
+def p99(samples):
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(len(s) * 0.99))]
+
+
+def latencies(test, node, dep, fn, n, want):
+    """Milliseconds of n sequential POST /fn/dep/fn calls (no arguments) on
+    one keep-alive connection; each must answer 200 with `want`."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.monotonic()
+            conn.request("POST", "/fn/%s/%s" % (dep, fn), body=b"[]",
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            body = r.read()
+            out.append((time.monotonic() - t0) * 1000)
+            test.assertEqual((r.status, json.loads(body)), (200, want))
+    finally:
+        conn.close()
+    return out
+
+
 def parallel(fn, items, threads=8):
     """Runs fn(item) over items in `threads` threads; returns results in order.
     Exceptions are returned in place of results."""

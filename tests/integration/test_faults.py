@@ -4,13 +4,12 @@ restarts are held back), its calls fail alone, and another function's p99
 stays within 2x of its unloaded value; the same while a function is
 overloaded (429s). Replacement workers start without blocking the
 executor thread."""
-import http.client
 import json
 import os
 import subprocess
 import time
 
-from fmtest import FnTestCase, main
+from fmtest import FnTestCase, latencies, main, p99
 from test_metrics import parse, sample
 
 STEADY = r"""
@@ -68,11 +67,6 @@ print(json.dumps(seen))
 """
 
 
-def p99(samples):
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(len(s) * 0.99))]
-
-
 class FaultsTest(FnTestCase):
     @classmethod
     def setUpClass(cls):
@@ -84,20 +78,7 @@ class FaultsTest(FnTestCase):
             "fnmesh.json": '{"functions": {"nap": {"max_concurrency": 1, "max_queue": 2}}}'})
 
     def latencies(self, n):
-        conn = http.client.HTTPConnection("127.0.0.1", self.node.port, timeout=10)
-        out = []
-        try:
-            for _ in range(n):
-                t0 = time.monotonic()
-                conn.request("POST", "/fn/steady/ping", body=b"[]",
-                             headers={"Content-Type": "application/json"})
-                r = conn.getresponse()
-                body = r.read()
-                out.append((time.monotonic() - t0) * 1000)
-                self.assertEqual((r.status, json.loads(body)), (200, "pong"))
-        finally:
-            conn.close()
-        return out
+        return latencies(self, self.node, "steady", "ping", n, "pong")
 
     def limit(self, base):
         # 2x the unloaded p99; below 1 ms the scheduler of a shared VM is the

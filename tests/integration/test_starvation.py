@@ -3,12 +3,10 @@ seconds hold every regular executor thread, calls of other functions go to
 the reserve thread and stay fast (p99 < 10 ms), and the computing
 function's own extra calls wait for a regular thread instead of taking the
 reserve. Also: calls that only sleep (await a timer) hold no thread."""
-import http.client
-import json
 import threading
 import time
 
-from fmtest import FnTestCase, main
+from fmtest import FnTestCase, latencies, main, p99
 
 HOG = r"""
 export function spin(ms) { const end = Date.now() + ms; while (Date.now() < end) {} return ms; }
@@ -22,11 +20,6 @@ export const ping = () => "pong";
 THREADS = 2  # regular executor threads of the node under test
 
 
-def p99(samples):
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(len(s) * 0.99))]
-
-
 class StarvationTest(FnTestCase):
     @classmethod
     def setUpClass(cls):
@@ -37,20 +30,7 @@ class StarvationTest(FnTestCase):
                                             'return { lping = function() return "pong" end }'})
 
     def quick_latencies(self, n, fn="ping"):
-        conn = http.client.HTTPConnection("127.0.0.1", self.node.port, timeout=10)
-        out = []
-        try:
-            for _ in range(n):
-                t0 = time.monotonic()
-                conn.request("POST", "/fn/quick/" + fn, body=b"[]",
-                             headers={"Content-Type": "application/json"})
-                r = conn.getresponse()
-                body = r.read()
-                out.append((time.monotonic() - t0) * 1000)
-                self.assertEqual((r.status, json.loads(body)), (200, "pong"))
-        finally:
-            conn.close()
-        return out
+        return latencies(self, self.node, "quick", fn, n, "pong")
 
     def start_calls(self, fn, ms, count):
         results = [None] * count
