@@ -40,7 +40,14 @@ class LimitsTest(FnTestCase):
 
     def test_max_concurrency_runs_calls_one_at_a_time(self):
         t0 = time.monotonic()
-        res = parallel(lambda _: self.node.call("lim", "nap", 250), range(3), threads=3)
+
+        def one(i):
+            # staggered: a call admitted before the one ahead of it has started
+            # counts as waiting, and three at once would fill max_queue (2)
+            time.sleep(0.05 * i)
+            return self.node.call("lim", "nap", 250)
+
+        res = parallel(one, range(3), threads=3)
         took = time.monotonic() - t0
         self.assertEqual(res, [(200, 250)] * 3)
         # one at a time: three naps of 250 ms in a row (unlimited, they overlap: ~250 ms)
