@@ -3,7 +3,7 @@
 # re-activating an evicted instance takes (the node's own measure of the
 # cold start, functions[].cold_starts.last_ms), next to the targets.
 #
-# A node with 2 executor threads and --idle-window 1s: after each deploy and
+# A node on CPU 1 with 2 executor threads and --idle-window 1s: after each deploy and
 # after every idle second the instance on the thread that is not the
 # deployment's warm one is destroyed; two calls in a row land on both
 # threads, one of them re-activating the instance from the compiled code.
@@ -23,15 +23,9 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$BIN" ] || { echo "build first: $BIN missing" >&2; exit 2; }
 TMP=$(mktemp -d -t fnmesh-cold.XXXXXX)
-PID=""
-cleanup() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
-PORT=$(/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-URL="http://127.0.0.1:$PORT"
-FNMESH_ADMIN_TOKEN=bench "$BIN" serve --listen "127.0.0.1:$PORT" --data "$TMP/data" \
-  --threads 2 --idle-window 1s --log-level warn 2>"$TMP/node.log" &
-PID=$!
-for _ in $(seq 1 100); do curl -fs -o /dev/null "$URL/readyz" && break; sleep 0.1; done
+. "$HERE/lib.sh"
+start_node cold --threads 2 --idle-window 1s # the later --threads wins
+URL="http://127.0.0.1:$PORT_cold"
 
 mkdir -p "$TMP/js" "$TMP/lua" "$TMP/python" "$TMP/c"
 echo 'export const f = () => 1;' > "$TMP/js/index.js"

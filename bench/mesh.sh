@@ -22,15 +22,9 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$BIN" ] || { echo "build first: $BIN missing" >&2; exit 2; }
 TMP=$(mktemp -d -t fnmesh-mesh.XXXXXX)
-PID=""
-cleanup() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
-PORT=$(/usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-URL="http://127.0.0.1:$PORT"
-FNMESH_ADMIN_TOKEN=bench taskset -c 1 "$BIN" serve --listen "127.0.0.1:$PORT" --data "$TMP/data" \
-  --threads 1 --log-level warn 2>"$TMP/node.log" &
-PID=$!
-for _ in $(seq 1 100); do curl -fs -o /dev/null "$URL/readyz" && break; sleep 0.1; done
+. "$HERE/lib.sh"
+start_node mesh
+URL="http://127.0.0.1:$PORT_mesh"
 
 deploy() { # name dir -> http status
   tar czf "$TMP/$1.tgz" -C "$2" .

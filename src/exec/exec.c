@@ -43,12 +43,16 @@ typedef struct exthread {
     int64_t next_evict_us;
 } exthread;
 
-/* Idle time after which an instance on a thread other than its version's
- * warm one is destroyed (its code stays compiled in the version). */
+/* Idle time after which what a deployment has beyond its warm instance is
+ * given back (see fm_exec_set_idle_window). */
 static _Atomic int64_t idle_window_us = 60 * 1000000LL;
 
 void fm_exec_set_idle_window(int64_t us) {
     atomic_store(&idle_window_us, us > 0 ? us : 1);
+}
+
+int64_t fm_exec_idle_window(void) {
+    return atomic_load_explicit(&idle_window_us, memory_order_relaxed);
 }
 
 static __thread exthread *tls_thread; /* the executor thread running here, or NULL */
@@ -562,7 +566,7 @@ static bool version_busy(const fm_version *v) {
  * The next call here makes a new one from the compiled artifact (a cold
  * start). Returns µs until the next one may be due, or -1. */
 static int64_t evict_idle(exthread *t, int64_t now) {
-    int64_t window = atomic_load_explicit(&idle_window_us, memory_order_relaxed), next = -1;
+    int64_t window = fm_exec_idle_window(), next = -1;
     for (size_t i = 0; i < t->nheld;) {
         fm_version *v = t->held[i].v;
         uint32_t u = t->held[i].unit;
@@ -817,10 +821,16 @@ int fm_exec_regular_threads(const fm_exec *ex) {
  * interrupt) gets no new calls while another thread can take them. */
 #define FM_STUCK_US 1000000
 
-static int effective_load(exthread *t, int64_t now) {
+/* The clock, read once per pick and only when a thread is busy. */
+static int64_t now_of(int64_t *now) {
+    if (!*now) *now = fm_mono_us();
+    return *now;
+}
+
+static int effective_load(exthread *t, int64_t *now) {
     int load = atomic_load_explicit(&t->inflight, memory_order_relaxed);
     int64_t since = atomic_load_explicit(&t->busy_since_us, memory_order_relaxed);
-    if (since && now - since > FM_STUCK_US) load += 1 << 20;
+    if (since && now_of(now) - since > FM_STUCK_US) load += 1 << 20;
     return load;
 }
 
@@ -828,9 +838,9 @@ static int effective_load(exthread *t, int64_t now) {
  * regular threads are, calls of other functions go to the reserve. */
 #define FM_LONG_CALL_US 5000
 
-static bool in_long_call(exthread *t, int64_t now) {
+static bool in_long_call(exthread *t, int64_t *now) {
     int64_t since = atomic_load_explicit(&t->busy_since_us, memory_order_relaxed);
-    return since && now - since > FM_LONG_CALL_US;
+    return since && now_of(now) - since > FM_LONG_CALL_US;
 }
 
 int fm_exec_pick(fm_exec *ex, const fm_function *fn) {
@@ -838,18 +848,18 @@ int fm_exec_pick(fm_exec *ex, const fm_function *fn) {
     int nr = ex->nregular;
     int best = (int)(start % (unsigned)nr);
     if (nr == 1 && ex->n == 1) return best;
-    int64_t now = fm_mono_us();
-    int best_load = effective_load(&ex->t[best], now);
+    int64_t now = 0;
+    int best_load = effective_load(&ex->t[best], &now);
     for (int k = 1; k < nr && best_load > 0; k++) {
         int i = (int)((start + (unsigned)k) % (unsigned)nr);
-        int load = effective_load(&ex->t[i], now);
+        int load = effective_load(&ex->t[i], &now);
         if (load < best_load) best = i, best_load = load;
     }
     if (ex->n == nr || best_load == 0) return best;
     /* every regular thread busy: is each of them in a long call? */
     int same = 0;
     for (int i = 0; i < nr; i++) {
-        if (!in_long_call(&ex->t[i], now)) return best;
+        if (!in_long_call(&ex->t[i], &now)) return best;
         if (fn && atomic_load_explicit(&ex->t[i].running_fn, memory_order_relaxed) == fn) same++;
     }
     /* a function that holds every regular thread waits for one of them
@@ -857,8 +867,8 @@ int fm_exec_pick(fm_exec *ex, const fm_function *fn) {
     if (same == nr) return best;
     int rbest = -1, rload = 0;
     for (int i = nr; i < ex->n; i++) {
-        if (in_long_call(&ex->t[i], now)) continue;
-        int load = effective_load(&ex->t[i], now);
+        if (in_long_call(&ex->t[i], &now)) continue;
+        int load = effective_load(&ex->t[i], &now);
         if (rbest < 0 || load < rload) rbest = i, rload = load;
     }
     return rbest >= 0 ? rbest : best;
@@ -886,7 +896,7 @@ int fm_exec_stuck(fm_exec *ex) {
     int n = 0;
     int64_t now = fm_mono_us();
     for (int i = 0; i < ex->n; i++)
-        if (effective_load(&ex->t[i], now) >= 1 << 20) n++;
+        if (effective_load(&ex->t[i], &now) >= 1 << 20) n++;
     return n;
 }
 

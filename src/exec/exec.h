@@ -116,9 +116,12 @@ struct fm_job {
  * function already wait to start. A refused job is not counted: free it. */
 fm_status fm_exec_admit(fm_job *job, fm_err *err);
 
-/* Idle time after which an executor thread destroys its instance of a
- * deployment version (not on the version's warm thread); default 60 s. */
+/* Idle time (default 60 s, `serve --idle-window`) after which an executor
+ * thread destroys its instance of a deployment version (not on the
+ * version's warm thread), and a worker pool stops its processes beyond
+ * the first. Any thread. */
 void fm_exec_set_idle_window(int64_t us);
+int64_t fm_exec_idle_window(void);
 
 /* Starts `nregular` executor threads plus `nreserve` reserve threads, which
  * take calls only while every regular thread is in a long call (so code

@@ -1649,7 +1649,6 @@ int fm_serve_main(int argc, char **argv) {
                                 "100ms, like 30s or 5m\n");
                 return 2;
             }
-            fm_wpool_set_idle_window(ms * 1000);
             fm_exec_set_idle_window(ms * 1000);
             break;
         }

@@ -52,13 +52,6 @@ typedef struct wp_thread {
     wp_exiting *exiting; /* workers stopped for being idle */
 } wp_thread;
 
-/* Idle time after which a pool gives back workers beyond its first. */
-static _Atomic int64_t idle_window_us = 60 * 1000000LL;
-
-void fm_wpool_set_idle_window(int64_t us) {
-    atomic_store(&idle_window_us, us > 0 ? us : 1);
-}
-
 /* One worker process. */
 struct wp_worker {
     wp_inst *in;
@@ -91,7 +84,7 @@ struct wp_inst {
     int nworkers;
     fm_job *qhead, *qtail; /* calls waiting for a free worker */
     struct wp_health *health; /* shared by the instances of this artifact on every thread */
-    long memory_mb;           /* address-space cap of its workers (0: the node's default) */
+    long memory_mb;           /* address-space cap of its workers */
 };
 
 /* Crash backoff of one deployment version's workers, shared by its
@@ -244,12 +237,9 @@ static fm_status launch(wp_worker *w, fm_err *err) {
     char **envp = malloc((nenv + 2) * sizeof(char *)), memvar[64];
     size_t k = 0;
     for (size_t i = 0; i < nenv; i++)
-        if (!in->memory_mb || strncmp(environ[i], "FNMESH_WORKER_MEMORY_MB=", 24) != 0)
-            envp[k++] = environ[i];
-    if (in->memory_mb) {
-        snprintf(memvar, sizeof(memvar), "FNMESH_WORKER_MEMORY_MB=%ld", in->memory_mb);
-        envp[k++] = memvar;
-    }
+        if (strncmp(environ[i], "FNMESH_WORKER_MEMORY_MB=", 24) != 0) envp[k++] = environ[i];
+    snprintf(memvar, sizeof(memvar), "FNMESH_WORKER_MEMORY_MB=%ld", in->memory_mb);
+    envp[k++] = memvar;
     envp[k] = NULL;
     int rc = posix_spawn(&w->pid, self_exe(), &fa, &at, argv, envp);
     free(envp);
@@ -345,12 +335,21 @@ static fm_status spawn_async(wp_worker *w, fm_err *err) {
 
 /* Ends the process; returns its wait status, and its total CPU time in
  * *cpu_us when cpu_us is non-NULL. */
-static int reap_usage(wp_worker *w, bool force, uint64_t *cpu_us) {
-    int status = 0;
+/* Closes the worker's socket (a live worker reads EOF and exits) and forgets
+ * what was read from it; the process itself is the caller's to reap. */
+static void detach(wp_worker *w) {
     if (w->watch) fm_exec_watch_del(w->watch);
     w->watch = NULL;
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
+    w->rlen = 0;
+    w->starting = w->fresh = false;
+    w->idle_since_us = 0;
+}
+
+static int reap_usage(wp_worker *w, bool force, uint64_t *cpu_us) {
+    int status = 0;
+    detach(w);
     if (w->pid > 0) {
         if (force) kill(w->pid, SIGKILL);
         struct rusage ru;
@@ -363,8 +362,6 @@ static int reap_usage(wp_worker *w, bool force, uint64_t *cpu_us) {
                                   memory_order_relaxed);
     }
     w->pid = 0;
-    w->rlen = 0;
-    w->starting = w->fresh = false;
     return status;
 }
 
@@ -749,14 +746,21 @@ static const char *crash_message(const wp_inst *in) {
     return msg;
 }
 
+/* Takes the first queued call off the queue. */
+static fm_job *pop_queued(wp_inst *in) {
+    fm_job *job = in->qhead;
+    in->qhead = job->next;
+    if (!in->qhead) in->qtail = NULL;
+    job->next = NULL;
+    return job;
+}
+
 /* Sends queued calls to free workers, starting workers where needed. */
 static void start_next(wp_inst *in) {
     while (in->qhead) {
         fm_job *job = in->qhead;
         if (job->deadline_us && fm_mono_us() >= job->deadline_us) {
-            in->qhead = job->next;
-            if (!in->qhead) in->qtail = NULL;
-            job->next = NULL;
+            pop_queued(in);
             fm_job_fail_timeout(job);
             fm_job_finish(job);
             continue;
@@ -768,9 +772,7 @@ static void start_next(wp_inst *in) {
             if (!has_worker(in) && now < at &&
                 (at - now > MAX_BACKOFF_WAIT_US || (job->deadline_us && at >= job->deadline_us))) {
                 /* crash-looping: fail fast rather than let calls wait out the backoff */
-                in->qhead = job->next;
-                if (!in->qhead) in->qtail = NULL;
-                job->next = NULL;
+                pop_queued(in);
                 fm_job_fail(job, FM_UNAVAILABLE, crash_message(in), "WorkerCrash", NULL);
                 fm_job_finish(job);
                 continue;
@@ -780,9 +782,7 @@ static void start_next(wp_inst *in) {
         if (w->fd < 0) { /* a new worker: calls wait in the queue until it is ready */
             fm_err err = FM_ERR_INIT;
             if (spawn_async(w, &err) != FM_OK) {
-                in->qhead = job->next;
-                if (!in->qhead) in->qtail = NULL;
-                job->next = NULL;
+                pop_queued(in);
                 fm_job_fail(job, FM_INTERNAL, err.msg, NULL, NULL);
                 fm_err_clear(&err);
                 fm_job_finish(job);
@@ -790,9 +790,7 @@ static void start_next(wp_inst *in) {
             }
             return;
         }
-        in->qhead = job->next;
-        if (!in->qhead) in->qtail = NULL;
-        job->next = NULL;
+        pop_queued(in);
         if (!send_call(w, job)) {
             reap(w, true);
             fm_job_fail(job, FM_INTERNAL, "cannot reach the worker", NULL, NULL);
@@ -812,7 +810,7 @@ fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *tsp, const c
     in->deployment = strdup(deployment);
     in->artifact = artifact;
     in->artifact_len = artifact_len;
-    in->memory_mb = memory_limit ? (long)(memory_limit >> 20) + FM_WORKER_AS_HEADROOM_MB : 0;
+    in->memory_mb = (long)(memory_limit >> 20) + FM_WORKER_AS_HEADROOM_MB;
     in->health = health_get(artifact);
     wp_worker *w = &in->workers[in->nworkers++]; /* the first one (no backoff: a deploy waits) */
     w->in = in;
@@ -860,8 +858,7 @@ void fm_wpool_instance_destroy(void *tsp, void *p) {
         free(w->rbuf);
     }
     while (in->qhead) { /* nothing should wait here (calls hold the version) */
-        fm_job *j = in->qhead;
-        in->qhead = j->next;
+        fm_job *j = pop_queued(in);
         fm_job_fail(j, FM_INTERNAL, "the deployment was unloaded", NULL, NULL);
         fm_job_finish(j);
     }
@@ -907,7 +904,7 @@ static int64_t reap_exiting(wp_thread *ts, int64_t now) {
 /* Gives back the workers of `in` beyond the first that have been idle for
  * the idle window; returns microseconds until the next one may be, or -1. */
 static int64_t scale_down(wp_thread *ts, wp_inst *in, int64_t now) {
-    int64_t window = atomic_load_explicit(&idle_window_us, memory_order_relaxed), next = -1;
+    int64_t window = fm_exec_idle_window(), next = -1;
     int live = 0;
     for (int i = 0; i < in->nworkers; i++) live += in->workers[i].fd >= 0;
     for (int i = in->nworkers - 1; i >= 0 && live > 1; i--) {
@@ -923,13 +920,8 @@ static int64_t scale_down(wp_thread *ts, wp_inst *in, int64_t now) {
         e->kill_at_us = now + 5000000;
         e->next = ts->exiting;
         ts->exiting = e;
-        if (w->watch) fm_exec_watch_del(w->watch);
-        w->watch = NULL;
-        close(w->fd); /* the worker reads EOF and exits */
-        w->fd = -1;
+        detach(w); /* it exits on its own */
         w->pid = 0;
-        w->rlen = 0;
-        w->idle_since_us = 0;
         atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1,
                                   memory_order_relaxed);
         live--;

@@ -38,10 +38,6 @@ typedef struct fm_wpool_stat {
 /* Fills up to `max` entries (one per runtime that started a worker); any thread. */
 size_t fm_wpool_stats(fm_wpool_stat *out, size_t max);
 
-/* Idle time after which a pool stops the workers it has beyond its first
- * (default 60 s; `fnmesh serve --idle-window`). Any thread. */
-void fm_wpool_set_idle_window(int64_t us);
-
 void *fm_wpool_thread_init(int index);
 void fm_wpool_thread_dispose(void *ts);
 /* The artifact is borrowed: it must outlive the instance. */

@@ -666,14 +666,20 @@ static void mesh_done(fm_job *child, void *ud) {
     free(rec);
 }
 
-static JSValueRef error_pair(JSContextRef ctx, fm_status st, const char *msg) {
-    JSValueRef parts[2];
+/* The wire code of `st` and `msg` as two strings of this realm. */
+static void status_strings(JSContextRef ctx, fm_status st, const char *msg, JSValueRef out[2]) {
     JSStringRef c = JSStringCreateWithUTF8CString(fm_status_code(st));
     JSStringRef m = js_str(msg, strlen(msg));
-    parts[0] = JSValueMakeString(ctx, c);
-    parts[1] = JSValueMakeString(ctx, m);
+    out[0] = JSValueMakeString(ctx, c);
+    out[1] = JSValueMakeString(ctx, m);
     JSStringRelease(c);
     JSStringRelease(m);
+}
+
+/* [code, message]: how the native call hook reports a refusal. */
+static JSValueRef error_pair(JSContextRef ctx, fm_status st, const char *msg) {
+    JSValueRef parts[2];
+    status_strings(ctx, st, msg, parts);
     return JSObjectMakeArray(ctx, 2, parts, NULL);
 }
 
@@ -912,15 +918,9 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     }
     if (st != FM_OK) {
         free(rec);
-        JSValueRef parts[2];
-        JSStringRef c = JSStringCreateWithUTF8CString(fm_status_code(st));
-        JSStringRef m = js_str(err.msg, strlen(err.msg));
-        parts[0] = JSValueMakeString(ctx, c);
-        parts[1] = JSValueMakeString(ctx, m);
-        JSStringRelease(c);
-        JSStringRelease(m);
+        JSValueRef pair = error_pair(ctx, st, err.msg);
         fm_err_clear(&err);
-        return JSObjectMakeArray(ctx, 2, parts, NULL);
+        return pair;
     }
     JSValueProtect(ctx, rec->resolve);
     JSValueProtect(ctx, rec->reject);
@@ -931,10 +931,8 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
 
 /* Throws an Error {code, message} of this realm from a native hook. */
 static JSValueRef throw_error(JSContextRef ctx, fm_status st, const char *msg, JSValueRef *exc) {
-    JSValueRef pair = error_pair(ctx, st, msg);
-    JSValueRef parts[4] = {JSObjectGetPropertyAtIndex(ctx, (JSObjectRef)pair, 0, NULL),
-                           JSObjectGetPropertyAtIndex(ctx, (JSObjectRef)pair, 1, NULL),
-                           JSValueMakeUndefined(ctx), JSValueMakeUndefined(ctx)};
+    JSValueRef parts[4] = {NULL, NULL, JSValueMakeUndefined(ctx), JSValueMakeUndefined(ctx)};
+    status_strings(ctx, st, msg, parts);
     js_thread *ts = tls_ts;
     JSObjectRef mk = ts->cur_inst ? ts->cur_inst->mkerror_fn : NULL;
     *exc = mk ? JSObjectCallAsFunction(ctx, mk, NULL, 4, parts, NULL) : parts[1];

@@ -7,7 +7,7 @@
  * are modules for `require`, served from the artifact, never from disk.
  *
  * Run: one lua_State per (executor thread, version) with the host's limits:
- *  - memory: a lua_Alloc that refuses past FM_LUA_MEMORY (64 MiB); the
+ *  - memory: a lua_Alloc that refuses past the deployment's memory_mb; the
  *    call fails with "memory limit exceeded", the state stays usable;
  *  - time: the JIT is off (compiled loops never see hooks) and a count hook
  *    raises an untyped tag once the call's deadline has passed. The guest's
@@ -40,7 +40,6 @@
 #include "runtime/lua/lua_int.h"
 #include "runtime/runtime.h"
 
-#define FM_LUA_MEMORY ((size_t)64 << 20) /* per instance */
 #define HOOK_EVERY 10000                  /* VM instructions between deadline checks */
 #define TOPLEVEL_US 10000000              /* top-level code of the entry files: 10 s */
 #define DESCRIBE_US 100000                /* a guest __tostring on an error object: 100 ms */
@@ -731,7 +730,7 @@ static fm_status lua_instance_create(void *tsp, const char *deployment, const ch
     lthread *ts = tsp;
     linst *in = calloc(1, sizeof(*in));
     in->ts = ts;
-    in->limit = memory_limit ? memory_limit : FM_LUA_MEMORY;
+    in->limit = memory_limit;
     in->gc_mark = in->limit / 4 * 3;
     in->deployment = strdup(deployment);
     if (fm_lua_unpack(artifact, artifact_len, &in->files, &in->nfiles, err) != FM_OK) {

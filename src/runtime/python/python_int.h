@@ -52,9 +52,10 @@ int fm_py_recv_next(int fd, char **payload, size_t *len);
 int fm_py_recv_only(int fd, char want, char **payload, size_t *len);
 
 /* Worker side: caps the process's address space (RLIMIT_AS) at
- * FNMESH_WORKER_MEMORY_MB, default FM_WORKER_MEMORY_MB; an allocation past
- * it fails (Python: MemoryError; C: malloc returns NULL). Not in sanitizer
- * builds, whose shadow memory needs far more address space. */
+ * FNMESH_WORKER_MEMORY_MB, which the node sets per worker from the
+ * deployment's memory_mb (FM_WORKER_MEMORY_MB without it); an allocation
+ * past it fails (Python: MemoryError; C: malloc returns NULL). Not in
+ * sanitizer builds, whose shadow memory needs far more address space. */
 #define FM_WORKER_MEMORY_MB 512
 void fm_worker_limit_memory(void);
 
