@@ -181,6 +181,16 @@ static const fm_cli_verb k_verbs[] = {
      .summary = "make another version of a deployment active",
      .help = "Makes VERSION (a full version or a unique prefix of at least 8 hex digits)\n"
              "the active version of deployment NAME."},
+    {.name = "cluster",
+     .run = fm_cli_verb_cluster,
+     .remote = true,
+     .max_args = 0,
+     .usage = "fnmesh cluster",
+     .summary = "list the nodes of the cluster",
+     .help = "Lists the nodes of the cluster the node belongs to (from their heartbeats\n"
+             "on NATS): id (* for the node asked), HTTP address, uptime, deployments,\n"
+             "warm functions, calls in flight and load (calls in flight per executor\n"
+             "thread). A node not started with --cluster lists only itself."},
     {.name = "top",
      .run = fm_cli_verb_top,
      .remote = true,

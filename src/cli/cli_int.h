@@ -181,6 +181,7 @@ int fm_cli_verb_invoke(const fm_cli_opts *o, fm_cli_http *h);
 int fm_cli_verb_rm(const fm_cli_opts *o, fm_cli_http *h);
 int fm_cli_verb_versions(const fm_cli_opts *o, fm_cli_http *h);
 int fm_cli_verb_rollback(const fm_cli_opts *o, fm_cli_http *h);
+int fm_cli_verb_cluster(const fm_cli_opts *o, fm_cli_http *h);
 
 /* ---- cli_top.c ------------------------------------------------------- */
 

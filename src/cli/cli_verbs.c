@@ -358,3 +358,41 @@ int fm_cli_verb_rollback(const fm_cli_opts *o, fm_cli_http *h) {
     free(path);
     return rc;
 }
+
+/* ---- cluster --------------------------------------------------------- */
+
+int fm_cli_verb_cluster(const fm_cli_opts *o, fm_cli_http *h) {
+    fm_cli_req req = {.method = "GET", .path = "/system/v1/cluster"};
+    json_t *root = NULL;
+    int rc = call_json(o, h, &req, NULL, &root);
+    if (rc != FM_CLI_OK || !root) return rc;
+    const json_t *nodes = json_object_get(root, "nodes");
+    printf("mode %s, node %s%s\n", fm_cli_json_str(root, "mode", "-"),
+           fm_cli_json_str(root, "node", "-"),
+           json_is_true(json_object_get(root, "connected")) ? ", connected" : "");
+    fm_cli_table t;
+    fm_cli_table_init(&t, 7);
+    fm_cli_table_add(&t, "NODE");
+    fm_cli_table_add(&t, "ADDRESS");
+    fm_cli_table_add(&t, "UPTIME");
+    fm_cli_table_add(&t, "DEPLOYMENTS");
+    fm_cli_table_add(&t, "WARM");
+    fm_cli_table_add(&t, "IN FLIGHT");
+    fm_cli_table_add(&t, "LOAD");
+    for (size_t i = 0; i < json_array_size(nodes); i++) {
+        const json_t *n = json_array_get(nodes, i);
+        fm_cli_table_add(&t, "%s%s", fm_cli_json_str(n, "id", "-"),
+                         json_is_true(json_object_get(n, "self")) ? " *" : "");
+        fm_cli_table_add(&t, "%s", fm_cli_json_str(n, "address", "-"));
+        fm_cli_table_add(&t, "%.0fs", json_number_value(json_object_get(n, "uptime_s")));
+        fm_cli_table_add(&t, "%lld", (long long)json_integer_value(json_object_get(n, "deployments")));
+        fm_cli_table_add(&t, "%lld",
+                         (long long)json_integer_value(json_object_get(n, "functions_warm")));
+        fm_cli_table_add(&t, "%lld", (long long)json_integer_value(json_object_get(n, "inflight")));
+        fm_cli_table_add(&t, "%.2f", json_number_value(json_object_get(n, "load")));
+    }
+    rc = fm_cli_table_print(&t);
+    fm_cli_table_dispose(&t);
+    json_decref(root);
+    return rc;
+}

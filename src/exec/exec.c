@@ -161,22 +161,32 @@ static __thread outbox tls_out[OUTBOX_QUEUES];
 static __thread int tls_nout;
 static __thread int64_t tls_out_since;
 
+/* Appends a chain (head..tail) to q, writing its eventfd when the consumer
+ * has not been signalled yet. */
+static void push_chain(fm_reply_queue *q, fm_job *head, fm_job *tail) {
+    pthread_mutex_lock(&q->mu);
+    if (q->tail) q->tail->next = head;
+    else q->head = head;
+    q->tail = tail;
+    bool wake = !q->signalled && !q->polling;
+    if (wake) q->signalled = true;
+    pthread_mutex_unlock(&q->mu);
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t w = write(q->efd, &one, sizeof(one));
+        (void)w;
+    }
+}
+
+void fm_reply_queue_push(fm_reply_queue *q, fm_job *job) {
+    job->next = NULL;
+    push_chain(q, job, job);
+}
+
 static void flush_replies(void) {
     for (int i = 0; i < tls_nout; i++) {
         outbox *o = &tls_out[i];
-        fm_reply_queue *q = o->q;
-        pthread_mutex_lock(&q->mu);
-        if (q->tail) q->tail->next = o->head;
-        else q->head = o->head;
-        q->tail = o->tail;
-        bool wake = !q->signalled && !q->polling;
-        if (wake) q->signalled = true;
-        pthread_mutex_unlock(&q->mu);
-        if (wake) {
-            uint64_t one = 1;
-            ssize_t w = write(q->efd, &one, sizeof(one));
-            (void)w;
-        }
+        push_chain(o->q, o->head, o->tail);
         o->q = NULL;
         o->head = o->tail = NULL;
     }

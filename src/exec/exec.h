@@ -47,6 +47,8 @@ int fm_reply_queue_init(fm_reply_queue *q);
 void fm_reply_queue_dispose(fm_reply_queue *q);
 /* Consumer: takes every queued job (linked by ->next) and re-arms the signal. */
 fm_job *fm_reply_queue_take(fm_reply_queue *q);
+/* Producer outside an executor thread: appends one finished job. */
+void fm_reply_queue_push(fm_reply_queue *q, fm_job *job);
 /* Consumer: while polling is on, producers skip the eventfd write. Turning it
  * off returns the jobs that arrived meanwhile (caller must process them). */
 void fm_reply_queue_poll_begin(fm_reply_queue *q);

@@ -189,6 +189,32 @@ static fm_status pick_entries(const fm_bundle *b, const fm_manifest *m, const ch
     return FM_OK;
 }
 
+/* Cluster mode: refuses a control-plane change while the cluster registry
+ * cannot take it (it would be undone by the next resync). */
+static fm_status cluster_writable(fm_control *c, fm_err *err) {
+    if (!c->cluster || c->converging || fm_cluster_ready(c->cluster)) return FM_OK;
+    return fm_err_set(err, FM_UNAVAILABLE,
+                      "cluster registry unavailable (not connected to NATS): try again");
+}
+
+/* Cluster mode: records `name` -> `id` in the cluster registry, with the
+ * bundle (`bundle` when given, else the stored one): a change is
+ * acknowledged only once the cluster has it. */
+static fm_status publish(fm_control *c, const char *name, const char *id, const void *bundle,
+                         size_t len, fm_err *err) {
+    if (!c->cluster || c->converging) return FM_OK;
+    void *owned = NULL;
+    if (!bundle && !fm_cluster_has_bundle(c->cluster, id)) {
+        if (c->store->ops->load_bundle(c->store, id, &owned, &len, err) != FM_OK)
+            return err->status;
+        bundle = owned;
+    }
+    fm_status st = bundle ? fm_cluster_put_bundle(c->cluster, id, bundle, len, err) : FM_OK;
+    free(owned);
+    if (st == FM_OK) st = fm_cluster_set_active(c->cluster, name, id, err);
+    return st;
+}
+
 static fm_status activate_existing(fm_control *c, fm_version *v, fm_err *err) {
     if (c->store->ops->activate(c->store, v->deployment, v->id, fm_wall_ms(), err) != FM_OK)
         return err->status;
@@ -198,7 +224,7 @@ static fm_status activate_existing(fm_control *c, fm_version *v, fm_err *err) {
 
 fm_status fm_control_deploy(fm_control *c, const char *name, const void *body, size_t len,
                             json_t **out, int *http, fm_err *err) {
-    if (check_name(name, err)) return err->status;
+    if (check_name(name, err) || cluster_writable(c, err)) return err->status;
     fm_bundle *b = NULL;
     if (fm_bundle_from_archive(body, len, &b, err) != FM_OK) return err->status;
     fm_status st = FM_OK;
@@ -212,11 +238,11 @@ fm_status fm_control_deploy(fm_control *c, const char *name, const void *body, s
     /* Same content as the active version: nothing to do. */
     fm_version *cur = fm_registry_acquire(c->registry, name, strlen(name));
     if (cur && strcmp(cur->id, b->version) == 0) {
-        *out = fm_version_json(cur);
-        *http = 200;
+        st = publish(c, name, cur->id, body, len, err);
+        if (st == FM_OK) *out = fm_version_json(cur), *http = 200;
         fm_version_release(cur);
         fm_bundle_destroy(b);
-        return FM_OK;
+        return st;
     }
     fm_version_release(cur);
 
@@ -226,6 +252,7 @@ fm_status fm_control_deploy(fm_control *c, const char *name, const void *body, s
     if (c->store->ops->load_version(c->store, name, b->version, &sv, &lookup) == FM_OK) {
         st = version_from_store(c, &sv, &v, err);
         fm_store_version_dispose(&sv);
+        if (st == FM_OK) st = publish(c, name, v->id, body, len, err);
         if (st == FM_OK && (st = activate_existing(c, v, err)) == FM_OK) {
             *out = fm_version_json(v);
             *http = 200;
@@ -261,6 +288,7 @@ fm_status fm_control_deploy(fm_control *c, const char *name, const void *body, s
     units = NULL;
     nunits = 0;
     if ((st = instantiate(c, v, err))) goto done;
+    if ((st = publish(c, name, v->id, body, len, err))) goto done;
 
     fm_store_version rec = {.deployment = v->deployment,
                             .created_at = v->created_at,
@@ -298,6 +326,83 @@ done:
     return st;
 }
 
+/* ------------------------------------------------------------ cluster */
+
+void fm_control_converge(fm_control *c, const char *name) {
+    if (!c->cluster || !fm_name_valid(name)) return;
+    char want[65];
+    fm_err err = FM_ERR_INIT;
+    fm_status st = fm_cluster_get_active(c->cluster, name, want, &err);
+    fm_version *cur = fm_registry_acquire(c->registry, name, strlen(name));
+    bool same = cur && st == FM_OK && strcmp(cur->id, want) == 0;
+    bool here = cur != NULL;
+    fm_version_release(cur);
+    if (same || (st != FM_OK && st != FM_NOT_FOUND) || (st == FM_NOT_FOUND && !here)) {
+        if (st != FM_OK && st != FM_NOT_FOUND)
+            fm_log(FM_LOG_WARN, NULL, "cluster: cannot read %s from the registry: %s", name,
+                   err.msg);
+        fm_err_clear(&err);
+        return;
+    }
+    fm_err_clear(&err);
+    json_t *doc = NULL, *kv = json_pack("{s:s}", "deployment", name);
+    c->converging = true;
+    if (st == FM_NOT_FOUND) {
+        st = fm_control_delete(c, name, &doc, &err);
+    } else {
+        json_object_set_new(kv, "version", json_string(want));
+        fm_store_version sv;
+        fm_version *v = NULL;
+        if (c->store->ops->load_version(c->store, name, want, &sv, &err) == FM_OK) {
+            st = version_from_store(c, &sv, &v, &err);
+            fm_store_version_dispose(&sv);
+            if (st == FM_OK && (st = activate_existing(c, v, &err)) == FM_OK) {
+                warm_others(c, v);
+                v = NULL;
+            }
+            fm_version_release(v);
+        } else {
+            fm_err_clear(&err);
+            void *bundle = NULL;
+            size_t len = 0;
+            int http = 0;
+            st = fm_cluster_get_bundle(c->cluster, want, &bundle, &len, &err);
+            if (st == FM_OK) st = fm_control_deploy(c, name, bundle, len, &doc, &http, &err);
+            free(bundle);
+        }
+    }
+    c->converging = false;
+    if (st == FM_OK) fm_log(FM_LOG_INFO, kv, "cluster: %s is now as the registry says", name);
+    else fm_log(FM_LOG_ERROR, kv, "cluster: cannot converge %s: %s", name, err.msg);
+    json_decref(kv);
+    json_decref(doc);
+    fm_err_clear(&err);
+}
+
+static void add_name(fm_version *v, void *ud) {
+    json_object_set_new(ud, v->deployment, json_true());
+}
+
+bool fm_control_resync(fm_control *c) {
+    if (!c->cluster) return false;
+    json_t *want = NULL;
+    fm_err err = FM_ERR_INIT;
+    if (fm_cluster_list_active(c->cluster, &want, &err) != FM_OK) {
+        fm_log(FM_LOG_WARN, NULL, "cluster: resync: %s", err.msg);
+        fm_err_clear(&err);
+        return false;
+    }
+    json_t *names = json_object();
+    fm_registry_foreach(c->registry, add_name, names);
+    json_object_update(names, want);
+    const char *name;
+    json_t *val;
+    json_object_foreach(names, name, val) fm_control_converge(c, name);
+    json_decref(names);
+    json_decref(want);
+    return true;
+}
+
 static void add_json(fm_version *v, void *ud) {
     json_array_append_new(ud, fm_version_json(v));
 }
@@ -332,7 +437,22 @@ fm_status fm_control_show(fm_control *c, const char *name, json_t **out, fm_err 
 
 fm_status fm_control_delete(fm_control *c, const char *name, json_t **out, fm_err *err) {
     if (!fm_name_valid(name)) return fm_err_set(err, FM_NOT_FOUND, "deployment %.100s not found", name);
-    if (c->store->ops->remove(c->store, name, err) != FM_OK) return err->status;
+    if (cluster_writable(c, err)) return err->status;
+    bool in_cluster = false;
+    if (c->cluster && !c->converging) {
+        char id[65];
+        fm_err look = FM_ERR_INIT;
+        fm_status cs = fm_cluster_get_active(c->cluster, name, id, &look);
+        fm_err_clear(&look);
+        in_cluster = cs == FM_OK;
+        if (in_cluster && fm_cluster_remove(c->cluster, name, err) != FM_OK) return err->status;
+        if (cs != FM_OK && cs != FM_NOT_FOUND)
+            return fm_err_set(err, FM_UNAVAILABLE, "cluster registry unavailable: try again");
+    }
+    if (c->store->ops->remove(c->store, name, err) != FM_OK) {
+        if (!in_cluster || err->status != FM_NOT_FOUND) return err->status;
+        fm_err_clear(err); /* deleted in the cluster; this node had not got it yet */
+    }
     fm_registry_remove(c->registry, name);
     fm_logs_drop(name);
     json_t *kv = json_pack("{s:s}", "deployment", name);
@@ -358,6 +478,7 @@ fm_status fm_control_versions(fm_control *c, const char *name, json_t **out, fm_
 
 fm_status fm_control_rollback(fm_control *c, const char *name, const void *body, size_t len,
                               json_t **out, fm_err *err) {
+    if (cluster_writable(c, err)) return err->status;
     json_t *req = fm_json_parse(body, len, err);
     if (!req) return err->status;
     const char *ver = json_string_value(json_object_get(req, "version"));
@@ -386,6 +507,7 @@ fm_status fm_control_rollback(fm_control *c, const char *name, const void *body,
     st = version_from_store(c, &sv, &v, err);
     fm_store_version_dispose(&sv);
     if (st) goto done;
+    if ((st = publish(c, name, v->id, NULL, 0, err))) goto done;
     if ((st = activate_existing(c, v, err))) goto done;
     *out = fm_version_json(v);
     warm_others(c, v);

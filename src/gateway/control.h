@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "core/status.h"
+#include "cluster/cluster.h"
 #include "exec/exec.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -20,6 +21,8 @@ typedef struct fm_control {
     fm_store *store;       /* borrowed */
     fm_registry *registry; /* borrowed */
     fm_exec *exec;         /* borrowed */
+    fm_cluster *cluster;   /* borrowed; NULL on a single node */
+    bool converging;       /* applying the cluster's registry: do not write it back */
 } fm_control;
 
 /* Loads the active version of every stored deployment and warms it. */
@@ -34,6 +37,14 @@ fm_status fm_control_delete(fm_control *c, const char *name, json_t **out, fm_er
 fm_status fm_control_versions(fm_control *c, const char *name, json_t **out, fm_err *err);
 fm_status fm_control_rollback(fm_control *c, const char *name, const void *body, size_t len,
                               json_t **out, fm_err *err);
+
+/* Cluster mode: makes this node's deployment `name` what the cluster
+ * registry says (deploying from the stored bundle, reactivating, or
+ * deleting it). */
+void fm_control_converge(fm_control *c, const char *name);
+/* Cluster mode: converges every deployment the registry or this node has;
+ * false when the registry could not be read. */
+bool fm_control_resync(fm_control *c);
 
 /* Metering: writes every function's usage since the last flush into the
  * store, in the current minute's rows (one transaction). A failed write is

@@ -42,6 +42,11 @@ static void system_route(const char *p, size_t n, fm_route *r) {
         r->allow = "GET";
         return;
     }
+    if (eq(p, bare, "cluster")) {
+        r->kind = FM_ROUTE_CLUSTER;
+        r->allow = "GET";
+        return;
+    }
     if (prefix(p, n, "traces") && (n == 6 || p[6] == '/')) return traces_route(p + 6, n - 6, r);
     if (!prefix(p, n, "deployments") || (n > 11 && p[11] != '/'))
         return none(r, "no such control-plane resource");

@@ -24,6 +24,7 @@ typedef enum {
     FM_ROUTE_LOGS,        /* /system/v1/deployments/{a}/logs */
     FM_ROUTE_TRACES,      /* /system/v1/traces (recent traces) */
     FM_ROUTE_TRACE,       /* /system/v1/traces/{a}: a = trace id */
+    FM_ROUTE_CLUSTER,     /* /system/v1/cluster: the nodes of the cluster */
 } fm_route_kind;
 
 typedef struct fm_route {

@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cluster/cluster.h"
 #include "core/util.h"
 #include "exec/exec.h"
 #include "gateway/control.h"
@@ -40,6 +41,7 @@
 #include "gateway/route.h"
 #include "metrics/fnstat.h"
 #include "registry/bind.h"
+#include "registry/bundle.h"
 #include "metrics/trace.h"
 #include "registry/registry.h"
 #include "runtime/worker_pool.h"
@@ -101,6 +103,9 @@ struct fm_node {
     fm_registry *registry;
     fm_exec *exec;
     fm_control control;
+    fm_cluster *cluster; /* NULL on a single node */
+    atomic_bool resync_queued;
+    atomic_bool synced; /* cluster mode: caught up with the registry once */
     h2o_globalconf_t h2o;
     io_thread *io;
     /* control thread */
@@ -641,19 +646,6 @@ static void on_watchdog(h2o_timeout_entry_t *entry) {
 
 /* ------------------------------------------------------------ data plane */
 
-static bool body_is_empty(h2o_iovec_t b) {
-    for (size_t i = 0; i < b.len; i++)
-        if (b.base[i] != ' ' && b.base[i] != '\t' && b.base[i] != '\r' && b.base[i] != '\n')
-            return false;
-    return true;
-}
-
-/* True when JSON text can hold a "$bytes" key: it has a '$', or an escape
- * that could spell one. Without either, no bytes value needs checking. */
-static bool may_hold_bytes(const char *p, size_t n) {
-    return memchr(p, '$', n) || memmem(p, n, "\\u", 2);
-}
-
 /* True when the request's Content-Type (parameters aside) is `type`. */
 static bool has_content_type(h2o_req_t *req, const char *type) {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
@@ -672,6 +664,110 @@ static bool accepts(h2o_req_t *req, const char *type) {
     return h2o_strstr(a.base, a.len, type, strlen(type)) != SIZE_MAX;
 }
 
+/* How a call wants its answer: raw bytes, or a template's HTML as is. */
+static void answer_form(pend *p, h2o_req_t *req, const fm_function *fn) {
+    p->raw = accepts(req, "application/octet-stream");
+    if (fn && strcmp(fn->rt->name, "template") == 0) {
+        /* templates render HTML: give it raw to browsers that ask for it */
+        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+        if (ai >= 0) {
+            h2o_iovec_t a = req->headers.entries[ai].value;
+            p->html = h2o_strstr(a.base, a.len, H2O_STRLIT("text/html")) != SIZE_MAX;
+        }
+    }
+}
+
+/* Cluster mode: where a call runs, from its X-Fnmesh-Route header: "local"
+ * (here only), "remote" (another node), else "auto": here when a thread is
+ * free, else any node that serves it (NATS queue group). */
+enum { ROUTE_AUTO, ROUTE_LOCAL, ROUTE_REMOTE };
+
+static int call_route(h2o_req_t *req) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fnmesh-route"), -1);
+    if (i < 0) return ROUTE_AUTO;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (h2o_memis(v.base, v.len, H2O_STRLIT("local"))) return ROUTE_LOCAL;
+    if (h2o_memis(v.base, v.len, H2O_STRLIT("remote"))) return ROUTE_REMOTE;
+    return ROUTE_AUTO;
+}
+
+/* Sends a call to another node over NATS (to `target`, or to any node that
+ * serves the deployment); the answer comes back through the reply queue
+ * like a local call's. `fn` (may be NULL: not deployed here yet) gives the
+ * deadline and the answer form. */
+static void forward_call(io_thread *io, h2o_req_t *req, const reqinfo *ri, const char *dep,
+                         size_t dlen, const char *fname, size_t flen, const fm_function *fn,
+                         const char *target) {
+    fm_node *node = io->node;
+    char dname[72], fnm[128];
+    snprintf(dname, sizeof(dname), "%.*s", (int)(dlen < 71 ? dlen : 71), dep);
+    snprintf(fnm, sizeof(fnm), "%.*s", (int)(flen < 127 ? flen : 127), fname);
+    if (!fm_name_valid(dname) || flen > 127 || memchr(fname, '\0', flen)) {
+        send_status(req, ri, FM_NOT_FOUND, "deployment \"%s\" not found", dname);
+        return;
+    }
+    reqinfo tri = *ri;
+    read_trace(req, &tri);
+    int64_t timeout_ms = fn ? fn->timeout_ms : FM_DEFAULT_TIMEOUT_MS;
+    fm_job *job = fm_job_new(FM_JOB_CALL, NULL, NULL);
+    job->deadline_us = fm_mono_us() + timeout_ms * 1000;
+    snprintf(job->request_id, sizeof(job->request_id), "%s", ri->id);
+    job->trace = tri.trace;
+    fm_trace_random(job->trace.span_id, 8);
+    if (tri.tracestate.base) job->tracestate = strndup(tri.tracestate.base, tri.tracestate.len);
+    job->reply_to = &io->replies;
+    pend *p = calloc(1, sizeof(*p));
+    p->io = io;
+    p->job = job;
+    p->ri = tri;
+    memcpy(p->ri.trace.span_id, job->trace.span_id, 8);
+    p->hard_deadline_us = job->deadline_us + FM_WATCHDOG_GRACE_US;
+    job->ud = p;
+    bool q = req->query_at != SIZE_MAX;
+    bool get = method_is(req, "GET") || method_is(req, "HEAD");
+    fm_cluster_call call = {
+        .deployment = dname,
+        .function = fnm,
+        .body = get ? NULL : req->entity.base,
+        .len = get ? 0 : req->entity.len,
+        .octet = has_content_type(req, "application/octet-stream"),
+        .query = q ? req->path.base + req->query_at + 1 : NULL,
+        .qlen = q ? req->path.len - req->query_at - 1 : 0,
+        .node = target,
+        .deadline_ms = timeout_ms,
+    };
+    fm_err err = FM_ERR_INIT;
+    if (fm_cluster_forward(node->cluster, job, &call, &err) != FM_OK) {
+        send_err(req, ri, &err);
+        free(p);
+        fm_job_free(job);
+        return;
+    }
+    h2o_linklist_insert(&io->inflight, &p->link);
+    atomic_fetch_add_explicit(&node->outstanding, 1, memory_order_relaxed);
+    p->req = req;
+    answer_form(p, req, fn);
+    pend **guard = h2o_mem_alloc_shared(&req->pool, sizeof(pend *), on_req_gone);
+    *guard = p;
+    p->guard = (void **)guard;
+}
+
+/* Cluster mode: whether (and where) a call goes to another node. */
+static bool should_forward(fm_node *node, h2o_req_t *req, const fm_version *v,
+                           const fm_function *fn, char *target, size_t cap, bool *no_peer) {
+    int route = call_route(req);
+    if (route == ROUTE_LOCAL) return false;
+    if (route == ROUTE_REMOTE) {
+        *no_peer = !fm_cluster_pick_peer(node->cluster, target, cap);
+        return true;
+    }
+    if (!fm_cluster_ready(node->cluster)) return false; /* cut off: serve what is here */
+    if (!v) return true; /* not (yet) deployed here: whoever serves it */
+    if (!fn || fm_cluster_peers(node->cluster) == 0) return false;
+    /* prefer a free thread here; all busy: let NATS pick a node */
+    return fm_exec_inflight(node->exec, fm_exec_pick(node->exec, fn)) > 0;
+}
+
 static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm_route *rt) {
     fm_node *node = io->node;
     const char *dep = rt->a, *fname = rt->b;
@@ -682,6 +778,25 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
         return;
     }
     fm_version *v = fm_registry_acquire(node->registry, dep, dlen);
+    if (node->cluster) {
+        const fm_function *f = v ? fm_version_find(v, fname, flen) : NULL;
+        char target[64];
+        bool no_peer = false;
+        if ((!v || f) && should_forward(node, req, v, f, target, sizeof(target), &no_peer)) {
+            if (req->entity.len > node->body_limit) {
+                send_status(req, ri, FM_TOO_LARGE,
+                            "request body of %zu bytes exceeds the limit of %zu", req->entity.len,
+                            node->body_limit);
+            } else if (no_peer) {
+                send_status(req, ri, FM_UNAVAILABLE, "no other node in the cluster");
+            } else {
+                forward_call(io, req, ri, dep, dlen, fname, flen, f,
+                             call_route(req) == ROUTE_REMOTE ? target : NULL);
+            }
+            fm_version_release(v);
+            return;
+        }
+    }
     if (!v) {
         send_status(req, ri, FM_NOT_FOUND, "deployment \"%.*s\" not found", (int)(dlen > 100 ? 100 : dlen), dep);
         return;
@@ -702,30 +817,12 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
     json_t **argv = NULL;
     size_t argc = 0;
     fm_err err = FM_ERR_INIT;
-    fm_status st = FM_OK;
-    if (!get && req->entity.base && has_content_type(req, "application/octet-stream")) {
-        argc = 1; /* the raw body is the one argument, as bytes */
-        argv = calloc(1, sizeof(json_t *));
-        argv[0] = fm_json_bytes(req->entity.base, req->entity.len);
-    } else if (!get && req->entity.base && !body_is_empty(req->entity)) {
-        json_t *body = fm_json_parse(req->entity.base, req->entity.len, &err);
-        if (body && may_hold_bytes(req->entity.base, req->entity.len) &&
-            fm_json_check_bytes(body, &err) != FM_OK) {
-            json_decref(body);
-            body = NULL;
-        }
-        st = body ? fm_bind_body(fn, body, &argv, &argc, &err) : err.status;
-    } else if (req->query_at != SIZE_MAX) {
-        const char *q = req->path.base + req->query_at + 1;
-        size_t ql = req->path.len - req->query_at - 1;
-        st = fm_bind_query(fn, q, ql, &argv, &argc, &err);
-        /* values are decoded (%24 is '$'): check them all, scalars cost nothing */
-        for (size_t i = 0; st == FM_OK && i < argc; i++)
-            if (argv[i]) st = fm_json_check_bytes(argv[i], &err);
-    }
+    bool q = req->query_at != SIZE_MAX;
+    fm_status st = fm_bind_http(
+        fn, get, has_content_type(req, "application/octet-stream"), req->entity.base,
+        req->entity.len, q ? req->path.base + req->query_at + 1 : NULL,
+        q ? req->path.len - req->query_at - 1 : 0, &argv, &argc, &err);
     if (st != FM_OK) {
-        for (size_t i = 0; argv && i < argc; i++) json_decref(argv[i]);
-        free(argv);
         send_err(req, ri, &err);
         fm_version_release(v);
         return;
@@ -738,18 +835,10 @@ static void handle_fn(io_thread *io, h2o_req_t *req, const reqinfo *ri, const fm
         return;
     }
     p->req = req;
-    p->raw = accepts(req, "application/octet-stream");
     p->job->req_bytes = req->entity.len ? req->entity.len
                         : req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1
                                                     : 0;
-    if (strcmp(fn->rt->name, "template") == 0) {
-        /* templates render HTML: give it raw to browsers that ask for it */
-        ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
-        if (ai >= 0) {
-            h2o_iovec_t a = req->headers.entries[ai].value;
-            p->html = h2o_strstr(a.base, a.len, H2O_STRLIT("text/html")) != SIZE_MAX;
-        }
-    }
+    answer_form(p, req, fn);
     pend **guard = h2o_mem_alloc_shared(&req->pool, sizeof(pend *), on_req_gone);
     *guard = p;
     p->guard = (void **)guard;
@@ -860,7 +949,7 @@ static void handle_rpc(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     }
     b->n = b->is_batch ? json_array_size(doc) : 1;
     b->item_bytes = req->entity.len / b->n; /* metering: a batch's bytes shared by its calls */
-    b->has_bytes = req->entity.base && may_hold_bytes(req->entity.base, req->entity.len);
+    b->has_bytes = req->entity.base && fm_may_hold_bytes(req->entity.base, req->entity.len);
     b->slots = calloc(b->n, sizeof(char *));
     for (size_t i = 0; i < b->n; i++) {
         bool pending;
@@ -889,7 +978,9 @@ typedef enum {
     CTL_DELETE,
     CTL_VERSIONS,
     CTL_ROLLBACK,
-    CTL_USAGE
+    CTL_USAGE,
+    CTL_CONVERGE, /* from the cluster: no request, no reply */
+    CTL_RESYNC,
 } ctl_op;
 
 typedef struct ctl_req {
@@ -930,7 +1021,16 @@ static void ctl_run(fm_node *node, ctl_req *c) {
         st = fm_control_rollback(ctl, c->name, c->body, c->len, &c->doc, &c->err);
         break;
     case CTL_USAGE: st = fm_control_usage(ctl, c->body, c->len, &c->doc, &c->err); break;
+    case CTL_CONVERGE: fm_control_converge(ctl, c->name); break;
+    case CTL_RESYNC:
+        atomic_store(&node->resync_queued, false);
+        if (fm_control_resync(ctl)) atomic_store(&node->synced, true);
+        break;
     }
+    /* cluster mode: take calls from other nodes for exactly what is deployed here */
+    if (node->cluster && c->op != CTL_LIST && c->op != CTL_SHOW && c->op != CTL_VERSIONS &&
+        c->op != CTL_USAGE)
+        fm_cluster_serve(node->cluster, node->registry);
     if (st != FM_OK && c->err.status == FM_OK) fm_err_set(&c->err, st, "failed");
 }
 
@@ -973,7 +1073,13 @@ static void *ctl_main(void *arg) {
         if (!node->ctl_head) node->ctl_tail = NULL;
         pthread_mutex_unlock(&node->ctl_mu);
         ctl_run(node, c);
-        h2o_multithread_send_message(&c->io->ctl_replies, &c->msg);
+        if (c->io) {
+            h2o_multithread_send_message(&c->io->ctl_replies, &c->msg);
+        } else { /* from the cluster: nobody waits */
+            json_decref(c->doc);
+            fm_err_clear(&c->err);
+            free(c);
+        }
         ctl_housekeeping(node, &last_gc, &last_flush); /* steady requests must not starve it */
         pthread_mutex_lock(&node->ctl_mu);
     }
@@ -1003,6 +1109,8 @@ static void on_ctl_replies(h2o_multithread_receiver_t *r, h2o_linklist_t *messag
     }
 }
 
+static void ctl_enqueue(fm_node *node, ctl_req *c);
+
 static void ctl_submit(io_thread *io, h2o_req_t *req, const reqinfo *ri, ctl_op op,
                        const char *name, size_t nlen, bool with_body) {
     fm_node *node = io->node;
@@ -1027,12 +1135,53 @@ static void ctl_submit(io_thread *io, h2o_req_t *req, const reqinfo *ri, ctl_op 
     *guard = c;
     c->guard = (void **)guard;
     atomic_fetch_add_explicit(&node->outstanding, 1, memory_order_relaxed);
+    ctl_enqueue(node, c);
+}
+
+static void ctl_enqueue(fm_node *node, ctl_req *c) {
     pthread_mutex_lock(&node->ctl_mu);
     if (node->ctl_tail) node->ctl_tail->next = c;
     else node->ctl_head = c;
     node->ctl_tail = c;
     pthread_cond_signal(&node->ctl_cv);
     pthread_mutex_unlock(&node->ctl_mu);
+}
+
+/* Cluster hooks (cluster threads): queue the work for the control thread. */
+static void on_cluster_converge(void *ud, const char *name) {
+    ctl_req *c = calloc(1, sizeof(*c));
+    c->op = CTL_CONVERGE;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    ctl_enqueue(ud, c);
+}
+
+static void on_cluster_resync(void *ud) {
+    fm_node *node = ud;
+    if (atomic_exchange(&node->resync_queued, true)) return; /* one is enough */
+    ctl_req *c = calloc(1, sizeof(*c));
+    c->op = CTL_RESYNC;
+    ctl_enqueue(node, c);
+}
+
+static void count_warm(fm_version *v, void *ud) {
+    size_t *n = ud;
+    n[0]++;
+    n[1] += v->nfns;
+}
+
+static void on_cluster_load(void *ud, json_t *hb) {
+    fm_node *node = ud;
+    size_t n[2] = {0, 0};
+    fm_registry_read(node->registry, count_warm, n);
+    int inflight = 0;
+    for (int t = 0; t < fm_exec_threads(node->exec); t++) inflight += fm_exec_inflight(node->exec, t);
+    int threads = fm_exec_regular_threads(node->exec);
+    json_object_set_new(hb, "deployments", json_integer((json_int_t)n[0]));
+    json_object_set_new(hb, "functions_warm", json_integer((json_int_t)n[1]));
+    json_object_set_new(hb, "threads", json_integer(threads));
+    json_object_set_new(hb, "inflight", json_integer(inflight));
+    json_object_set_new(hb, "load", json_real(threads ? (double)inflight / threads : 0));
+    json_object_set_new(hb, "draining", json_boolean(atomic_load(&node->draining)));
 }
 
 static bool authorized(fm_node *node, h2o_req_t *req) {
@@ -1212,6 +1361,20 @@ static void handle_system(io_thread *io, h2o_req_t *req, const reqinfo *ri, cons
     case FM_ROUTE_ROLLBACK: ctl_submit(io, req, ri, CTL_ROLLBACK, rt->a, rt->alen, true); break;
     case FM_ROUTE_USAGE: ctl_submit(io, req, ri, CTL_USAGE, NULL, 0, false); break;
     case FM_ROUTE_STATS: handle_stats(io, req, ri); break;
+    case FM_ROUTE_CLUSTER: {
+        fm_node *node = io->node;
+        json_t *doc = node->cluster ? fm_cluster_view(node->cluster) : NULL;
+        if (!doc) {
+            json_t *self = json_pack("{s:s, s:s, s:b, s:f}", "id", "local", "address", "", "self",
+                                     1, "uptime_s",
+                                     (double)(fm_mono_ms() - node->started_ms) / 1000.0);
+            doc = json_pack("{s:s, s:s, s:b, s:[o]}", "mode", "single", "node", "local",
+                            "connected", 0, "nodes", self);
+        }
+        send_doc(req, ri, 200, doc);
+        json_decref(doc);
+        break;
+    }
     case FM_ROUTE_LOGS: handle_logs(io, req, ri, rt); break;
     default: send_status(req, ri, FM_NOT_FOUND, "no such control-plane resource"); break;
     }
@@ -1379,6 +1542,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
             send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"draining\"}"), NULL, NULL);
         else if (!atomic_load(&node->ready))
             send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"starting\"}"), NULL, NULL);
+        else if (node->cluster && !fm_cluster_ready(node->cluster))
+            send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"cluster unavailable\"}"), NULL,
+                      NULL);
+        else if (node->cluster && !atomic_load(&node->synced))
+            send_json(req, &ri, 503, H2O_STRLIT("{\"status\":\"syncing\"}"), NULL, NULL);
         else send_json(req, &ri, 200, H2O_STRLIT("{\"status\":\"ready\"}"), NULL, NULL);
         break;
     default: handle_system(io, req, &ri, &rt); break;
@@ -1513,11 +1681,24 @@ static int usage(FILE *f) {
             "                       (default on; off only to measure their cost)\n"
             "  --otlp-endpoint URL  also send spans as OTLP/HTTP JSON to URL/v1/traces\n"
             "                       (e.g. http://127.0.0.1:4318, an OpenTelemetry Collector)\n"
+            "\n"
+            "cluster mode (docs/cluster.md):\n"
+            "  --cluster URLS       join a cluster through NATS with JetStream, e.g.\n"
+            "                       nats://10.0.0.1:4222,nats://10.0.0.2:4222\n"
+            "  --node-id ID         this node's id (default: generated once into DIR/node.id)\n"
+            "  --advertise H:P      HTTP address shown to the cluster (default: --listen)\n"
+            "  --cluster-replicas N JetStream replicas of the registry (default 1; 3 on a\n"
+            "                       3-server NATS cluster)\n"
+            "  --cluster-creds FILE NATS credentials file (JWT and seed)\n"
+            "  --cluster-user USER  NATS user (password from FNMESH_CLUSTER_PASSWORD)\n"
+            "  --cluster-tls-ca FILE, --cluster-tls-cert FILE, --cluster-tls-key FILE\n"
+            "                       TLS to the NATS servers\n"
             "  -h, --help           this help\n"
             "\n"
             "environment:\n"
             "  FNMESH_ADMIN_TOKEN   admin token; otherwise read from (or generated into)\n"
-            "                       DIR/admin.token with mode 0600\n");
+            "                       DIR/admin.token with mode 0600\n"
+            "  FNMESH_CLUSTER_TOKEN, FNMESH_CLUSTER_PASSWORD  NATS token / password\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -1567,6 +1748,28 @@ static fm_status load_token(fm_node *node, fm_err *err) {
     return FM_OK;
 }
 
+/* The node's cluster id: kept in DIR/node.id so a restarted node is the same node. */
+static fm_status load_node_id(fm_node *node, char *out, size_t cap, fm_err *err) {
+    char path[2048];
+    snprintf(path, sizeof(path), "%s/node.id", node->data_dir);
+    size_t len = 0;
+    char *t = fm_read_file(path, &len);
+    if (t) {
+        while (len && (t[len - 1] == '\n' || t[len - 1] == ' ')) len--;
+        t[len] = '\0';
+        snprintf(out, cap, "%s", t);
+        free(t);
+        if (out[0]) return FM_OK;
+    }
+    char hex[13];
+    if (!fm_random_hex(hex, 6)) return fm_err_set(err, FM_INTERNAL, "no randomness");
+    snprintf(out, cap, "n%s", hex);
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%s\n", out) < 0 || fclose(f) != 0)
+        return fm_err_set(err, FM_INTERNAL, "cannot write %s", path);
+    return FM_OK;
+}
+
 int fm_serve_main(int argc, char **argv) {
     static fm_node node_storage;
     fm_node *node = &node_storage;
@@ -1587,9 +1790,20 @@ int fm_serve_main(int argc, char **argv) {
                                          {"telemetry", required_argument, NULL, 'T'},
                                          {"otlp-endpoint", required_argument, NULL, 'O'},
                                          {"idle-window", required_argument, NULL, 'W'},
+                                         {"cluster", required_argument, NULL, 'C'},
+                                         {"node-id", required_argument, NULL, 'N'},
+                                         {"advertise", required_argument, NULL, 'A'},
+                                         {"cluster-replicas", required_argument, NULL, 'R'},
+                                         {"cluster-creds", required_argument, NULL, 1001},
+                                         {"cluster-user", required_argument, NULL, 1002},
+                                         {"cluster-tls-ca", required_argument, NULL, 1003},
+                                         {"cluster-tls-cert", required_argument, NULL, 1004},
+                                         {"cluster-tls-key", required_argument, NULL, 1005},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *otlp_endpoint = NULL;
+    fm_cluster_opts copts = {.replicas = 1};
+    char node_id[64] = "", advertise[300] = "";
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -1652,6 +1866,23 @@ int fm_serve_main(int argc, char **argv) {
             fm_exec_set_idle_window(ms * 1000);
             break;
         }
+        case 'C': copts.urls = optarg; break;
+        case 'N': snprintf(node_id, sizeof(node_id), "%s", optarg); break;
+        case 'A': snprintf(advertise, sizeof(advertise), "%s", optarg); break;
+        case 'R': {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 5) {
+                fprintf(stderr, "fnmesh serve: --cluster-replicas wants 1-5\n");
+                return 2;
+            }
+            copts.replicas = (int)v;
+            break;
+        }
+        case 1001: copts.creds_file = optarg; break;
+        case 1002: copts.user = optarg; break;
+        case 1003: copts.tls_ca = optarg; break;
+        case 1004: copts.tls_cert = optarg; break;
+        case 1005: copts.tls_key = optarg; break;
         case 'h': return usage(stdout);
         default: return usage(stderr);
         }
@@ -1687,6 +1918,23 @@ int fm_serve_main(int argc, char **argv) {
     if (fm_exec_create(node->threads, FM_RESERVE_THREADS, &node->exec, &err) != FM_OK) goto fatal;
     node->control =
         (fm_control){.store = node->store, .registry = node->registry, .exec = node->exec};
+    if (copts.urls) {
+        if (!node_id[0] && load_node_id(node, node_id, sizeof(node_id), &err) != FM_OK) goto fatal;
+        if (!advertise[0]) snprintf(advertise, sizeof(advertise), "%.200s:%d", node->host, node->port);
+        copts.node_id = node_id;
+        copts.http_addr = advertise;
+        copts.password = getenv("FNMESH_CLUSTER_PASSWORD");
+        copts.token = getenv("FNMESH_CLUSTER_TOKEN");
+        if (copts.token && !*copts.token) copts.token = NULL;
+        fm_cluster_hooks hooks = {.ud = node,
+                                  .converge = on_cluster_converge,
+                                  .resync = on_cluster_resync,
+                                  .load = on_cluster_load};
+        if (fm_cluster_open(&copts, &hooks, node->registry, node->exec, &node->cluster, &err) !=
+            FM_OK)
+            goto fatal;
+        node->control.cluster = node->cluster;
+    }
 
     h2o_config_init(&node->h2o);
     node->h2o.max_request_entity_size = FM_DEFAULT_DEPLOY_LIMIT;
@@ -1725,6 +1973,7 @@ int fm_serve_main(int argc, char **argv) {
         fm_log(FM_LOG_ERROR, NULL, "loading deployments: %s", err.msg);
         fm_err_clear(&err);
     }
+    if (node->cluster) fm_cluster_serve(node->cluster, node->registry);
     pthread_mutex_unlock(&node->ctl_mu);
     atomic_store(&node->ready, true);
     fm_log(FM_LOG_INFO, NULL, "ready");
@@ -1733,6 +1982,7 @@ int fm_serve_main(int argc, char **argv) {
     sigwait(&sigs, &sig);
     fm_log(FM_LOG_INFO, NULL, "received %s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&node->draining, true);
+    fm_cluster_leave(node->cluster); /* other nodes stop sending calls here */
     int64_t until = fm_mono_ms() + FM_DRAIN_TIMEOUT_MS;
     while (atomic_load(&node->outstanding) > 0 && fm_mono_ms() < until) usleep(10000);
     usleep(50000); /* let the I/O threads write the last responses */
@@ -1755,6 +2005,7 @@ int fm_serve_main(int argc, char **argv) {
     }
     fm_registry_destroy(node->registry);
     fm_exec_destroy(node->exec);
+    fm_cluster_close(node->cluster); /* after the executors: answers what they failed */
     fm_control_flush_usage(&node->control); /* every call has finished */
     fm_trace_export_stop(); /* after the executors: every span is in the ring */
     fm_trace_shutdown();

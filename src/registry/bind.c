@@ -178,3 +178,45 @@ fm_status fm_bind_query(const fm_function *fn, const char *q, size_t len, json_t
     json_decref(obj);
     return st;
 }
+
+static bool body_is_empty(const char *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != ' ' && b[i] != '\t' && b[i] != '\r' && b[i] != '\n') return false;
+    return true;
+}
+
+bool fm_may_hold_bytes(const char *p, size_t n) {
+    return memchr(p, '$', n) || memmem(p, n, "\\u", 2);
+}
+
+fm_status fm_bind_http(const fm_function *fn, bool get, bool octet, const char *body,
+                       size_t len, const char *q, size_t qlen, json_t ***argv, size_t *argc,
+                       fm_err *err) {
+    *argv = NULL;
+    *argc = 0;
+    fm_status st = FM_OK;
+    if (!get && body && octet) {
+        *argc = 1; /* the raw body is the one argument, as bytes */
+        *argv = calloc(1, sizeof(json_t *));
+        (*argv)[0] = fm_json_bytes(body, len);
+    } else if (!get && body && !body_is_empty(body, len)) {
+        json_t *doc = fm_json_parse(body, len, err);
+        if (doc && fm_may_hold_bytes(body, len) && fm_json_check_bytes(doc, err) != FM_OK) {
+            json_decref(doc);
+            doc = NULL;
+        }
+        st = doc ? fm_bind_body(fn, doc, argv, argc, err) : err->status;
+    } else if (q) {
+        st = fm_bind_query(fn, q, qlen, argv, argc, err);
+        /* values are decoded (%24 is '$'): check them all, scalars cost nothing */
+        for (size_t i = 0; st == FM_OK && i < *argc; i++)
+            if ((*argv)[i]) st = fm_json_check_bytes((*argv)[i], err);
+    }
+    if (st != FM_OK) {
+        for (size_t i = 0; *argv && i < *argc; i++) json_decref((*argv)[i]);
+        free(*argv);
+        *argv = NULL;
+        *argc = 0;
+    }
+    return st;
+}

@@ -66,6 +66,9 @@ typedef struct fm_store_ops {
     /* Loads one version by id or unique id prefix (FM_NOT_FOUND / FM_BAD_REQUEST if ambiguous). */
     fm_status (*load_version)(fm_store *s, const char *deployment, const char *version_prefix,
                               fm_store_version *out, fm_err *err);
+    /* The bundle bytes of a version (owned *data); FM_NOT_FOUND when not stored. */
+    fm_status (*load_bundle)(fm_store *s, const char *version, void **data, size_t *len,
+                             fm_err *err);
     /* Visits the active version of every deployment. */
     fm_status (*load_active)(fm_store *s, fm_store_visit visit, void *ud, fm_err *err);
     /* [{version, created_at(ms), active, functions(count)}] newest first; FM_NOT_FOUND if none. */

@@ -379,7 +379,28 @@ static void sq_close(fm_store *base) {
     free(s);
 }
 
+static fm_status sq_load_bundle(fm_store *base, const char *version, void **data, size_t *len,
+                                fm_err *err) {
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT data FROM bundles WHERE hash = ?1", -1, &st, NULL) !=
+        SQLITE_OK)
+        return db_err(s, err, "load bundle");
+    sqlite3_bind_text(st, 1, version, -1, SQLITE_STATIC);
+    fm_status rc = FM_OK;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        *data = malloc(*len ? *len : 1);
+        if (*len) memcpy(*data, sqlite3_column_blob(st, 0), *len);
+    } else {
+        rc = fm_err_set(err, FM_NOT_FOUND, "bundle %.12s not stored", version);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static const fm_store_ops sqlite_ops = {
+    .load_bundle = sq_load_bundle,
     .name = "sqlite",
     .put_version = sq_put_version,
     .activate = sq_activate,
