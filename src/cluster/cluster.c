@@ -23,14 +23,16 @@
 #define OUT_BUCKETS 1024
 #define OUT_GRACE_US 200000 /* a forwarded call fails this long after its deadline */
 #define RESYNC_EVERY_MS 15000
+#define ACCEPT_WAIT_US 1000000 /* a forwarded call not taken by then went to a dead node */
 
 /* A forwarded call waiting for its answer (owned by the table until taken). */
 typedef struct out_call {
     struct out_call *next;
     uint64_t seq;
     fm_job *job;
-    int64_t expires_us;
+    int64_t sent_us, expires_us;
     char deployment[72];
+    char node[64]; /* the node running it, once it said so ("" before) */
 } out_call;
 
 typedef struct peer {
@@ -60,7 +62,7 @@ struct fm_cluster {
     atomic_bool connected, rewatch, stop, leaving;
     int64_t started_wall_ms;
 
-    natsSubscription *inbox_sub, *direct_sub, *hb_sub;
+    natsSubscription *inbox_sub, *direct_sub, *hb_sub, *bye_sub, *news_sub;
     char inbox_prefix[96]; /* "_INBOX.fnmesh.<id>." */
 
     pthread_mutex_t served_mu; /* the control thread serves, the signal thread leaves */
@@ -253,6 +255,23 @@ fm_status fm_cluster_list_active(fm_cluster *cl, json_t **out, fm_err *err) {
     return FM_OK;
 }
 
+void fm_cluster_announce(fm_cluster *cl, const char *deployment) {
+    natsConnection_PublishString(cl->nc, "fnmesh.registry", deployment);
+}
+
+static void on_registry_news(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                             void *closure) {
+    fm_cluster *cl = closure;
+    char name[72];
+    int n = natsMsg_GetDataLength(msg);
+    if (n > 0 && n < (int)sizeof(name) && cl->hooks.converge) {
+        memcpy(name, natsMsg_GetData(msg), (size_t)n);
+        name[n] = '\0';
+        cl->hooks.converge(cl->hooks.ud, name);
+    }
+    natsMsg_Destroy(msg);
+}
+
 /* ------------------------------------------------------------ serving calls */
 
 static const char *header(natsMsg *m, const char *key) {
@@ -345,6 +364,14 @@ static void on_call(natsConnection *nc, natsSubscription *sub, natsMsg *msg, voi
     job->req_bytes = (uint64_t)blen;
     job->reply_to = &cl->replies;
     job->ud = strdup(reply);
+    /* tell the caller who runs it, so it can fail the call if this node dies */
+    natsMsg *ack = NULL;
+    if (natsMsg_Create(&ack, reply, NULL, NULL, 0) == NATS_OK) {
+        natsMsgHeader_Set(ack, "Fm-Status", "accepted");
+        natsMsgHeader_Set(ack, "Fm-Node", cl->node_id);
+        natsConnection_PublishMsg(cl->nc, ack);
+        natsMsg_Destroy(ack);
+    }
     int t = fm_exec_pick(cl->exec, fn);
     fm_exec_submit(cl->exec, t, job, job, 1);
 out:
@@ -470,7 +497,15 @@ static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
     const char *subj = natsMsg_GetSubject(msg);
     const char *dot = strrchr(subj, '.');
     uint64_t seq = dot ? strtoull(dot + 1, NULL, 10) : 0;
+    const char *code = header(msg, "Fm-Status");
     pthread_mutex_lock(&cl->out_mu);
+    if (code && strcmp(code, "accepted") == 0) { /* not the answer yet: who runs it */
+        const char *from = header(msg, "Fm-Node");
+        for (out_call *o = cl->out[seq % OUT_BUCKETS]; o && from; o = o->next)
+            if (o->seq == seq) snprintf(o->node, sizeof(o->node), "%s", from);
+        pthread_mutex_unlock(&cl->out_mu);
+        goto out;
+    }
     out_call *oc = out_take(cl, seq);
     pthread_mutex_unlock(&cl->out_mu);
     if (!oc) goto out; /* late: already timed out */
@@ -482,7 +517,6 @@ static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
         goto out;
     }
     fm_job *job = oc->job;
-    const char *code = header(msg, "Fm-Status");
     const char *data = natsMsg_GetData(msg);
     size_t len = (size_t)natsMsg_GetDataLength(msg);
     if (code && strcmp(code, "ok") == 0) {
@@ -499,8 +533,6 @@ static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
             job->error = json_pack("{s:s}", "message", "malformed answer from another node");
         }
     }
-    const char *from = header(msg, "Fm-Node");
-    (void)from;
     out_finish(oc);
 out:
     natsMsg_Destroy(msg);
@@ -516,8 +548,10 @@ fm_status fm_cluster_forward(fm_cluster *cl, fm_job *job, const fm_cluster_call 
     else snprintf(subj, sizeof(subj), "fnmesh.call.%s", call->deployment);
     out_call *oc = calloc(1, sizeof(*oc));
     oc->job = job;
-    oc->expires_us = fm_mono_us() + call->deadline_ms * 1000 + OUT_GRACE_US;
+    oc->sent_us = fm_mono_us();
+    oc->expires_us = oc->sent_us + call->deadline_ms * 1000 + OUT_GRACE_US;
     snprintf(oc->deployment, sizeof(oc->deployment), "%s", call->deployment);
+    if (call->node) snprintf(oc->node, sizeof(oc->node), "%s", call->node);
     pthread_mutex_lock(&cl->out_mu);
     oc->seq = ++cl->out_seq;
     oc->next = cl->out[oc->seq % OUT_BUCKETS];
@@ -562,8 +596,11 @@ fm_status fm_cluster_forward(fm_cluster *cl, fm_job *job, const fm_cluster_call 
     return FM_OK;
 }
 
-/* Fails forwarded calls past their deadline (or all of them). Cluster thread. */
-static void expire_calls(fm_cluster *cl, bool all) {
+/* Fails forwarded calls: all of them, those running on node `gone` (and
+ * those no node has taken for ACCEPT_WAIT_US: a live node says so at once,
+ * so they were lost with it, unread), or (both NULL/false) those past their
+ * deadline. Cluster thread. */
+static void expire_calls(fm_cluster *cl, bool all, const char *gone) {
     int64_t now = fm_mono_us();
     out_call *dead = NULL;
     pthread_mutex_lock(&cl->out_mu);
@@ -571,7 +608,9 @@ static void expire_calls(fm_cluster *cl, bool all) {
         out_call **pp = &cl->out[b];
         while (*pp) {
             out_call *oc = *pp;
-            if (all || now >= oc->expires_us) {
+            bool lost = gone && (strcmp(oc->node, gone) == 0 ||
+                                 (!oc->node[0] && now - oc->sent_us > ACCEPT_WAIT_US));
+            if (all || lost || (!gone && now >= oc->expires_us)) {
                 *pp = oc->next;
                 cl->nout--;
                 oc->next = dead;
@@ -584,9 +623,12 @@ static void expire_calls(fm_cluster *cl, bool all) {
     pthread_mutex_unlock(&cl->out_mu);
     while (dead) {
         out_call *next = dead->next;
-        out_fail(dead, all ? FM_UNAVAILABLE : FM_TIMEOUT,
-                 all ? "the node is leaving the cluster"
-                     : "deadline exceeded: no answer from the node that took the call");
+        char text[200];
+        snprintf(text, sizeof(text), "node %s left the cluster while running the call", gone ? gone : "");
+        out_fail(dead, all || gone ? FM_UNAVAILABLE : FM_TIMEOUT,
+                 all    ? "the node is leaving the cluster"
+                 : gone ? text
+                        : "deadline exceeded: no answer from the node that took the call");
         dead = next;
     }
 }
@@ -625,12 +667,17 @@ static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     natsMsg_Destroy(msg);
 }
 
+/* Forgets nodes not heard from for FM_CLUSTER_PEER_TTL_MS, and fails the
+ * forwarded calls they were running. Cluster thread. */
 static void expire_peers(fm_cluster *cl) {
     int64_t now = fm_mono_ms();
+    char gone[8][64];
+    int ngone = 0;
     pthread_mutex_lock(&cl->peers_mu);
     for (int i = 0; i < cl->npeers;) {
         if (now - cl->peers[i].seen_ms > FM_CLUSTER_PEER_TTL_MS) {
             fm_log(FM_LOG_INFO, NULL, "cluster: node %s is gone (no heartbeat)", cl->peers[i].id);
+            if (ngone < 8) snprintf(gone[ngone++], sizeof(gone[0]), "%s", cl->peers[i].id);
             json_decref(cl->peers[i].hb);
             cl->peers[i] = cl->peers[--cl->npeers];
         } else {
@@ -638,6 +685,7 @@ static void expire_peers(fm_cluster *cl) {
         }
     }
     pthread_mutex_unlock(&cl->peers_mu);
+    for (int i = 0; i < ngone; i++) expire_calls(cl, false, gone[i]);
 }
 
 static json_t *self_heartbeat(fm_cluster *cl) {
@@ -757,7 +805,7 @@ static void *cluster_main(void *arg) {
         publish_answers(cl);
         int64_t now = fm_mono_ms();
         if (now - last_sweep >= 50) {
-            expire_calls(cl, false);
+            expire_calls(cl, false, NULL);
             last_sweep = now;
         }
         if (now - last_hb >= FM_CLUSTER_HEARTBEAT_MS) {
@@ -909,7 +957,11 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
         snprintf(subj, sizeof(subj), "fnmesh.node.%s.call.*", cl->node_id);
         s = natsConnection_Subscribe(&cl->direct_sub, cl->nc, subj, on_call, cl);
     }
-    if (s == NATS_OK) s = natsConnection_Subscribe(&cl->hb_sub, cl->nc, "fnmesh.*", on_heartbeat, cl);
+    if (s == NATS_OK) s = natsConnection_Subscribe(&cl->hb_sub, cl->nc, "fnmesh.hb", on_heartbeat, cl);
+    if (s == NATS_OK)
+        s = natsConnection_Subscribe(&cl->bye_sub, cl->nc, "fnmesh.bye", on_heartbeat, cl);
+    if (s == NATS_OK)
+        s = natsConnection_Subscribe(&cl->news_sub, cl->nc, "fnmesh.registry", on_registry_news, cl);
     if (s != NATS_OK) {
         nats_err(err, FM_UNAVAILABLE, "subscribing", s);
         goto fail;
@@ -926,6 +978,8 @@ fail:
     natsSubscription_Destroy(cl->inbox_sub);
     natsSubscription_Destroy(cl->direct_sub);
     natsSubscription_Destroy(cl->hb_sub);
+    natsSubscription_Destroy(cl->bye_sub);
+    natsSubscription_Destroy(cl->news_sub);
     natsConnection_Destroy(cl->nc);
     natsOptions_Destroy(cl->nopts);
     fm_reply_queue_dispose(&cl->replies);
@@ -959,10 +1013,12 @@ void fm_cluster_close(fm_cluster *cl) {
     pthread_join(cl->tid, NULL);
     pthread_join(cl->watch_tid, NULL);
     publish_answers(cl); /* calls from other nodes that the executors failed at stop */
-    expire_calls(cl, true);
+    expire_calls(cl, true, NULL);
     natsSubscription_Destroy(cl->inbox_sub);
     natsSubscription_Destroy(cl->direct_sub);
     natsSubscription_Destroy(cl->hb_sub);
+    natsSubscription_Destroy(cl->bye_sub);
+    natsSubscription_Destroy(cl->news_sub);
     natsConnection_FlushTimeout(cl->nc, 500);
     natsConnection_Close(cl->nc);
     kvStore_Destroy(atomic_load(&cl->reg_kv));

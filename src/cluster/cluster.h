@@ -13,6 +13,11 @@
  *     "fnmesh.node.<id>.call.<deployment>" to reach one node. Deadline,
  *     trace context, hops and request id travel in headers; the answer
  *     comes back on this node's inbox.
+ *     The caller learns at once which node runs the call ("accepted"), so
+ *     the calls of a node that dies fail when its heartbeats stop.
+ *   - registry news: "fnmesh.registry" carries the name of a deployment
+ *     that just changed, so nodes converge at once even when their watch
+ *     is being re-established after a NATS server failed.
  *   - membership: every node publishes a heartbeat on "fnmesh.hb" each
  *     second; a node not heard from for FM_CLUSTER_PEER_TTL_MS is gone.
  *
@@ -90,6 +95,9 @@ fm_status fm_cluster_get_active(fm_cluster *cl, const char *deployment, char out
 fm_status fm_cluster_remove(fm_cluster *cl, const char *deployment, fm_err *err);
 /* Every deployment with an active version: {name: version}. New reference. */
 fm_status fm_cluster_list_active(fm_cluster *cl, json_t **out, fm_err *err);
+/* Tells every node now (core NATS, besides the registry watch) that
+ * `deployment` changed in the registry. */
+void fm_cluster_announce(fm_cluster *cl, const char *deployment);
 /* Subscribes to the call subjects of exactly the deployments in `registry`. */
 void fm_cluster_serve(fm_cluster *cl, fm_registry *registry);
 

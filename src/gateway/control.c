@@ -212,6 +212,7 @@ static fm_status publish(fm_control *c, const char *name, const char *id, const 
     fm_status st = bundle ? fm_cluster_put_bundle(c->cluster, id, bundle, len, err) : FM_OK;
     free(owned);
     if (st == FM_OK) st = fm_cluster_set_active(c->cluster, name, id, err);
+    if (st == FM_OK) fm_cluster_announce(c->cluster, name);
     return st;
 }
 
@@ -446,6 +447,7 @@ fm_status fm_control_delete(fm_control *c, const char *name, json_t **out, fm_er
         fm_err_clear(&look);
         in_cluster = cs == FM_OK;
         if (in_cluster && fm_cluster_remove(c->cluster, name, err) != FM_OK) return err->status;
+        if (in_cluster) fm_cluster_announce(c->cluster, name);
         if (cs != FM_OK && cs != FM_NOT_FOUND)
             return fm_err_set(err, FM_UNAVAILABLE, "cluster registry unavailable: try again");
     }
