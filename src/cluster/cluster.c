@@ -923,6 +923,8 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
     snprintf(name, sizeof(name), "fnmesh %s", cl->node_id);
     if (s == NATS_OK) s = natsOptions_SetName(cl->nopts, name);
     if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(cl->nopts, true);
+    /* no batching delay in the client: a call is two messages each way */
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(cl->nopts, true);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(cl->nopts, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(cl->nopts, 250);
     if (s == NATS_OK) s = natsOptions_SetPingInterval(cl->nopts, 2000);

@@ -89,6 +89,14 @@ static void test_system(void **state) {
     assert_int_equal(r.kind, FM_ROUTE_ROLLBACK);
     assert_true(fm_route_allows(&r, "POST", 4));
     assert_false(fm_route_allows(&r, "GET", 3));
+
+    r = route("/system/v1/cluster");
+    assert_int_equal(r.kind, FM_ROUTE_CLUSTER);
+    assert_true(r.system);
+    assert_true(fm_route_allows(&r, "GET", 3));
+    assert_false(fm_route_allows(&r, "POST", 4));
+    assert_int_equal(route("/system/v1/cluster/").kind, FM_ROUTE_CLUSTER);
+    assert_int_equal(route("/system/v1/clusters").kind, FM_ROUTE_NONE);
 }
 
 static void test_system_unknown_still_needs_token(void **state) {

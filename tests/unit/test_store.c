@@ -511,6 +511,25 @@ static void test_usage_sums_per_minute(void **state) {
     json_decref(rows);
 }
 
+static void test_load_bundle(void **state) {
+    fixture *f = *state;
+    fm_err err = FM_ERR_INIT;
+    void *data = NULL;
+    size_t len = 0;
+    assert_int_equal(f->s->ops->load_bundle(f->s, V1, &data, &len, &err), FM_NOT_FOUND);
+    fm_err_clear(&err);
+    put(f->s, "hello", V1, 1000, 1);
+    assert_int_equal(f->s->ops->load_bundle(f->s, V1, &data, &len, &err), FM_OK);
+    static const char bundle[] = "\x1f\x8b not really a bundle";
+    assert_int_equal(len, sizeof(bundle));
+    assert_memory_equal(data, bundle, len);
+    free(data);
+    /* gone with the last version that refers to it */
+    assert_int_equal(f->s->ops->remove(f->s, "hello", &err), FM_OK);
+    assert_int_equal(f->s->ops->load_bundle(f->s, V1, &data, &len, &err), FM_NOT_FOUND);
+    fm_err_clear(&err);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -527,6 +546,7 @@ int main(void) {
         T(test_reopen_keeps_data),
         T(test_open_failure),
         T(test_usage_sums_per_minute),
+        T(test_load_bundle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
