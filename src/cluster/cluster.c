@@ -60,6 +60,7 @@ struct fm_cluster {
     jsCtx *js; /* created by the cluster thread once connected */
     _Atomic(kvStore *) reg_kv, bundle_kv;
     atomic_bool connected, rewatch, stop, leaving;
+    atomic_bool hb_now; /* a node joined: tell it about this one at once */
     int64_t started_wall_ms;
 
     natsSubscription *inbox_sub, *direct_sub, *hb_sub, *bye_sub, *news_sub;
@@ -656,6 +657,7 @@ static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg
                 cl->peers[i].hb = NULL;
                 cl->npeers++;
                 fm_log(FM_LOG_INFO, NULL, "cluster: node %s joined", id);
+                atomic_store(&cl->hb_now, true);
             }
             json_decref(cl->peers[i].hb);
             cl->peers[i].hb = json_incref(hb);
@@ -808,7 +810,7 @@ static void *cluster_main(void *arg) {
             expire_calls(cl, false, NULL);
             last_sweep = now;
         }
-        if (now - last_hb >= FM_CLUSTER_HEARTBEAT_MS) {
+        if (now - last_hb >= FM_CLUSTER_HEARTBEAT_MS || atomic_exchange(&cl->hb_now, false)) {
             if (atomic_load(&cl->connected)) {
                 if (!atomic_load(&cl->reg_kv)) setup_buckets(cl);
                 send_heartbeat(cl, "fnmesh.hb");
