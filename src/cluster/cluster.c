@@ -76,6 +76,7 @@ struct fm_cluster {
     size_t nout;
 
     fm_reply_queue replies; /* answers to calls from other nodes, from the executors */
+    atomic_int serving;     /* calls from other nodes not answered yet */
 
     pthread_mutex_t peers_mu;
     peer peers[MAX_PEERS];
@@ -373,6 +374,7 @@ static void on_call(natsConnection *nc, natsSubscription *sub, natsMsg *msg, voi
         natsConnection_PublishMsg(cl->nc, ack);
         natsMsg_Destroy(ack);
     }
+    atomic_fetch_add(&cl->serving, 1);
     int t = fm_exec_pick(cl->exec, fn);
     fm_exec_submit(cl->exec, t, job, job, 1);
 out:
@@ -405,7 +407,12 @@ static void publish_answers(fm_cluster *cl) {
         free(text);
         free(reply);
         fm_job_free(job);
+        atomic_fetch_sub(&cl->serving, 1);
     }
+}
+
+int fm_cluster_serving(fm_cluster *cl) {
+    return cl ? atomic_load(&cl->serving) : 0;
 }
 
 static bool subject_token_ok(const char *s) {

@@ -70,8 +70,11 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
 /* At drain: stops taking calls from other nodes and says goodbye, so they
  * stop sending here. Forwarded calls still get their answers. */
 void fm_cluster_leave(fm_cluster *cl);
-/* After the executors have stopped: answers what they failed, fails
- * forwarded calls still waiting, and disconnects. */
+/* Calls from other nodes running here, not answered yet (0 for NULL). */
+int fm_cluster_serving(fm_cluster *cl);
+/* Once the calls from other nodes are answered (fm_cluster_serving() == 0,
+ * else their answers are lost): fails forwarded calls still waiting and
+ * disconnects. */
 void fm_cluster_close(fm_cluster *cl);
 /* Connected to NATS with the registry buckets open. Any thread. */
 bool fm_cluster_ready(fm_cluster *cl);

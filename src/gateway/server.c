@@ -1140,6 +1140,11 @@ static void ctl_submit(io_thread *io, h2o_req_t *req, const reqinfo *ri, ctl_op 
 
 static void ctl_enqueue(fm_node *node, ctl_req *c) {
     pthread_mutex_lock(&node->ctl_mu);
+    if (node->ctl_stop && !c->io) { /* cluster news after the control thread stopped */
+        pthread_mutex_unlock(&node->ctl_mu);
+        free(c);
+        return;
+    }
     if (node->ctl_tail) node->ctl_tail->next = c;
     else node->ctl_head = c;
     node->ctl_tail = c;
@@ -1984,9 +1989,12 @@ int fm_serve_main(int argc, char **argv) {
     atomic_store(&node->draining, true);
     fm_cluster_leave(node->cluster); /* other nodes stop sending calls here */
     int64_t until = fm_mono_ms() + FM_DRAIN_TIMEOUT_MS;
-    while (atomic_load(&node->outstanding) > 0 && fm_mono_ms() < until) usleep(10000);
+    /* calls from clients, and from other nodes of the cluster */
+    while (atomic_load(&node->outstanding) + fm_cluster_serving(node->cluster) > 0 &&
+           fm_mono_ms() < until)
+        usleep(10000);
     usleep(50000); /* let the I/O threads write the last responses */
-    int left = atomic_load(&node->outstanding);
+    int left = atomic_load(&node->outstanding) + fm_cluster_serving(node->cluster);
     atomic_store(&node->stop, true);
     for (int i = 0; i < node->io_threads; i++) pthread_join(node->io[i].tid, NULL);
     for (int i = 0; i < node->io_threads; i++)
@@ -2003,9 +2011,9 @@ int fm_serve_main(int argc, char **argv) {
         fm_log(FM_LOG_WARN, NULL, "%d call(s) still running after the drain timeout; exiting", left);
         _exit(0);
     }
+    fm_cluster_close(node->cluster); /* every call from another node is answered */
     fm_registry_destroy(node->registry);
     fm_exec_destroy(node->exec);
-    fm_cluster_close(node->cluster); /* after the executors: answers what they failed */
     fm_control_flush_usage(&node->control); /* every call has finished */
     fm_trace_export_stop(); /* after the executors: every span is in the ring */
     fm_trace_shutdown();

@@ -23,7 +23,6 @@ import fmtest  # noqa: E402
 from fmtest import FnTestCase, Node, free_port, run_cli  # noqa: E402
 
 NATS = shutil.which("nats-server") or "/usr/bin/nats-server"
-SANITIZED = os.environ.get("FNMESH_SANITIZED") == "1"
 
 _live_nats = []
 
