@@ -192,6 +192,29 @@ fm_status fm_cluster_get_bundle(fm_cluster *cl, const char *version, void **data
     return FM_OK;
 }
 
+fm_status fm_cluster_find_bundle(fm_cluster *cl, const char *prefix, char out[65],
+                                 fm_err *err) {
+    kvStore *kv = bundles_kv(cl, err);
+    if (!kv) return err->status;
+    kvKeysList keys = {0};
+    natsStatus s = kvStore_Keys(&keys, kv, NULL);
+    if (s == NATS_NOT_FOUND) return fm_err_set(err, FM_NOT_FOUND, "version %.64s not found", prefix);
+    if (s != NATS_OK) return nats_err(err, FM_UNAVAILABLE, "listing the bundles", s);
+    size_t pl = strlen(prefix), found = 0;
+    for (int i = 0; i < keys.Count; i++) {
+        const char *k = keys.Keys[i];
+        size_t kl = strlen(k);
+        if (kl == 64 + 5 && strcmp(k + 64, ".meta") == 0 && strncmp(k, prefix, pl) == 0) {
+            if (found++ == 0) snprintf(out, 65, "%.64s", k);
+        }
+    }
+    kvKeysList_Destroy(&keys);
+    if (found == 0) return fm_err_set(err, FM_NOT_FOUND, "version %.64s not found", prefix);
+    if (found > 1)
+        return fm_err_set(err, FM_BAD_REQUEST, "version prefix %.64s is ambiguous", prefix);
+    return FM_OK;
+}
+
 fm_status fm_cluster_set_active(fm_cluster *cl, const char *deployment, const char *version,
                                 fm_err *err) {
     kvStore *kv = registry_kv(cl, err);
@@ -398,11 +421,20 @@ static void publish_answers(fm_cluster *cl) {
             body = text, len = strlen(text);
         }
         natsMsg *m = NULL;
+        natsStatus ps = NATS_ERR;
         if (natsMsg_Create(&m, reply, NULL, body, (int)len) == NATS_OK) {
             natsMsgHeader_Set(m, "Fm-Status", fm_status_code(job->status));
             natsMsgHeader_Set(m, "Fm-Node", cl->node_id);
-            natsConnection_PublishMsg(cl->nc, m);
+            ps = natsConnection_PublishMsg(cl->nc, m);
             natsMsg_Destroy(m);
+        }
+        if (ps == NATS_MAX_PAYLOAD) {
+            char msg[200];
+            snprintf(msg, sizeof(msg),
+                     "the result (%zu bytes) is larger than a NATS message may be (max_payload "
+                     "%lld): it cannot cross nodes",
+                     len, (long long)natsConnection_GetMaxPayload(cl->nc));
+            answer_now(cl, reply, FM_TOO_LARGE, msg);
         }
         free(text);
         free(reply);
@@ -550,6 +582,11 @@ fm_status fm_cluster_forward(fm_cluster *cl, fm_job *job, const fm_cluster_call 
                              fm_err *err) {
     if (!atomic_load(&cl->connected))
         return fm_err_set(err, FM_UNAVAILABLE, "cluster: not connected to NATS");
+    if (!fm_cluster_fits(cl, call->len + (call->query ? call->qlen : 0)))
+        return fm_err_set(err, FM_TOO_LARGE,
+                          "the call (%zu bytes) is larger than a NATS message may be "
+                          "(max_payload %lld): it cannot cross nodes",
+                          call->len, (long long)natsConnection_GetMaxPayload(cl->nc));
     char subj[200], reply[160];
     if (call->node)
         snprintf(subj, sizeof(subj), "fnmesh.node.%s.call.%s", call->node, call->deployment);
@@ -713,6 +750,11 @@ static void send_heartbeat(fm_cluster *cl, const char *subject) {
     natsConnection_PublishString(cl->nc, subject, text);
     free(text);
     json_decref(hb);
+}
+
+bool fm_cluster_fits(fm_cluster *cl, size_t len) {
+    int64_t max = natsConnection_GetMaxPayload(cl->nc);
+    return max <= 0 || (int64_t)len + 4096 <= max; /* 4 KiB for the headers */
 }
 
 int fm_cluster_peers(fm_cluster *cl) {

@@ -90,6 +90,9 @@ bool fm_cluster_has_bundle(fm_cluster *cl, const char *version);
 /* The bundle of `version` (owned *data). */
 fm_status fm_cluster_get_bundle(fm_cluster *cl, const char *version, void **data, size_t *len,
                                 fm_err *err);
+/* The full id of the one stored bundle whose id starts with `prefix`
+ * (FM_NOT_FOUND, or FM_BAD_REQUEST when several do). */
+fm_status fm_cluster_find_bundle(fm_cluster *cl, const char *prefix, char out[65], fm_err *err);
 fm_status fm_cluster_set_active(fm_cluster *cl, const char *deployment, const char *version,
                                 fm_err *err);
 /* The active version of a deployment into out; FM_NOT_FOUND when none. */
@@ -118,6 +121,8 @@ typedef struct fm_cluster_call {
     int64_t deadline_ms;  /* time left */
 } fm_cluster_call;
 
+/* True when a call or answer of `len` bytes fits in one NATS message. */
+bool fm_cluster_fits(fm_cluster *cl, size_t len);
 /* Number of other nodes alive. */
 int fm_cluster_peers(fm_cluster *cl);
 /* The id of another live node (round robin) into out; false when none. */

@@ -478,6 +478,21 @@ fm_status fm_control_versions(fm_control *c, const char *name, json_t **out, fm_
     return FM_OK;
 }
 
+/* Cluster mode: rolls back to a version found among the cluster's bundles
+ * (deployed, so stored here and published, like any bundle). */
+static fm_status rollback_from_cluster(fm_control *c, const char *name, const char *prefix,
+                                       json_t **out, fm_err *err) {
+    char id[65];
+    if (fm_cluster_find_bundle(c->cluster, prefix, id, err) != FM_OK) return err->status;
+    void *bundle = NULL;
+    size_t len = 0;
+    int http = 0;
+    fm_status st = fm_cluster_get_bundle(c->cluster, id, &bundle, &len, err);
+    if (st == FM_OK) st = fm_control_deploy(c, name, bundle, len, out, &http, err);
+    free(bundle);
+    return st;
+}
+
 fm_status fm_control_rollback(fm_control *c, const char *name, const void *body, size_t len,
                               json_t **out, fm_err *err) {
     if (cluster_writable(c, err)) return err->status;
@@ -505,7 +520,13 @@ fm_status fm_control_rollback(fm_control *c, const char *name, const void *body,
     }
     fm_version_release(cur);
     fm_store_version sv;
-    if ((st = c->store->ops->load_version(c->store, name, ver, &sv, err))) goto done;
+    if ((st = c->store->ops->load_version(c->store, name, ver, &sv, err))) {
+        if (st == FM_NOT_FOUND && c->cluster) { /* a version this node never had */
+            fm_err_clear(err);
+            st = rollback_from_cluster(c, name, ver, out, err);
+        }
+        goto done;
+    }
     st = version_from_store(c, &sv, &v, err);
     fm_store_version_dispose(&sv);
     if (st) goto done;

@@ -763,6 +763,7 @@ static bool should_forward(fm_node *node, h2o_req_t *req, const fm_version *v,
     }
     if (!fm_cluster_ready(node->cluster)) return false; /* cut off: serve what is here */
     if (!v) return true; /* not (yet) deployed here: whoever serves it */
+    if (!fm_cluster_fits(node->cluster, req->entity.len)) return false; /* too big to send */
     if (!fn || fm_cluster_peers(node->cluster) == 0) return false;
     /* prefer a free thread here; all busy: let NATS pick a node */
     return fm_exec_inflight(node->exec, fm_exec_pick(node->exec, fn)) > 0;

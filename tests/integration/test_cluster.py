@@ -99,6 +99,8 @@ HELLO = {
 export function merge(a, b) { return Object.assign({}, a, b); }
 export function version() { return 1; }
 export function fail(msg) { const e = new Error(msg); e.code = "bad_thing"; throw e; }
+export function big(n) { return "x".repeat(n); }
+export function len(s) { return s.length; }
 export function spin(ms) { const end = Date.now() + ms; while (Date.now() < end); return ms; }
 """,
 }
@@ -221,6 +223,15 @@ class ClusterBasics(FnTestCase):
         self.assertEqual((st, r), (200, {"k": 1}), r)
         st, _, r = self.b.req_json("POST", "/fn/hello/nope", [], headers=remote)
         self.assertError(st, r, 404, "not_found", "nope")
+        # NATS carries up to max_payload (1 MiB by default) per message: larger
+        # calls and results cannot cross nodes, and say so
+        st, r = call_ok(self.b, "len", "y" * (2 << 20), headers=remote)
+        self.assertError(st, r, 413, "payload_too_large", "max_payload")
+        st, r = call_ok(self.b, "big", 2 << 20, headers=remote)
+        self.assertError(st, r, 413, "payload_too_large", "max_payload")
+        self.assertEqual(call_ok(self.b, "len", "y" * (2 << 20)), (200, 2 << 20))  # auto: here
+        st, r = call_ok(self.b, "big", 100000, headers=remote)
+        self.assertEqual((st, len(r)), (200, 100000))
 
     def test_function_calls_between_languages_work_on_every_node(self):
         st, body = self.a.deploy("hello", HELLO)
@@ -312,8 +323,8 @@ class ClusterFailures(FnTestCase):
 
     def test_late_joiner_catches_up_and_a_restarted_node_rejoins(self):
         a = self.node("a")
-        st, body = a.deploy("hello", HELLO)
-        self.assertEqual(st, 201, body)
+        st, v1 = a.deploy("hello", HELLO)
+        self.assertEqual(st, 201, v1)
         st, body = a.deploy("other", {"o.lua": "return { ping = function() return 'pong' end }"})
         self.assertEqual(st, 201, body)
         b = self.node("b")  # ready only once it has caught up
@@ -333,6 +344,19 @@ class ClusterFailures(FnTestCase):
         v = wait_until(lambda: len(a.get("/system/v1/cluster")[1]["nodes"]) == 2 and
                        a.get("/system/v1/cluster")[1], 4)
         self.assertTrue(v, "b did not rejoin")
+        # a node that never had version 1 can still roll the cluster back to it
+        d = self.node("d")
+        st, vs = d.get("/system/v1/deployments/hello/versions")
+        self.assertEqual(len(vs["versions"]), 1, vs)
+        st, _, r = d.req_json("POST", "/system/v1/deployments/hello/rollback",
+                              {"version": v1["version"][:10]})
+        self.assertEqual(st, 200, r)
+        for n in (a, b, d):
+            self.assertEqual(wait_until(lambda: call_ok(n, "version", headers=local)[1] == 1
+                                        and 1, 2), 1, n.log_tail())
+        st, _, r = d.req_json("POST", "/system/v1/deployments/hello/rollback",
+                              {"version": "0123456789abcdef"})
+        self.assertError(st, r, 404, "not_found")
 
     def test_kill9_under_load_loses_only_calls_in_flight(self):
         a, b, c = self.node("a"), self.node("b"), self.node("c")
