@@ -77,6 +77,7 @@ struct fm_cluster {
 
     fm_reply_queue replies; /* answers to calls from other nodes, from the executors */
     atomic_int serving;     /* calls from other nodes not answered yet */
+    atomic_uint_fast64_t nforwarded, nserved_calls; /* for /metrics */
 
     pthread_mutex_t peers_mu;
     peer peers[MAX_PEERS];
@@ -398,6 +399,7 @@ static void on_call(natsConnection *nc, natsSubscription *sub, natsMsg *msg, voi
         natsMsg_Destroy(ack);
     }
     atomic_fetch_add(&cl->serving, 1);
+    atomic_fetch_add_explicit(&cl->nserved_calls, 1, memory_order_relaxed);
     int t = fm_exec_pick(cl->exec, fn);
     fm_exec_submit(cl->exec, t, job, job, 1);
 out:
@@ -441,6 +443,15 @@ static void publish_answers(fm_cluster *cl) {
         fm_job_free(job);
         atomic_fetch_sub(&cl->serving, 1);
     }
+}
+
+void fm_cluster_get_stats(fm_cluster *cl, fm_cluster_stats *out) {
+    memset(out, 0, sizeof(*out));
+    if (!cl) return;
+    out->connected = fm_cluster_ready(cl);
+    out->nodes = fm_cluster_peers(cl);
+    out->forwarded = atomic_load_explicit(&cl->nforwarded, memory_order_relaxed);
+    out->served = atomic_load_explicit(&cl->nserved_calls, memory_order_relaxed);
 }
 
 int fm_cluster_serving(fm_cluster *cl) {
@@ -629,6 +640,7 @@ fm_status fm_cluster_forward(fm_cluster *cl, fm_job *job, const fm_cluster_call 
         s = natsConnection_PublishMsg(cl->nc, m);
         natsMsg_Destroy(m);
     }
+    if (s == NATS_OK) atomic_fetch_add_explicit(&cl->nforwarded, 1, memory_order_relaxed);
     if (s != NATS_OK) {
         pthread_mutex_lock(&cl->out_mu);
         oc = out_take(cl, oc->seq);

@@ -70,6 +70,13 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
 /* At drain: stops taking calls from other nodes and says goodbye, so they
  * stop sending here. Forwarded calls still get their answers. */
 void fm_cluster_leave(fm_cluster *cl);
+typedef struct fm_cluster_stats {
+    bool connected;
+    int nodes;                  /* other nodes heard from */
+    uint64_t forwarded, served; /* calls passed on / taken from other nodes */
+} fm_cluster_stats;
+/* Figures for /metrics (all zero for NULL: a single node). Any thread. */
+void fm_cluster_get_stats(fm_cluster *cl, fm_cluster_stats *out);
 /* Calls from other nodes running here, not answered yet (0 for NULL). */
 int fm_cluster_serving(fm_cluster *cl);
 /* Once the calls from other nodes are answered (fm_cluster_serving() == 0,

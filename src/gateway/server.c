@@ -1501,6 +1501,17 @@ static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     fm_metrics_header(&b, "fnmesh_trace_export_failures_total");
     fm_metrics_printf(&b, "fnmesh_trace_export_failures_total %llu\n",
                       (unsigned long long)tx.failures);
+    fm_cluster_stats cs;
+    fm_cluster_get_stats(io->node->cluster, &cs);
+    fm_metrics_header(&b, "fnmesh_cluster_connected");
+    fm_metrics_printf(&b, "fnmesh_cluster_connected %d\n", cs.connected ? 1 : 0);
+    fm_metrics_header(&b, "fnmesh_cluster_nodes");
+    fm_metrics_printf(&b, "fnmesh_cluster_nodes %d\n", cs.nodes);
+    fm_metrics_header(&b, "fnmesh_cluster_forwarded_total");
+    fm_metrics_printf(&b, "fnmesh_cluster_forwarded_total %llu\n",
+                      (unsigned long long)cs.forwarded);
+    fm_metrics_header(&b, "fnmesh_cluster_served_total");
+    fm_metrics_printf(&b, "fnmesh_cluster_served_total %llu\n", (unsigned long long)cs.served);
     count_response(req, 200);
     req->res.status = 200;
     req->res.reason = "OK";

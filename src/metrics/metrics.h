@@ -54,7 +54,13 @@
     X(fnmesh_trace_spans_total, counter, "", "Spans recorded into the node's trace ring.")         \
     X(fnmesh_trace_export_spans_total, counter, "result",                                          \
       "Spans sent to the OTLP endpoint, by result (exported, dropped).")                           \
-    X(fnmesh_trace_export_failures_total, counter, "", "OTLP export requests that failed.")
+    X(fnmesh_trace_export_failures_total, counter, "", "OTLP export requests that failed.")    \
+    X(fnmesh_cluster_connected, gauge, "",                                                         \
+      "1 when connected to NATS with the cluster registry open (0 on a single node).")             \
+    X(fnmesh_cluster_nodes, gauge, "", "Other nodes of the cluster this node hears from.")         \
+    X(fnmesh_cluster_forwarded_total, counter, "",                                                 \
+      "Calls this node passed on to the cluster over NATS.")                                       \
+    X(fnmesh_cluster_served_total, counter, "", "Calls from other nodes that ran on this node.")
 
 /* The catalogue as data (same order as FM_METRICS). */
 typedef struct fm_metric_def {

@@ -122,6 +122,17 @@ def wait_until(pred, timeout, step=0.02):
     return pred()
 
 
+def metrics(node):
+    """The unlabelled fnmesh_cluster_* samples of a node's /metrics."""
+    st, _, text = node.request("GET", "/metrics")
+    out = {}
+    for line in text.decode().splitlines():
+        if line.startswith("fnmesh_cluster_"):
+            k, v = line.split()
+            out[k] = float(v)
+    return out
+
+
 def call_ok(node, fn, *args, headers=None):
     st, _, body = node.req_json("POST", "/fn/hello/%s" % fn, list(args), headers=headers)
     return st, body
@@ -276,6 +287,15 @@ class ClusterBasics(FnTestCase):
             served[n] = sum(f["total"]["invocations"]
                             for f in stats.get("functions", []) if f.get("function") == "spin")
         self.assertGreater(served[self.b] + served[self.c], 0, served)
+        # and the nodes count it in /metrics
+        m = {n: metrics(n) for n in self.nodes}
+        self.assertGreater(m[self.a]["fnmesh_cluster_forwarded_total"], 0)
+        self.assertGreaterEqual(m[self.b]["fnmesh_cluster_served_total"] +
+                                m[self.c]["fnmesh_cluster_served_total"],
+                                served[self.b] + served[self.c])
+        for n in self.nodes:
+            self.assertEqual((m[n]["fnmesh_cluster_connected"], m[n]["fnmesh_cluster_nodes"]),
+                             (1, 2))
 
     def test_cluster_view_lists_every_node(self):
         def view(n):
