@@ -942,6 +942,19 @@ static void on_disconnected(natsConnection *nc, void *closure) {
         fm_log(FM_LOG_WARN, NULL, "cluster: disconnected from NATS; serving local state");
 }
 
+/* Asynchronous errors (slow consumer, permissions, a refused login...). */
+static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
+                          void *closure) {
+    static _Atomic int64_t last_ms;
+    int64_t now = fm_mono_ms(), last = atomic_load(&last_ms);
+    if (now - last < 5000 || !atomic_compare_exchange_strong(&last_ms, &last, now)) return;
+    char text[256] = "";
+    const char *detail = NULL;
+    if (nc) natsConnection_GetLastError(nc, &detail);
+    snprintf(text, sizeof(text), "%s", detail && *detail ? detail : natsStatus_GetText(err));
+    fm_log(FM_LOG_WARN, NULL, "cluster: NATS error: %s", text);
+}
+
 static void on_reconnected(natsConnection *nc, void *closure) {
     fm_cluster *cl = closure;
     atomic_store(&cl->connected, true);
@@ -995,6 +1008,7 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
     if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(cl->nopts, true, on_connected, cl);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(cl->nopts, on_disconnected, cl);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(cl->nopts, on_reconnected, cl);
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(cl->nopts, on_nats_error, cl);
     if (s == NATS_OK && o->creds_file)
         s = natsOptions_SetUserCredentialsFromFiles(cl->nopts, o->creds_file, NULL);
     if (s == NATS_OK && o->user) s = natsOptions_SetUserInfo(cl->nopts, o->user, o->password);
@@ -1007,13 +1021,21 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
         nats_err(err, FM_BAD_REQUEST, "bad --cluster options", s);
         goto fail;
     }
+    /* A first attempt in the foreground says why it fails (refused login,
+     * TLS); then the node starts anyway and keeps trying in the background. */
+    natsOptions_SetRetryOnFailedConnect(cl->nopts, false, NULL, NULL);
     s = natsConnection_Connect(&cl->nc, cl->nopts);
+    if (s != NATS_OK) {
+        fm_err why = FM_ERR_INIT;
+        nats_err(&why, FM_UNAVAILABLE, "connecting", s);
+        fm_log(FM_LOG_WARN, NULL, "%s (servers %s); retrying", why.msg, o->urls);
+        natsOptions_SetRetryOnFailedConnect(cl->nopts, true, on_connected, cl);
+        s = natsConnection_Connect(&cl->nc, cl->nopts);
+    }
     if (s == NATS_OK) atomic_store(&cl->connected, true);
     else if (s != NATS_NOT_YET_CONNECTED) {
         nats_err(err, FM_UNAVAILABLE, "connecting", s);
         goto fail;
-    } else {
-        fm_log(FM_LOG_WARN, NULL, "cluster: NATS not reachable yet at %s; retrying", o->urls);
     }
     char subj[160];
     snprintf(subj, sizeof(subj), "%s*", cl->inbox_prefix);

@@ -39,11 +39,13 @@ atexit.register(_kill_nats)
 class NatsServer:
     """One nats-server with JetStream on 127.0.0.1 (optionally clustered)."""
 
-    def __init__(self, name="s1", port=None, cluster_port=None, routes=(), store=None):
+    def __init__(self, name="s1", port=None, cluster_port=None, routes=(), store=None,
+                 auth=None):
         self.name = name
         self.port = port or free_port()
         self.cluster_port = cluster_port
         self.routes = list(routes)
+        self.auth = auth
         self.own_store = store is None
         self.store = store or tempfile.mkdtemp(prefix="fnmesh-nats-")
         self.proc = None
@@ -56,6 +58,8 @@ class NatsServer:
     def start(self):
         argv = [NATS, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.store,
                 "-n", self.name]
+        if self.auth:
+            argv += ["--auth", self.auth]
         if self.cluster_port:
             argv += ["--cluster_name", "fnmesh-test",
                      "--cluster", "nats://127.0.0.1:%d" % self.cluster_port,
@@ -459,6 +463,26 @@ class ClusterFailures(FnTestCase):
         self.assertEqual(st, 201, body)
         self.assertEqual(wait_until(lambda: call_ok(a, "version", headers={
             "X-Fnmesh-Route": "local"})[1] == 2 and 2, 2), 2, a.log_tail())
+
+    def test_token_authentication(self):
+        secure = NatsServer(name="auth", auth="s3cret-token")
+        self.addCleanup(secure.close)
+        n = Node(extra_args=["--cluster", secure.url, "--node-id", "t1"],
+                 env={"FNMESH_CLUSTER_TOKEN": "s3cret-token"})
+        self.track_node(n)
+        st, body = n.deploy("hello", HELLO)
+        self.assertEqual(st, 201, body)
+        # a wrong token never gets in: the node serves, but is not ready
+        bad = Node(extra_args=["--cluster", secure.url, "--node-id", "t2"],
+                   env={"FNMESH_CLUSTER_TOKEN": "wrong"}, start=False)
+        self.track_node(bad)
+        with self.assertRaises(fmtest.NodeStartError) as ctx:
+            fmtest.START_TIMEOUT, saved = 3, fmtest.START_TIMEOUT
+            try:
+                bad.start()
+            finally:
+                fmtest.START_TIMEOUT = saved
+        self.assertIn("Authorization Violation", str(ctx.exception))
 
     def test_three_server_nats_cluster_survives_one_server(self):
         ports = [free_port() for _ in range(3)]
