@@ -447,17 +447,17 @@ static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold,
     const fm_unit *u = &v->units[unit];
     int ri = fm_runtime_index(u->rt);
     void *inst = NULL;
+    fm_instance_limits lim = {.memory = (size_t)v->manifest.memory_mb << 20,
+                              .max_workers = (int)v->manifest.max_instances};
     if (*s) { /* exports wanted from an existing instance: make a scratch one */
         if (u->rt->instance_create(t->rt_state[ri], v->deployment, u->artifact, u->artifact_len,
-                                   (size_t)v->manifest.memory_mb << 20,
-                                   &inst, ex, nex, err) != FM_OK)
+                                   &lim, &inst, ex, nex, err) != FM_OK)
             return NULL;
         u->rt->instance_destroy(t->rt_state[ri], inst);
         return *s;
     }
     if (u->rt->instance_create(t->rt_state[ri], v->deployment, u->artifact, u->artifact_len,
-                               (size_t)v->manifest.memory_mb << 20, &inst,
-                               ex, nex, err) != FM_OK)
+                               &lim, &inst, ex, nex, err) != FM_OK)
         return NULL;
     if (cold) *cold = true;
     *s = inst;
@@ -853,9 +853,27 @@ static bool in_long_call(exthread *t, int64_t *now) {
     return since && now_of(now) - since > FM_LONG_CALL_US;
 }
 
+/* fm_exec_pick for a function limited to its `max_threads` regular threads
+ * from its home thread (max_instances): the least loaded of them; no
+ * reserve thread (that would be one instance more). */
+static int pick_limited(fm_exec *ex, const fm_function *fn, unsigned start) {
+    int nr = ex->nregular, k = fn->max_threads;
+    int home = fn->home_thread >= 0 && fn->home_thread < nr ? fn->home_thread : 0;
+    int best = -1, best_load = 0;
+    int64_t now = 0;
+    for (int j = 0; j < k; j++) {
+        int i = (home + (int)((start + (unsigned)j) % (unsigned)k)) % nr;
+        int load = effective_load(&ex->t[i], &now);
+        if (best < 0 || load < best_load) best = i, best_load = load;
+        if (load == 0) break;
+    }
+    return best;
+}
+
 int fm_exec_pick(fm_exec *ex, const fm_function *fn) {
     unsigned start = atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed);
     int nr = ex->nregular;
+    if (fn && fn->max_threads > 0 && fn->max_threads < nr) return pick_limited(ex, fn, start);
     int best = (int)(start % (unsigned)nr);
     if (nr == 1 && ex->n == 1) return best;
     int64_t now = 0;

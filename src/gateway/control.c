@@ -64,8 +64,14 @@ static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
 
 /* Warms the version on every other executor thread (fire and forget). */
 static void warm_others(fm_control *c, fm_version *v) {
-    for (int t = 0; t < fm_exec_regular_threads(c->exec); t++) { /* the reserve: on use */
-        if (t == v->warm_thread) continue;
+    /* the threads its calls may use: all regular ones (the reserve: on use),
+     * or max_instances of them from the warm one (as fm_exec_pick) */
+    int nr = fm_exec_regular_threads(c->exec);
+    int k = v->manifest.max_instances > 0 && v->manifest.max_instances < nr
+                ? (int)v->manifest.max_instances
+                : nr;
+    for (int j = 1; j < k; j++) {
+        int t = (v->warm_thread + j) % nr;
         fm_version_ref(v);
         fm_job *job = fm_job_new(FM_JOB_INSTANTIATE, v, NULL);
         fm_exec_submit(c->exec, t, job, job, 0);

@@ -60,6 +60,13 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
                                   "fnmesh.json: memory_mb must be an integer from %d to %d",
                                   FM_MIN_MEMORY_MB, FM_MAX_MEMORY_MB);
             m->memory_mb = json_integer_value(v);
+        } else if (strcmp(key, "max_instances") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > FM_MAX_INSTANCES)
+                return fm_err_set(err, FM_INVALID_BUNDLE,
+                                  "fnmesh.json: max_instances must be an integer from 1 to %d",
+                                  FM_MAX_INSTANCES);
+            m->max_instances = json_integer_value(v);
         } else if (strcmp(key, "entry") == 0) {
             if (!json_is_array(v) || json_array_size(v) == 0)
                 return fm_err_set(err, FM_INVALID_BUNDLE,
@@ -103,7 +110,8 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
         } else {
             return fm_err_set(err, FM_INVALID_BUNDLE,
                               "fnmesh.json: unknown key \"%s\" (known: timeout_ms, "
-                              "max_concurrency, max_queue, memory_mb, entry, functions)",
+                              "max_concurrency, max_queue, memory_mb, max_instances, entry, "
+                              "functions)",
                               key);
         }
     }

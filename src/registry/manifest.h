@@ -22,11 +22,13 @@
 #define FM_DEFAULT_MEMORY_MB 128 /* per instance */
 #define FM_MIN_MEMORY_MB 16
 #define FM_MAX_MEMORY_MB 65536
+#define FM_MAX_INSTANCES 1024
 
 typedef struct fm_manifest {
     json_t *root;       /* owned; {} when the bundle has no manifest */
     int64_t timeout_ms; /* deployment default */
     int64_t memory_mb;  /* memory cap of each instance of the deployment */
+    int64_t max_instances; /* instances of the deployment at most (0: the default) */
     json_t *entry;      /* borrowed from root: array of strings, or NULL */
     json_t *functions;  /* borrowed from root: object, or NULL */
 } fm_manifest;

@@ -70,6 +70,8 @@ fm_status fm_version_set_exports(fm_version *v, const fm_export *ex, size_t n, f
         f->max_concurrency = (int)fm_manifest_int(&v->manifest, f->name, "max_concurrency", 0);
         f->max_queue =
             (int)fm_manifest_int(&v->manifest, f->name, "max_queue", FM_DEFAULT_MAX_QUEUE);
+        f->max_threads = (int)v->manifest.max_instances;
+        f->home_thread = v->warm_thread;
     }
     qsort(v->fns, v->nfns, sizeof(*v->fns), cmp_fn);
     for (size_t i = 0; i < v->nfns; i++) pthread_mutex_init(&v->fns[i].wait_mu, NULL); /* not moved again */

@@ -39,6 +39,8 @@ struct fm_function {
     int64_t timeout_ms;
     int max_concurrency;   /* calls running at once; 0 = only the executors bound it */
     int max_queue;         /* calls admitted but not started; more are refused (429) */
+    int max_threads;       /* executor threads its calls may use (max_instances; 0 = all) */
+    int home_thread;       /* the first of them: its version's warm thread */
     fm_fn_metrics metrics; /* the one mutable part of a published version (atomics) */
     /* with max_concurrency: calls waiting for a slot (FIFO), guarded by wait_mu */
     pthread_mutex_t wait_mu;

@@ -35,6 +35,13 @@ typedef struct fm_export {
     uint32_t index; /* position in the instance's export list */
 } fm_export;
 
+/* What an instance may use, from the deployment's manifest. */
+typedef struct fm_instance_limits {
+    size_t memory;   /* bytes: memory_mb */
+    int max_workers; /* worker-process runtimes: processes of this version on all executor
+                        threads together (max_instances; 0 = the default, 4 per CPU) */
+} fm_instance_limits;
+
 typedef struct fm_runtime {
     const char *name;              /* "js" */
     bool out_of_process;           /* calls run in worker processes (which report their CPU) */
@@ -50,13 +57,13 @@ typedef struct fm_runtime {
     void *(*thread_init)(int thread_index);
     void (*thread_dispose)(void *ts);
 
-    /* Creates an instance from an artifact. `memory_limit` is the
-     * deployment's memory_mb in bytes (each runtime caps what it can: see
-     * docs/operations.md). When `exports` is non-NULL, the list of exports
+    /* Creates an instance from an artifact, within `lim` (each runtime
+     * caps what it can: see docs/operations.md). When `exports` is non-NULL, the list of exports
      * is returned (owned array, *nexports entries) in the order `call`
      * indexes them. */
     fm_status (*instance_create)(void *ts, const char *deployment, const char *artifact,
-                                 size_t artifact_len, size_t memory_limit, void **instance,
+                                 size_t artifact_len, const fm_instance_limits *lim,
+                                 void **instance,
                                  fm_export **exports, size_t *nexports, fm_err *err);
     void (*instance_destroy)(void *ts, void *instance);
 

@@ -85,6 +85,7 @@ struct wp_inst {
     fm_job *qhead, *qtail; /* calls waiting for a free worker */
     struct wp_health *health; /* shared by the instances of this artifact on every thread */
     long memory_mb;           /* address-space cap of its workers */
+    int max_workers;          /* processes of this version on all threads (max_instances) */
 };
 
 /* Crash backoff of one deployment version's workers, shared by its
@@ -95,6 +96,7 @@ typedef struct wp_health {
     const char *artifact;
     int refs;                       /* instances using it; under health_mu */
     atomic_int crashes;             /* workers lost in a row (crash, kill at a deadline) */
+    atomic_int live;                /* worker processes with an open socket, all threads */
     _Atomic int64_t respawn_at_us;  /* no new worker before this */
 } wp_health;
 
@@ -211,6 +213,15 @@ static uint64_t get_u64(const unsigned char *p) {
 
 /* Starts the process and hands it the deployment: the first half of a
  * start, shared by spawn (which waits for the worker) and spawn_async. */
+/* Closes a worker's socket (a live worker reads EOF and exits): it no longer
+ * counts among its version's processes. */
+static void close_socket(wp_worker *w) {
+    if (w->fd < 0) return;
+    close(w->fd);
+    w->fd = -1;
+    atomic_fetch_sub_explicit(&w->in->health->live, 1, memory_order_relaxed);
+}
+
 static fm_status launch(wp_worker *w, fm_err *err) {
     wp_inst *in = w->in;
     int sv[2];
@@ -253,11 +264,11 @@ static fm_status launch(wp_worker *w, fm_err *err) {
                             in->kind->label, strerror(rc));
     }
     w->fd = sv[0];
+    atomic_fetch_add_explicit(&in->health->live, 1, memory_order_relaxed);
     w->spawned_us = fm_mono_us();
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1, memory_order_relaxed);
     if (fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0) != 0) {
-        close(w->fd);
-        w->fd = -1;
+        close_socket(w);
         kill(w->pid, SIGKILL);
         waitpid(w->pid, NULL, 0);
         w->pid = 0;
@@ -305,8 +316,7 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     }
     free(payload);
     if (st != FM_OK) {
-        close(w->fd);
-        w->fd = -1;
+        close_socket(w);
         kill(w->pid, SIGKILL);
         waitpid(w->pid, NULL, 0);
         w->pid = 0;
@@ -340,8 +350,7 @@ static fm_status spawn_async(wp_worker *w, fm_err *err) {
 static void detach(wp_worker *w) {
     if (w->watch) fm_exec_watch_del(w->watch);
     w->watch = NULL;
-    if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
+    close_socket(w);
     w->rlen = 0;
     w->starting = w->fresh = false;
     w->idle_since_us = 0;
@@ -703,8 +712,12 @@ static wp_worker *free_worker(wp_inst *in) {
         if (w->fd >= 0 && w->starting) starting++;
         if (w->fd >= 0 && w->mesh) waiting++; /* blocked on a call it made */
     }
-    /* room for one more worker process, unless restarts are held back */
-    if (live - waiting < usable_cpus() && fm_mono_us() >= respawn_at(in)) {
+    /* room for one more worker process (per thread: one per CPU beside those
+     * waiting on calls they made; per version: max_instances), unless
+     * restarts are held back */
+    if (live - waiting < usable_cpus() &&
+        atomic_load_explicit(&in->health->live, memory_order_relaxed) < in->max_workers &&
+        fm_mono_us() >= respawn_at(in)) {
         for (int i = 0; i < in->nworkers; i++)
             if (in->workers[i].fd < 0) return &in->workers[i];
         if (in->nworkers < MAX_WORKERS) {
@@ -800,7 +813,7 @@ static void start_next(wp_inst *in) {
 }
 
 fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *tsp, const char *deployment,
-                                   const char *artifact, size_t artifact_len, size_t memory_limit,
+                                   const char *artifact, size_t artifact_len, const fm_instance_limits *lim,
                                    void **out,
                                    fm_export **exports, size_t *nexports, fm_err *err) {
     wp_thread *ts = tsp;
@@ -810,7 +823,8 @@ fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *tsp, const c
     in->deployment = strdup(deployment);
     in->artifact = artifact;
     in->artifact_len = artifact_len;
-    in->memory_mb = (long)(memory_limit >> 20) + FM_WORKER_AS_HEADROOM_MB;
+    in->memory_mb = (long)(lim->memory >> 20) + FM_WORKER_AS_HEADROOM_MB;
+    in->max_workers = lim->max_workers > 0 ? lim->max_workers : 4 * usable_cpus();
     in->health = health_get(artifact);
     wp_worker *w = &in->workers[in->nworkers++]; /* the first one (no backoff: a deploy waits) */
     w->in = in;

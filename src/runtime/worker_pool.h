@@ -46,7 +46,7 @@ void fm_wpool_thread_dispose(void *ts);
  * interpreter's own mappings. */
 #define FM_WORKER_AS_HEADROOM_MB 384
 fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *ts, const char *deployment,
-                                   const char *artifact, size_t artifact_len, size_t memory_limit,
+                                   const char *artifact, size_t artifact_len, const fm_instance_limits *lim,
                                    void **instance,
                                    fm_export **exports, size_t *nexports, fm_err *err);
 void fm_wpool_instance_destroy(void *ts, void *instance);

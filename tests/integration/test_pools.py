@@ -4,10 +4,12 @@ called concurrently gets more worker processes, and after the idle window
 answers at once; in-process instances (JavaScript, Lua) beyond a
 deployment's warm one are destroyed when idle and made again (a cold start)
 on the next call there; a bad --idle-window is refused."""
+import json
 import subprocess
 import threading
 import time
 
+import fmtest
 from fmtest import BIN, FnTestCase, main
 from test_metrics import parse, sample
 
@@ -114,6 +116,54 @@ class PoolsTest(FnTestCase):
         self.assertEqual(res, [(200, "hi")] * 8)
         self.assertEqual(instances("hi"), 2)
         self.assertGreater(cold("hi") + cold("lhi"), before, "re-activation is a cold start")
+
+    def test_max_instances_caps_instances_and_worker_processes(self):
+        node = self.start_node(extra_args=["--threads", "2"])
+        # JavaScript: every instance has its own globals, so a call tells
+        # which instance ran it
+        js = "const me = Math.random();\nexport async function who(ms) {\n" \
+             "  await new Promise(r => setTimeout(r, ms)); return me; }\n"
+        for cap, want in ((1, 1), (None, 2)):
+            manifest = {"max_instances": cap} if cap else {}
+            name = "capped" if cap else "free"
+            st, body = node.deploy(name, {"index.js": js, "fnmesh.json": json.dumps(manifest)})
+            self.assertIn(st, (200, 201), body)
+            res = fmtest.parallel(lambda i: node.call(name, "who", 50), range(16), threads=16)
+            self.assertEqual([r[0] for r in res], [200] * 16)
+            self.assertEqual(len({r[1] for r in res}), want, (name, res))
+            st, _, m = node.request("GET", "/metrics")
+            self.assertEqual(sample(parse(m.decode()), "fnmesh_function_instances",
+                                    deployment=name, function="who"), want)
+        # Python: processes of the version, over both threads, at most 3
+        st, body = node.deploy("pycap", {"index.py": PY,
+                                         "fnmesh.json": json.dumps({"max_instances": 3})})
+        self.assertIn(st, (200, 201), body)
+
+        def procs():
+            st, _, m = node.request("GET", "/metrics")
+            return sample(parse(m.decode()), "fnmesh_worker_processes", runtime="python")
+
+        peak = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                peak.append(procs())
+                time.sleep(0.02)
+
+        w = threading.Thread(target=watch)
+        w.start()
+        res = fmtest.parallel(lambda i: node.call("pycap", "nap", 300), range(6), threads=6)
+        stop.set()
+        w.join()
+        self.assertEqual(res, [(200, 300)] * 6)
+        self.assertLessEqual(max(peak), 3, peak)
+        self.assertGreaterEqual(max(peak), 2, "the pool did not grow at all")
+        # bad values are refused with the key named
+        for bad in (0, 1025, "2"):
+            st, body = node.deploy("bad", {"index.js": js,
+                                           "fnmesh.json": json.dumps({"max_instances": bad})})
+            self.assertError(st, body, 400, "invalid_bundle", "max_instances")
 
     def test_bad_idle_window_is_refused(self):
         for bad in ("0s", "50ms", "soon", "10"):

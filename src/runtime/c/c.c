@@ -158,9 +158,9 @@ done:
 static const fm_wpool_kind c_kind = {.runtime = "c", .verb = "worker-c", .label = "C", .sigint_first = false};
 
 static fm_status c_instance_create(void *ts, const char *deployment, const char *artifact,
-                                   size_t artifact_len, size_t memory_limit, void **out,
+                                   size_t artifact_len, const fm_instance_limits *lim, void **out,
                                    fm_export **exports, size_t *nexports, fm_err *err) {
-    return fm_wpool_instance_create(&c_kind, ts, deployment, artifact, artifact_len, memory_limit,
+    return fm_wpool_instance_create(&c_kind, ts, deployment, artifact, artifact_len, lim,
                                     out, exports, nexports, err);
 }
 

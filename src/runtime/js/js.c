@@ -1182,9 +1182,9 @@ static fm_status eval(js_instance *inst, const char *src, size_t len, const char
 }
 
 static fm_status js_instance_create(void *tsp, const char *deployment, const char *artifact,
-                                    size_t artifact_len, size_t memory_limit, void **out,
+                                    size_t artifact_len, const fm_instance_limits *lim, void **out,
                                     fm_export **exports, size_t *nexports, fm_err *err) {
-    (void)memory_limit; /* JavaScriptCore has no per-context heap cap (see operations.md) */
+    (void)lim; /* JavaScriptCore has no per-context heap cap (see operations.md) */
     js_thread *ts = tsp;
     js_instance *inst = calloc(1, sizeof(*inst));
     inst->ts = ts;

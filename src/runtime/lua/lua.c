@@ -725,12 +725,12 @@ static void toplevel_error(linst *in, int rc, fm_err *err) {
 static void lua_instance_destroy(void *tsp, void *p);
 
 static fm_status lua_instance_create(void *tsp, const char *deployment, const char *artifact,
-                                     size_t artifact_len, size_t memory_limit, void **out,
+                                     size_t artifact_len, const fm_instance_limits *lim, void **out,
                                      fm_export **exports, size_t *nexports, fm_err *err) {
     lthread *ts = tsp;
     linst *in = calloc(1, sizeof(*in));
     in->ts = ts;
-    in->limit = memory_limit;
+    in->limit = lim->memory;
     in->gc_mark = in->limit / 4 * 3;
     in->deployment = strdup(deployment);
     if (fm_lua_unpack(artifact, artifact_len, &in->files, &in->nfiles, err) != FM_OK) {

@@ -63,9 +63,9 @@ static const fm_wpool_kind py_kind = {
     .runtime = "python", .verb = "worker-python", .label = "Python", .sigint_first = true};
 
 static fm_status py_instance_create(void *ts, const char *deployment, const char *artifact,
-                                    size_t artifact_len, size_t memory_limit, void **out,
+                                    size_t artifact_len, const fm_instance_limits *lim, void **out,
                                     fm_export **exports, size_t *nexports, fm_err *err) {
-    return fm_wpool_instance_create(&py_kind, ts, deployment, artifact, artifact_len, memory_limit,
+    return fm_wpool_instance_create(&py_kind, ts, deployment, artifact, artifact_len, lim,
                                     out, exports, nexports, err);
 }
 

@@ -186,10 +186,10 @@ static void template_thread_dispose(void *ts) {
 }
 
 static fm_status template_instance_create(void *ts, const char *deployment, const char *artifact,
-                                          size_t artifact_len, size_t memory_limit,
+                                          size_t artifact_len, const fm_instance_limits *lim,
                                           void **instance, fm_export **exports, size_t *nexports,
                                           fm_err *err) {
-    return fm_runtime_js.instance_create(ts, deployment, artifact, artifact_len, memory_limit,
+    return fm_runtime_js.instance_create(ts, deployment, artifact, artifact_len, lim,
                                          instance, exports, nexports, err);
 }
 
