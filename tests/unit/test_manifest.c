@@ -149,6 +149,24 @@ static void test_entry_checks(void **state) {
     fm_manifest_dispose(&m);
 }
 
+static void test_max_instances(void **state) {
+    (void)state;
+    fm_manifest m;
+    parse_ok("{}", &m);
+    assert_int_equal(m.max_instances, 0); /* the default */
+    fm_manifest_dispose(&m);
+    parse_ok("{\"max_instances\": 1}", &m);
+    assert_int_equal(m.max_instances, 1);
+    fm_manifest_dispose(&m);
+    parse_ok("{\"max_instances\": 1024}", &m);
+    assert_int_equal(m.max_instances, 1024);
+    fm_manifest_dispose(&m);
+    expect_refused("{\"max_instances\": 0}", "max_instances must be an integer from 1 to 1024");
+    expect_refused("{\"max_instances\": 1025}", "max_instances");
+    expect_refused("{\"max_instances\": \"2\"}", "max_instances");
+    expect_refused("{\"functions\": {\"f\": {\"max_instances\": 2}}}", "functions.f.max_instances");
+}
+
 static void test_unknown_keys(void **state) {
     (void)state;
     expect_refused("{\"timeout\": 1000}", "\"timeout\"");
@@ -204,6 +222,7 @@ int main(void) {
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_entry_checks),
         cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_max_instances),
         cmocka_unit_test(test_invalid_json_and_non_objects),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_parse_honours_length),
