@@ -955,6 +955,17 @@ static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus 
     fm_log(FM_LOG_WARN, NULL, "cluster: NATS error: %s", text);
 }
 
+static void on_closed(natsConnection *nc, void *closure) {
+    fm_cluster *cl = closure;
+    atomic_store(&cl->connected, false);
+    if (atomic_load(&cl->stop)) return;
+    const char *detail = NULL;
+    natsConnection_GetLastError(nc, &detail);
+    fm_log(FM_LOG_ERROR, NULL, "cluster: the NATS connection was closed for good (%s): restart "
+                               "the node once NATS accepts it",
+           detail && *detail ? detail : "no reason given");
+}
+
 static void on_reconnected(natsConnection *nc, void *closure) {
     fm_cluster *cl = closure;
     atomic_store(&cl->connected, true);
@@ -1009,6 +1020,7 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(cl->nopts, on_disconnected, cl);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(cl->nopts, on_reconnected, cl);
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(cl->nopts, on_nats_error, cl);
+    if (s == NATS_OK) s = natsOptions_SetClosedCB(cl->nopts, on_closed, cl);
     if (s == NATS_OK && o->creds_file)
         s = natsOptions_SetUserCredentialsFromFiles(cl->nopts, o->creds_file, NULL);
     if (s == NATS_OK && o->user) s = natsOptions_SetUserInfo(cl->nopts, o->user, o->password);
@@ -1025,6 +1037,10 @@ fm_status fm_cluster_open(const fm_cluster_opts *o, const fm_cluster_hooks *hook
      * TLS); then the node starts anyway and keeps trying in the background. */
     natsOptions_SetRetryOnFailedConnect(cl->nopts, false, NULL, NULL);
     s = natsConnection_Connect(&cl->nc, cl->nopts);
+    if (s == NATS_CONNECTION_AUTH_FAILED) { /* wrong credentials: no use retrying */
+        nats_err(err, FM_UNAVAILABLE, "NATS refused the login", s);
+        goto fail;
+    }
     if (s != NATS_OK) {
         fm_err why = FM_ERR_INIT;
         nats_err(&why, FM_UNAVAILABLE, "connecting", s);
