@@ -29,6 +29,7 @@
 
 #include "core/util.h"
 #include "runtime/c/c_int.h"
+#include "runtime/sandbox.h"
 #include "runtime/python/python_int.h"
 
 #define J(v) ((json_t *)(v))
@@ -440,13 +441,16 @@ int fm_c_worker_main(void) {
         send_failure("cannot create a temporary directory: %s%s", strerror(errno), NULL);
         return 2;
     }
+    fm_sandbox_or_warn(dir); /* before the module's constructors run */
     json_t *exports = json_array();
     c_fn *fns = NULL;
     size_t nfns = 0;
     int rc = load((const unsigned char *)init, ilen, dir, exports, &fns, &nfns);
     free(init);
-    rmdir(dir);
-    if (rc != 0) return 1;
+    if (rc != 0) {
+        fm_rmtree(dir);
+        return 1;
+    }
     char *ej = json_dumps(exports, JSON_COMPACT);
     json_decref(exports);
     fm_py_send(sock, 'E', ej, strlen(ej), NULL, 0);
@@ -461,5 +465,6 @@ int fm_c_worker_main(void) {
         free(req);
     }
     free(fns);
+    fm_rmtree(dir);
     return 0; /* the modules stay loaded: they may have registered atexit handlers */
 }

@@ -21,6 +21,7 @@
 
 #include "core/util.h"
 #include "runtime/python/python_int.h"
+#include "runtime/sandbox.h"
 
 extern const char fm_py_bootstrap[]; /* bootstrap.py, NUL-terminated */
 
@@ -162,6 +163,10 @@ int fm_python_worker_main(void) {
 
     char dir[] = "/tmp/fnmesh-py-XXXXXX";
     if (!mkdtemp(dir)) return 2;
+    char tmp[sizeof(dir) + 8]; /* the function's own temporary directory, removed with dir */
+    snprintf(tmp, sizeof(tmp), "%s/.tmp", dir);
+    if (mkdir(tmp, 0700) != 0) return 2;
+    fm_sandbox_or_warn(tmp);
 
     PyImport_AppendInittab("_fnmesh", init_fnmesh);
     PyConfig config;
