@@ -8,9 +8,14 @@
   3. with --warm deployments of one JavaScript function each on a node with
      one executor thread, every one called: one warm instance each; the
      figure per instance is (RSS - idle RSS) / instances.
+  4. with --many deployments of one JavaScript function each, every one
+     called, on a node with --memory-budget --budget: the least recently used
+     instances are destroyed to stay under it, and RSS is what the
+     deployments themselves cost plus the budget.
 Targets: (2) under 1 GiB, (3) under 200 KB per warm instance.
 
 usage: bench/density.py [--deployments 100] [--functions 100] [--warm 1000]
+                        [--many 2000] [--budget 64MB]
 """
 import argparse
 import http.client
@@ -118,6 +123,8 @@ def main():
     ap.add_argument("--deployments", type=int, default=100)
     ap.add_argument("--functions", type=int, default=100)
     ap.add_argument("--warm", type=int, default=1000)
+    ap.add_argument("--many", type=int, default=2000)
+    ap.add_argument("--budget", default="64MB")
     a = ap.parse_args()
 
     # 1 + 2: many functions, mostly idle
@@ -152,6 +159,16 @@ def main():
     inst = node.instances()
     node.stop()
 
+    # 4: many deployments under a memory budget
+    node = Node("--threads", "1", "--memory-budget", a.budget)
+    mbase = node.rss_mib()
+    for d in range(a.many):
+        node.deploy("m%d" % d, {"index.js": one})
+        node.call("m%d" % d, "hi")
+    many = node.rss_mib()
+    minst = node.instances()
+    node.stop()
+
     total = a.deployments * a.functions
     print("node idle, nothing deployed:                  %8.1f MiB" % idle)
     print("%6d JS functions (%d deployments x %d), %d instances after calls: %8.1f MiB"
@@ -161,6 +178,9 @@ def main():
     print("deploying them took %.1f s (%.1f ms each)" % (took, took * 1000 / a.deployments))
     print("%6d warm JS instances (one per deployment, 1 thread):          %8.1f MiB  = %.0f KB each"
           " over the idle node (target < 200)" % (inst, warm, (warm - base) * 1024 / max(1, inst)))
+    print("%6d deployments of one JS function, --memory-budget %s, %d instances left: %8.1f MiB"
+          " = %.0f KB per deployment over the idle node" % (a.many, a.budget, minst, many,
+                                                           (many - mbase) * 1024 / max(1, a.many)))
 
 
 if __name__ == "__main__":

@@ -530,3 +530,25 @@ static fm_status check_bytes(const json_t *v, int depth, fm_err *err) {
 fm_status fm_json_check_bytes(const json_t *v, fm_err *err) {
     return check_bytes(v, 0, err);
 }
+
+bool fm_parse_size(const char *s, int64_t *bytes) {
+    char *end = NULL;
+    if (!s || *s < '0' || *s > '9') return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return false;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (shift && *end == 'i') end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end) return false;
+    if (v > (1ULL << 62) >> shift) return false;
+    *bytes = (int64_t)(v << shift);
+    return true;
+}

@@ -32,6 +32,9 @@ bool fm_parse_rfc3339(const char *s, size_t len, int64_t *ms);
 bool fm_parse_duration_ago(const char *s, size_t len, int64_t now_ms, int64_t *ms);
 /* A duration with its unit ("500ms", "90s", "15m", "2h", "7d") in ms. */
 bool fm_parse_duration(const char *s, size_t len, int64_t *ms);
+/* "512MB", "2GiB", "64k", "1048576" (bytes): K/M/G/T, with or without "i"
+ * and "B", are powers of 1024. False when malformed or over 2^62. */
+bool fm_parse_size(const char *s, int64_t *bytes);
 
 /* Lowercase hex of `len` bytes into out (2*len+1 bytes). */
 void fm_hex(const unsigned char *in, size_t len, char *out);

@@ -38,7 +38,7 @@ typedef struct exthread {
     void *rt_state[FM_MAX_RUNTIMES];
     fm_job *local_head, *local_tail; /* mesh calls made on this thread; own thread only */
     /* instances this thread made (for idle eviction); own thread only */
-    struct held { fm_version *v; uint32_t unit; } *held;
+    struct held { fm_version *v; uint32_t unit; size_t bytes; } *held;
     size_t nheld, held_cap;
     int64_t next_evict_us;
 } exthread;
@@ -53,6 +53,27 @@ void fm_exec_set_idle_window(int64_t us) {
 
 int64_t fm_exec_idle_window(void) {
     return atomic_load_explicit(&idle_window_us, memory_order_relaxed);
+}
+
+/* --memory-budget: the instances' estimated memory (fm_runtime.instance_bytes)
+ * and the budget (0: none). Past it, every executor thread destroys its
+ * least recently used idle instances, warm ones included. */
+static _Atomic int64_t mem_budget, mem_used;
+static atomic_uint_fast64_t budget_evictions;
+
+void fm_exec_set_memory_budget(int64_t bytes) {
+    atomic_store(&mem_budget, bytes > 0 ? bytes : 0);
+}
+
+void fm_exec_memory(int64_t *used, int64_t *budget, uint64_t *evictions) {
+    *used = atomic_load_explicit(&mem_used, memory_order_relaxed);
+    *budget = atomic_load_explicit(&mem_budget, memory_order_relaxed);
+    *evictions = atomic_load_explicit(&budget_evictions, memory_order_relaxed);
+}
+
+static bool over_budget(void) {
+    int64_t b = atomic_load_explicit(&mem_budget, memory_order_relaxed);
+    return b > 0 && atomic_load_explicit(&mem_used, memory_order_relaxed) > b;
 }
 
 static __thread exthread *tls_thread; /* the executor thread running here, or NULL */
@@ -439,6 +460,17 @@ static void **slot(fm_version *v, int thread, uint32_t unit) {
     return &v->instances[(size_t)thread * v->nunits + unit];
 }
 
+/* Wakes every executor thread (to evict over the memory budget). */
+static void wake_all(fm_exec *ex) {
+    for (int i = 0; i < ex->n; i++) {
+        uint64_t one = 1;
+        ssize_t w = write(ex->t[i].wakefd, &one, sizeof(one));
+        (void)w;
+    }
+}
+
+static void drop_held(exthread *t, size_t i);
+
 /* Returns this thread's instance of (v, unit), creating it if needed. */
 static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold, fm_export **ex,
                           size_t *nex, fm_err *err) {
@@ -466,7 +498,10 @@ static void *get_instance(exthread *t, fm_version *v, uint32_t unit, bool *cold,
         t->held_cap = t->held_cap ? t->held_cap * 2 : 16;
         t->held = realloc(t->held, t->held_cap * sizeof(*t->held));
     }
-    t->held[t->nheld++] = (struct held){v, unit};
+    size_t bytes = u->rt->instance_bytes;
+    t->held[t->nheld++] = (struct held){v, unit, bytes};
+    atomic_fetch_add_explicit(&mem_used, (int64_t)bytes, memory_order_relaxed);
+    if (over_budget() && fm_exec_global) wake_all(fm_exec_global);
     v->last_used_us[(size_t)t->index * v->nunits + unit] = fm_mono_us();
     t->next_evict_us = 0; /* look at it when its idle window could have passed */
     return inst;
@@ -544,7 +579,7 @@ static void run_job(exthread *t, fm_job *job) {
     case FM_JOB_RETIRE: {
         window_flush(); /* pending CPU may point into this version's functions: bill it first */
         for (size_t i = 0; i < t->nheld;)
-            if (t->held[i].v == v) t->held[i] = t->held[--t->nheld];
+            if (t->held[i].v == v) drop_held(t, i);
             else i++;
         for (uint32_t u = 0; u < v->nunits; u++) {
             void **s = slot(v, t->index, u);
@@ -568,6 +603,12 @@ static bool version_busy(const fm_version *v) {
         if (atomic_load_explicit(&v->fns[i].metrics.inflight, memory_order_relaxed) > 0)
             return true;
     return false;
+}
+
+/* Forgets held entry i (its instance is gone). */
+static void drop_held(exthread *t, size_t i) {
+    atomic_fetch_sub_explicit(&mem_used, (int64_t)t->held[i].bytes, memory_order_relaxed);
+    t->held[i] = t->held[--t->nheld];
 }
 
 /* Destroys this thread's instances that had no call for the idle window,
@@ -597,9 +638,35 @@ static int64_t evict_idle(exthread *t, int64_t now) {
         rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
         *s = NULL;
         atomic_fetch_sub_explicit(&v->units[u].instances, 1, memory_order_relaxed);
-        t->held[i] = t->held[--t->nheld];
+        drop_held(t, i);
     }
     return next;
+}
+
+/* Over --memory-budget: destroys this thread's least recently used idle
+ * instances (warm ones too: the next call makes one again, a cold start)
+ * until the node is back under it or nothing here is idle. */
+static void evict_over_budget(exthread *t) {
+    while (over_budget()) {
+        size_t lru = SIZE_MAX;
+        int64_t oldest = INT64_MAX;
+        for (size_t i = 0; i < t->nheld; i++) {
+            fm_version *v = t->held[i].v;
+            int64_t last = v->last_used_us[(size_t)t->index * v->nunits + t->held[i].unit];
+            if (last < oldest && !version_busy(v)) oldest = last, lru = i;
+        }
+        if (lru == SIZE_MAX) return;
+        fm_version *v = t->held[lru].v;
+        uint32_t u = t->held[lru].unit;
+        window_flush();
+        void **s = slot(v, t->index, u);
+        const fm_runtime *rt = v->units[u].rt;
+        rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
+        *s = NULL;
+        atomic_fetch_sub_explicit(&v->units[u].instances, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&budget_evictions, 1, memory_order_relaxed);
+        drop_held(t, lru);
+    }
 }
 
 /* Runs the mesh calls queued on this thread (and those they queue). */
@@ -722,6 +789,7 @@ static void *thread_main(void *arg) {
             }
         }
         run_local(t);
+        if (t->nheld && over_budget()) evict_over_budget(t);
         flush_replies();
         pthread_mutex_lock(&t->mu);
         if (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {

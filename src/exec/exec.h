@@ -125,6 +125,13 @@ fm_status fm_exec_admit(fm_job *job, fm_err *err);
 void fm_exec_set_idle_window(int64_t us);
 int64_t fm_exec_idle_window(void);
 
+/* --memory-budget (bytes, 0 = none): the node's estimate of its instances'
+ * memory (each counts its runtime's instance_bytes) is kept under it by
+ * destroying least recently used idle instances, warm ones included. */
+void fm_exec_set_memory_budget(int64_t bytes);
+/* The estimate, the budget, and instances destroyed to keep under it. */
+void fm_exec_memory(int64_t *used, int64_t *budget, uint64_t *evictions);
+
 /* Starts `nregular` executor threads plus `nreserve` reserve threads, which
  * take calls only while every regular thread is in a long call (so code
  * that computes for seconds on all of them does not hold up the others). */

@@ -1501,6 +1501,15 @@ static void handle_metrics(io_thread *io, h2o_req_t *req, const reqinfo *ri) {
     fm_metrics_header(&b, "fnmesh_trace_export_failures_total");
     fm_metrics_printf(&b, "fnmesh_trace_export_failures_total %llu\n",
                       (unsigned long long)tx.failures);
+    int64_t mused, mbudget;
+    uint64_t mevicted;
+    fm_exec_memory(&mused, &mbudget, &mevicted);
+    fm_metrics_header(&b, "fnmesh_instance_memory_bytes");
+    fm_metrics_printf(&b, "fnmesh_instance_memory_bytes %lld\n", (long long)mused);
+    fm_metrics_header(&b, "fnmesh_memory_budget_bytes");
+    fm_metrics_printf(&b, "fnmesh_memory_budget_bytes %lld\n", (long long)mbudget);
+    fm_metrics_header(&b, "fnmesh_instance_evictions_total");
+    fm_metrics_printf(&b, "fnmesh_instance_evictions_total %llu\n", (unsigned long long)mevicted);
     fm_cluster_stats cs;
     fm_cluster_get_stats(io->node->cluster, &cs);
     fm_metrics_header(&b, "fnmesh_cluster_connected");
@@ -1692,6 +1701,9 @@ static int usage(FILE *f) {
             "  --io-threads N       HTTP event-loop threads (default 1)\n"
             "  --idle-window D      idle time after which instances beyond a deployment's\n"
             "                       warm one are given back (default 60s)\n"
+            "  --memory-budget SIZE keep the instances' estimated memory under SIZE (e.g.\n"
+            "                       512MB) by destroying the least recently used idle ones,\n"
+            "                       warm ones included (default: no budget)\n"
             "  --body-limit BYTES   largest call body accepted (default 6291456)\n"
             "  --log-level LEVEL    debug, info, warn or error (default info)\n"
             "  --telemetry on|off   per-call metrics, latency windows, usage and traces\n"
@@ -1807,6 +1819,7 @@ int fm_serve_main(int argc, char **argv) {
                                          {"telemetry", required_argument, NULL, 'T'},
                                          {"otlp-endpoint", required_argument, NULL, 'O'},
                                          {"idle-window", required_argument, NULL, 'W'},
+                                         {"memory-budget", required_argument, NULL, 'M'},
                                          {"cluster", required_argument, NULL, 'C'},
                                          {"node-id", required_argument, NULL, 'N'},
                                          {"advertise", required_argument, NULL, 'A'},
@@ -1881,6 +1894,16 @@ int fm_serve_main(int argc, char **argv) {
                 return 2;
             }
             fm_exec_set_idle_window(ms * 1000);
+            break;
+        }
+        case 'M': {
+            int64_t bytes;
+            if (!fm_parse_size(optarg, &bytes) || bytes < (1 << 20)) {
+                fprintf(stderr, "fnmesh serve: --memory-budget wants a size of at least 1MB, "
+                                "like 512MB or 2GB\n");
+                return 2;
+            }
+            fm_exec_set_memory_budget(bytes);
             break;
         }
         case 'C': copts.urls = optarg; break;

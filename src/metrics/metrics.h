@@ -55,6 +55,11 @@
     X(fnmesh_trace_export_spans_total, counter, "result",                                          \
       "Spans sent to the OTLP endpoint, by result (exported, dropped).")                           \
     X(fnmesh_trace_export_failures_total, counter, "", "OTLP export requests that failed.")    \
+    X(fnmesh_instance_memory_bytes, gauge, "",                                                     \
+      "Estimated memory of the live instances (what --memory-budget counts).")                    \
+    X(fnmesh_memory_budget_bytes, gauge, "", "The --memory-budget (0: none).")                     \
+    X(fnmesh_instance_evictions_total, counter, "",                                                \
+      "Idle instances destroyed to stay under --memory-budget.")                                   \
     X(fnmesh_cluster_connected, gauge, "",                                                         \
       "1 when connected to NATS with the cluster registry open (0 on a single node).")             \
     X(fnmesh_cluster_nodes, gauge, "", "Other nodes of the cluster this node hears from.")         \

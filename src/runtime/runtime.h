@@ -46,6 +46,8 @@ typedef struct fm_runtime {
     const char *name;              /* "js" */
     bool out_of_process;           /* calls run in worker processes (which report their CPU) */
     bool call_nested;              /* `call` may run inside another runtime's call on its thread */
+    size_t instance_bytes;         /* what an instance costs the node, roughly (--memory-budget;
+                                      measured with bench/density.py) */
     const char *const *extensions; /* NULL-terminated: ".js", ".mjs", ... */
 
     /* Compiles `entries` (bundle paths of this runtime's entry files) into an

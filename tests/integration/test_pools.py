@@ -165,6 +165,44 @@ class PoolsTest(FnTestCase):
                                            "fnmesh.json": json.dumps({"max_instances": bad})})
             self.assertError(st, body, 400, "invalid_bundle", "max_instances")
 
+    def test_memory_budget_evicts_least_recently_used_instances(self):
+        # JS instances count 256 KiB each: a 2 MiB budget holds 8 of them
+        node = self.start_node(extra_args=["--threads", "1", "--memory-budget", "2MB"])
+
+        def metric(name, **labels):
+            st, _, m = node.request("GET", "/metrics")
+            return sample(parse(m.decode()), name, **labels)
+
+        def cold(dep):
+            st, body = node.get("/system/v1/deployments/" + dep)
+            return body["functions"][0]["cold_starts"]["count"]
+
+        self.assertEqual(metric("fnmesh_memory_budget_bytes"), 2 << 20)
+        for i in range(20):
+            st, body = node.deploy("d%d" % i, {"index.js": "export const n = () => %d;\n" % i})
+            self.assertIn(st, (200, 201), body)
+            self.assertEqual(node.call("d%d" % i, "n"), (200, i))
+        used = metric("fnmesh_instance_memory_bytes")
+        self.assertLessEqual(used, 2 << 20)
+        self.assertGreaterEqual(used, 1 << 20)
+        live = sum(metric("fnmesh_function_instances", deployment="d%d" % i, function="n")
+                   for i in range(20))
+        self.assertEqual(live * (256 << 10), used)
+        self.assertGreaterEqual(metric("fnmesh_instance_evictions_total"), 12)
+        # the most recent ones are still warm, the oldest were evicted and
+        # come back on their next call (a cold start)
+        self.assertEqual(metric("fnmesh_function_instances", deployment="d19", function="n"), 1)
+        self.assertEqual(metric("fnmesh_function_instances", deployment="d0", function="n"), 0)
+        before = cold("d0")
+        self.assertEqual(node.call("d0", "n"), (200, 0))
+        self.assertEqual(cold("d0"), before + 1)
+        self.assertLessEqual(metric("fnmesh_instance_memory_bytes"), 2 << 20)
+        for bad in ("lots", "512KB", "0"):
+            p = subprocess.run([BIN, "serve", "--memory-budget", bad], capture_output=True,
+                               text=True, timeout=10)
+            self.assertEqual(p.returncode, 2, bad)
+            self.assertIn("--memory-budget", p.stderr)
+
     def test_bad_idle_window_is_refused(self):
         for bad in ("0s", "50ms", "soon", "10"):
             p = subprocess.run([BIN, "serve", "--idle-window", bad], capture_output=True,

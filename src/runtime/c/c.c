@@ -167,6 +167,7 @@ static fm_status c_instance_create(void *ts, const char *deployment, const char 
 const fm_runtime fm_runtime_c = {
     .out_of_process = true,
     .name = "c",
+    .instance_bytes = 4 << 20, /* its warm worker process */
     .extensions = c_extensions,
     .compile = c_compile,
     .thread_init = fm_wpool_thread_init,

@@ -1446,6 +1446,7 @@ static int64_t js_poll(void *tsp) {
 
 const fm_runtime fm_runtime_js = {
     .name = "js",
+    .instance_bytes = 256 << 10, /* a JavaScriptCore global object with the prelude */
     .extensions = js_extensions,
     .compile = js_compile,
     .thread_init = js_thread_init,

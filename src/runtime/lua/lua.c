@@ -1162,6 +1162,7 @@ static void lua_instance_destroy(void *tsp, void *p) {
 const fm_runtime fm_runtime_lua = {
     .name = "lua",
     .call_nested = true,
+    .instance_bytes = 64 << 10, /* a Lua state with the safe libraries */
     .extensions = lua_extensions,
     .compile = lua_compile,
     .thread_init = lua_thread_init,

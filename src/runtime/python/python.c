@@ -72,6 +72,7 @@ static fm_status py_instance_create(void *ts, const char *deployment, const char
 const fm_runtime fm_runtime_python = {
     .out_of_process = true,
     .name = "python",
+    .instance_bytes = 16 << 20, /* its warm worker process */
     .extensions = py_extensions,
     .compile = py_compile,
     .thread_init = fm_wpool_thread_init,

@@ -207,6 +207,7 @@ static int64_t template_poll(void *ts) {
 
 const fm_runtime fm_runtime_template = {
     .name = "template",
+    .instance_bytes = 256 << 10, /* a JavaScript instance */
     .extensions = template_extensions,
     .compile = template_compile,
     .thread_init = template_thread_init,
