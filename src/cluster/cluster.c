@@ -307,11 +307,13 @@ static const char *header(natsMsg *m, const char *key) {
 
 /* Answers a call from another node at once (an error before it ran). */
 static void answer_now(fm_cluster *cl, const char *reply, fm_status st, const char *msg) {
-    json_t *e = json_pack("{s:s, s:s}", "message", msg, "code", fm_status_code(st));
+    json_t *e = json_object(); /* fm_json_str: the message may hold invalid UTF-8 */
+    json_object_set_new(e, "message", fm_json_str(msg));
+    json_object_set_new(e, "code", json_string(fm_status_code(st)));
     char *text = json_dumps(e, JSON_COMPACT);
     json_decref(e);
     natsMsg *m = NULL;
-    if (natsMsg_Create(&m, reply, NULL, text, (int)strlen(text)) == NATS_OK) {
+    if (text && natsMsg_Create(&m, reply, NULL, text, (int)strlen(text)) == NATS_OK) {
         natsMsgHeader_Set(m, "Fm-Status", fm_status_code(st));
         natsMsgHeader_Set(m, "Fm-Node", cl->node_id);
         natsConnection_PublishMsg(cl->nc, m);
@@ -324,6 +326,8 @@ static void answer_now(fm_cluster *cl, const char *reply, fm_status st, const ch
  * like the gateway does; the cluster thread publishes the answer. */
 static void on_call(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
     fm_cluster *cl = closure;
+    atomic_fetch_add(&cl->serving, 1); /* from here: the drain waits for it */
+    bool queued = false;
     const char *reply = natsMsg_GetReply(msg);
     const char *subj = natsMsg_GetSubject(msg);
     const char *dep = strrchr(subj, '.');
@@ -331,6 +335,11 @@ static void on_call(natsConnection *nc, natsSubscription *sub, natsMsg *msg, voi
     if (!reply || !*reply || !dep || !fname) goto out;
     dep++;
     char text[300];
+    if (atomic_load(&cl->leaving)) {
+        snprintf(text, sizeof(text), "node %s is shutting down", cl->node_id);
+        answer_now(cl, reply, FM_DRAINING, text);
+        goto out;
+    }
     fm_version *v = fm_registry_acquire(cl->registry, dep, strlen(dep));
     if (!v) {
         snprintf(text, sizeof(text), "deployment \"%.100s\" not found on node %s", dep,
@@ -398,11 +407,12 @@ static void on_call(natsConnection *nc, natsSubscription *sub, natsMsg *msg, voi
         natsConnection_PublishMsg(cl->nc, ack);
         natsMsg_Destroy(ack);
     }
-    atomic_fetch_add(&cl->serving, 1);
     atomic_fetch_add_explicit(&cl->nserved_calls, 1, memory_order_relaxed);
+    queued = true; /* publish_answers counts it out */
     int t = fm_exec_pick(cl->exec, fn);
     fm_exec_submit(cl->exec, t, job, job, 1);
 out:
+    if (!queued) atomic_fetch_sub(&cl->serving, 1);
     natsMsg_Destroy(msg);
 }
 
@@ -419,7 +429,8 @@ static void publish_answers(fm_cluster *cl) {
             body = job->result ? job->result : "null";
             len = job->result ? job->result_len : 4;
         } else {
-            text = json_dumps(job->error ? job->error : json_object(), JSON_COMPACT);
+            text = job->error ? json_dumps(job->error, JSON_COMPACT) : NULL;
+            if (!text) text = strdup("{\"message\":\"the call failed\"}");
             body = text, len = strlen(text);
         }
         natsMsg *m = NULL;
@@ -609,12 +620,12 @@ fm_status fm_cluster_forward(fm_cluster *cl, fm_job *job, const fm_cluster_call 
     snprintf(oc->deployment, sizeof(oc->deployment), "%s", call->deployment);
     if (call->node) snprintf(oc->node, sizeof(oc->node), "%s", call->node);
     pthread_mutex_lock(&cl->out_mu);
-    oc->seq = ++cl->out_seq;
+    uint64_t seq = oc->seq = ++cl->out_seq;
     oc->next = cl->out[oc->seq % OUT_BUCKETS];
     cl->out[oc->seq % OUT_BUCKETS] = oc;
     cl->nout++;
     pthread_mutex_unlock(&cl->out_mu);
-    snprintf(reply, sizeof(reply), "%s%llu", cl->inbox_prefix, (unsigned long long)oc->seq);
+    snprintf(reply, sizeof(reply), "%s%llu", cl->inbox_prefix, (unsigned long long)seq);
 
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subj, reply, call->body, (int)call->len);
@@ -643,7 +654,7 @@ fm_status fm_cluster_forward(fm_cluster *cl, fm_job *job, const fm_cluster_call 
     if (s == NATS_OK) atomic_fetch_add_explicit(&cl->nforwarded, 1, memory_order_relaxed);
     if (s != NATS_OK) {
         pthread_mutex_lock(&cl->out_mu);
-        oc = out_take(cl, oc->seq);
+        oc = out_take(cl, seq);
         pthread_mutex_unlock(&cl->out_mu);
         if (oc) { /* not answered meanwhile: the caller keeps the job */
             free(oc);
@@ -696,14 +707,17 @@ static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     fm_cluster *cl = closure;
     json_t *hb = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, NULL);
     const char *id = json_string_value(json_object_get(hb, "id"));
-    bool bye = strcmp(natsMsg_GetSubject(msg), "fnmesh.bye") == 0;
+    /* a node that says goodbye, or is draining, takes no more calls */
+    bool gone = strcmp(natsMsg_GetSubject(msg), "fnmesh.bye") == 0 ||
+                json_is_true(json_object_get(hb, "draining"));
     if (id && strcmp(id, cl->node_id) != 0) {
         pthread_mutex_lock(&cl->peers_mu);
         int i;
         for (i = 0; i < cl->npeers; i++)
             if (strcmp(cl->peers[i].id, id) == 0) break;
-        if (bye) {
+        if (gone) {
             if (i < cl->npeers) {
+                fm_log(FM_LOG_INFO, NULL, "cluster: node %s is leaving", id);
                 json_decref(cl->peers[i].hb);
                 cl->peers[i] = cl->peers[--cl->npeers];
             }
@@ -728,22 +742,24 @@ static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg
 /* Forgets nodes not heard from for FM_CLUSTER_PEER_TTL_MS, and fails the
  * forwarded calls they were running. Cluster thread. */
 static void expire_peers(fm_cluster *cl) {
-    int64_t now = fm_mono_ms();
-    char gone[8][64];
-    int ngone = 0;
-    pthread_mutex_lock(&cl->peers_mu);
-    for (int i = 0; i < cl->npeers;) {
-        if (now - cl->peers[i].seen_ms > FM_CLUSTER_PEER_TTL_MS) {
-            fm_log(FM_LOG_INFO, NULL, "cluster: node %s is gone (no heartbeat)", cl->peers[i].id);
-            if (ngone < 8) snprintf(gone[ngone++], sizeof(gone[0]), "%s", cl->peers[i].id);
-            json_decref(cl->peers[i].hb);
-            cl->peers[i] = cl->peers[--cl->npeers];
-        } else {
-            i++;
+    for (;;) {
+        int64_t now = fm_mono_ms();
+        char gone[64] = "";
+        pthread_mutex_lock(&cl->peers_mu);
+        for (int i = 0; i < cl->npeers; i++) {
+            if (now - cl->peers[i].seen_ms > FM_CLUSTER_PEER_TTL_MS) {
+                fm_log(FM_LOG_INFO, NULL, "cluster: node %s is gone (no heartbeat)",
+                       cl->peers[i].id);
+                snprintf(gone, sizeof(gone), "%s", cl->peers[i].id);
+                json_decref(cl->peers[i].hb);
+                cl->peers[i] = cl->peers[--cl->npeers];
+                break;
+            }
         }
+        pthread_mutex_unlock(&cl->peers_mu);
+        if (!gone[0]) return;
+        expire_calls(cl, false, gone);
     }
-    pthread_mutex_unlock(&cl->peers_mu);
-    for (int i = 0; i < ngone; i++) expire_calls(cl, false, gone[i]);
 }
 
 static json_t *self_heartbeat(fm_cluster *cl) {
@@ -872,10 +888,7 @@ static void *cluster_main(void *arg) {
             last_sweep = now;
         }
         if (now - last_hb >= FM_CLUSTER_HEARTBEAT_MS || atomic_exchange(&cl->hb_now, false)) {
-            if (atomic_load(&cl->connected)) {
-                if (!atomic_load(&cl->reg_kv)) setup_buckets(cl);
-                send_heartbeat(cl, "fnmesh.hb");
-            }
+            if (atomic_load(&cl->connected)) send_heartbeat(cl, "fnmesh.hb");
             expire_peers(cl);
             last_hb = now;
         }
@@ -892,6 +905,10 @@ static void *watch_main(void *arg) {
     int64_t last_resync = fm_mono_ms();
     while (!atomic_load(&cl->stop)) {
         kvStore *kv = atomic_load(&cl->reg_kv);
+        if (!kv && atomic_load(&cl->connected)) { /* JetStream requests block: not on the cluster thread */
+            setup_buckets(cl);
+            kv = atomic_load(&cl->reg_kv);
+        }
         if (!kv || !atomic_load(&cl->connected)) {
             usleep(100000);
             continue;
@@ -1085,6 +1102,7 @@ fail:
     natsSubscription_Destroy(cl->news_sub);
     natsConnection_Destroy(cl->nc);
     natsOptions_Destroy(cl->nopts);
+    nats_CloseAndWait(2000); /* its callbacks may still be running with cl */
     fm_reply_queue_dispose(&cl->replies);
     free(cl);
     return err->status;
@@ -1129,10 +1147,13 @@ void fm_cluster_close(fm_cluster *cl) {
     jsCtx_Destroy(cl->js);
     natsConnection_Destroy(cl->nc);
     natsOptions_Destroy(cl->nopts);
+    /* nats.c runs the connection callbacks (disconnected, closed) on its own
+     * threads, after Close returns: wait for them before freeing what they use */
+    nats_CloseAndWait(2000);
     fm_reply_queue_dispose(&cl->replies);
     for (int i = 0; i < cl->npeers; i++) json_decref(cl->peers[i].hb);
     pthread_mutex_destroy(&cl->out_mu);
     pthread_mutex_destroy(&cl->peers_mu);
+    pthread_mutex_destroy(&cl->served_mu);
     free(cl);
-    nats_Close();
 }

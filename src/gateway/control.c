@@ -42,8 +42,10 @@ static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
     job->want_exports = true;
     job->on_done = wake_waiter;
     job->ud = &w;
-    int t = fm_exec_pick(c->exec, NULL);
-    v->warm_thread = t;
+    int t = fm_exec_pick(c->exec, NULL), nr = fm_exec_regular_threads(c->exec);
+    /* the warm thread is a regular one; when only the reserve was free, it
+     * instantiates now (and its instance goes when idle), thread 0 later */
+    v->warm_thread = t < nr ? t : 0;
     fm_exec_submit(c->exec, t, job, job, 0);
     pthread_mutex_lock(&w.mu);
     while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
@@ -59,6 +61,11 @@ static fm_status instantiate(fm_control *c, fm_version *v, fm_err *err) {
         st = fm_version_set_exports(v, job->ud_exports, job->ud_nexports, err);
     }
     fm_job_free(job);
+    if (st == FM_OK && t != v->warm_thread) { /* made on the reserve: warm the warm thread */
+        fm_version_ref(v);
+        fm_job *w = fm_job_new(FM_JOB_INSTANTIATE, v, NULL);
+        fm_exec_submit(c->exec, v->warm_thread, w, w, 0);
+    }
     return st;
 }
 
@@ -520,7 +527,8 @@ fm_status fm_control_rollback(fm_control *c, const char *name, const void *body,
     }
     fm_version *cur = fm_registry_acquire(c->registry, name, strlen(name));
     if (cur && strncmp(cur->id, ver, vl) == 0) {
-        *out = fm_version_json(cur);
+        st = publish(c, name, cur->id, NULL, 0, err); /* the cluster may be elsewhere */
+        if (st == FM_OK) *out = fm_version_json(cur);
         fm_version_release(cur);
         goto done;
     }

@@ -38,6 +38,8 @@ static const char *const denied[] = {
     "quotactl", "iopl", "ioperm", "open_by_handle_at", "name_to_handle_at", "lookup_dcookie",
     "fanotify_init", "nfsservctl", "syslog", "mknod", "mknodat", "setuid", "setgid", "setreuid",
     "setregid", "setresuid", "setresgid", "setgroups", "capset",
+    /* io_uring can open and connect sockets without the socket call */
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
 };
 
 int fm_sandbox_enter(char *why, size_t cap_len) {
@@ -61,11 +63,13 @@ int fm_sandbox_enter(char *why, size_t cap_len) {
         if (nr == __NR_SCMP_ERROR) continue; /* not on this architecture */
         rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(EPERM), nr, 0);
     }
-    /* threads yes (CLONE_THREAD), a new process no (fork is clone without
-     * CLONE_VM or CLONE_THREAD); clone3 says ENOSYS so libc falls back to clone */
+    /* threads yes (CLONE_THREAD), a new process no (any clone without it:
+     * fork, vfork, posix_spawn); clone3 says ENOSYS so libc falls back to
+     * clone. Sanitizer builds: LeakSanitizer's tracer is a CLONE_VM clone */
     if (rc == 0)
-        rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
-                              SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD | CLONE_VM, 0));
+        rc = seccomp_rule_add(
+            f, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, FM_SANITIZED ? CLONE_THREAD | CLONE_VM : CLONE_THREAD, 0));
     if (rc == 0) rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
     /* sockets: only AF_UNIX (the node's socket is inherited); no network of its own */
     if (rc == 0)
