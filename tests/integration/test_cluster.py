@@ -281,6 +281,8 @@ class ClusterBasics(FnTestCase):
         self.assertEqual(st, 201, body)
         for n in self.nodes:
             self.assertTrue(wait_until(lambda: n.get("/system/v1/deployments/hello")[0] == 200, 2))
+        self.assertTrue(wait_until(lambda: len(self.a.get("/system/v1/cluster")[1]["nodes"]) == 3,
+                                   4), "a does not hear b and c")
         # 12 calls at once on node a (2 executor threads): the ones that find
         # no free thread there go to the nodes behind NATS
         res = fmtest.parallel(lambda i: call_ok(self.a, "spin", 50), range(12), threads=12)
