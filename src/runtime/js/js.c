@@ -234,6 +234,12 @@ typedef struct js_thread {
     struct js_span *spans; /* spans of direct calls whose promise has not settled */
     size_t nspans;
     uint64_t next_span;
+    /* A context made ahead, with the prelude evaluated, for the next
+     * instance (a cold start then only evaluates the bundle); made again
+     * by js_poll after each use. Owned; NULL until this thread made an
+     * instance. */
+    struct js_instance *spare;
+    bool want_spare;
 } js_thread;
 
 /* The span of a direct call to a JavaScript callee that returned a
@@ -299,8 +305,11 @@ static void *js_thread_init(int index) {
     return ts;
 }
 
+static void js_instance_destroy(void *tsp, void *p);
+
 static void js_thread_dispose(void *p) {
     js_thread *ts = p;
+    js_instance_destroy(ts, ts->spare);
     JSStringRelease(ts->s_then);
     JSStringRelease(ts->s_bundle);
     JSStringRelease(ts->s_length);
@@ -1181,21 +1190,18 @@ static fm_status eval(js_instance *inst, const char *src, size_t len, const char
     return FM_INVALID_BUNDLE;
 }
 
-static fm_status js_instance_create(void *tsp, const char *deployment, const char *artifact,
-                                    size_t artifact_len, const fm_instance_limits *lim, void **out,
-                                    fm_export **exports, size_t *nexports, fm_err *err) {
-    (void)lim; /* JavaScriptCore has no per-context heap cap (see operations.md) */
-    js_thread *ts = tsp;
+/* A context with the natives installed and the prelude evaluated: all of
+ * an instance but its bundle. NULL with err filled on failure. */
+static js_instance *js_prepare(js_thread *ts, fm_err *err) {
     js_instance *inst = calloc(1, sizeof(*inst));
     inst->ts = ts;
-    inst->deployment = strdup(deployment);
     inst->ctx = JSGlobalContextCreateInGroup(ts->group, NULL);
     js_instance *saved = ts->cur_inst;
     int64_t saved_deadline = ts->deadline_us;
     js_thread *saved_tls = tls_ts;
     tls_ts = ts;
     ts->cur_inst = inst;
-    ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US; /* top-level code: 10 s */
+    ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US;
     set_limit(ts, DEFAULT_LIMIT_US);
 
     static const struct {
@@ -1223,6 +1229,36 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
         JSValueProtect(inst->ctx, inst->copy_fn);
         JSValueProtect(inst->ctx, inst->adopt_fn);
         JSValueProtect(inst->ctx, inst->mkerror_fn);
+    }
+    ts->cur_inst = saved;
+    ts->deadline_us = saved_deadline;
+    tls_ts = saved_tls;
+    if (st != FM_OK) {
+        js_instance_destroy(ts, inst);
+        return NULL;
+    }
+    return inst;
+}
+
+static fm_status js_instance_create(void *tsp, const char *deployment, const char *artifact,
+                                    size_t artifact_len, const fm_instance_limits *lim, void **out,
+                                    fm_export **exports, size_t *nexports, fm_err *err) {
+    (void)lim; /* JavaScriptCore has no per-context heap cap (see operations.md) */
+    js_thread *ts = tsp;
+    js_instance *inst = ts->spare;
+    ts->spare = NULL;
+    if (!inst && !(inst = js_prepare(ts, err))) return err->status;
+    ts->want_spare = true; /* the next cold start finds one ready (js_poll) */
+    inst->deployment = strdup(deployment);
+    js_instance *saved = ts->cur_inst;
+    int64_t saved_deadline = ts->deadline_us;
+    js_thread *saved_tls = tls_ts;
+    tls_ts = ts;
+    ts->cur_inst = inst;
+    ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US; /* top-level code: 10 s */
+    set_limit(ts, DEFAULT_LIMIT_US);
+    fm_status st = FM_OK;
+    {
         size_t script_len = strnlen(artifact, artifact_len);
         if (script_len + 1 < artifact_len) {
             inst->map_json = artifact + script_len + 1;
@@ -1440,6 +1476,12 @@ static int64_t js_poll(void *tsp) {
         JSValueUnprotect(t.inst->ctx, t.cb);
         leave(ts, t.inst);
         next = 0; /* re-evaluate after this pass */
+    }
+    if (ts->want_spare && !ts->spare) { /* the context for the next cold start */
+        ts->want_spare = false;
+        fm_err e = FM_ERR_INIT;
+        ts->spare = js_prepare(ts, &e);
+        fm_err_clear(&e);
     }
     return next;
 }
