@@ -222,8 +222,9 @@ static void close_socket(wp_worker *w) {
     atomic_fetch_sub_explicit(&w->in->health->live, 1, memory_order_relaxed);
 }
 
-static fm_status launch(wp_worker *w, fm_err *err) {
-    wp_inst *in = w->in;
+/* Starts a worker process of `kind` (it initialises its runtime and waits
+ * for its deployment): *pid and *fd (the node's end of its socket). */
+static fm_status start_process(const fm_wpool_kind *kind, pid_t *pid, int *fd, fm_err *err) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return fm_err_set(err, FM_INTERNAL, "socketpair: %s", strerror(errno));
@@ -241,33 +242,99 @@ static fm_status launch(wp_worker *w, fm_err *err) {
     posix_spawnattr_setsigmask(&at, &none); /* the node blocks SIGINT in its threads */
     posix_spawnattr_setsigdefault(&at, &defs);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char *argv[] = {"fnmesh", (char *)in->kind->verb, NULL};
-    /* the environment, with the deployment's memory cap */
-    size_t nenv = 0;
-    while (environ[nenv]) nenv++;
-    char **envp = malloc((nenv + 2) * sizeof(char *)), memvar[64];
-    size_t k = 0;
-    for (size_t i = 0; i < nenv; i++)
-        if (strncmp(environ[i], "FNMESH_WORKER_MEMORY_MB=", 24) != 0) envp[k++] = environ[i];
-    snprintf(memvar, sizeof(memvar), "FNMESH_WORKER_MEMORY_MB=%ld", in->memory_mb);
-    envp[k++] = memvar;
-    envp[k] = NULL;
-    int rc = posix_spawn(&w->pid, self_exe(), &fa, &at, argv, envp);
-    free(envp);
+    char *argv[] = {"fnmesh", (char *)kind->verb, NULL};
+    int rc = posix_spawn(pid, self_exe(), &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(sv[1]);
     if (rc != 0) {
         close(sv[0]);
-        w->pid = 0;
-        return fm_err_set(err, FM_INTERNAL, "cannot start the %s worker: %s",
-                            in->kind->label, strerror(rc));
+        *pid = 0;
+        return fm_err_set(err, FM_INTERNAL, "cannot start the %s worker: %s", kind->label,
+                          strerror(rc));
     }
-    w->fd = sv[0];
+    *fd = sv[0];
+    return FM_OK;
+}
+
+/* One worker process per runtime started ahead of need (after the first of
+ * that runtime), so that a new worker (a cold start, a replacement, one
+ * more for load) skips process start-up and runtime initialisation: it only
+ * loads its deployment. Any executor thread takes it, under its lock. */
+static struct spare_worker {
+    pthread_mutex_t mu;
+    const fm_wpool_kind *kind;
+    pid_t pid;
+    int fd;
+} spares[MAX_KINDS] = {
+    {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}, {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}, {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}};
+
+/* Takes the spare worker of `kind` (false when there is none). */
+static bool take_spare(const fm_wpool_kind *kind, pid_t *pid, int *fd) {
+    struct spare_worker *sp = &spares[kind_slot(kind)];
+    pthread_mutex_lock(&sp->mu);
+    bool ok = sp->pid > 0 && sp->kind == kind;
+    if (ok) *pid = sp->pid, *fd = sp->fd, sp->pid = 0, sp->fd = -1;
+    pthread_mutex_unlock(&sp->mu);
+    return ok;
+}
+
+/* Starts the next spare worker of `kind` when there is none. */
+static void refill_spare(const fm_wpool_kind *kind) {
+    struct spare_worker *sp = &spares[kind_slot(kind)];
+    pthread_mutex_lock(&sp->mu);
+    if (sp->pid <= 0) {
+        fm_err err = FM_ERR_INIT;
+        pid_t pid;
+        int fd;
+        if (start_process(kind, &pid, &fd, &err) == FM_OK)
+            sp->kind = kind, sp->pid = pid, sp->fd = fd;
+        fm_err_clear(&err);
+    }
+    pthread_mutex_unlock(&sp->mu);
+}
+
+/* Sends a started worker its deployment: the memory cap ('Q'), then the
+ * artifact ('I'). */
+static int send_deployment(wp_worker *w) {
+    wp_inst *in = w->in;
+    char q[32];
+    int n = snprintf(q, sizeof(q), "%ld", in->memory_mb);
+    if (fm_py_send(w->fd, 'Q', q, (size_t)n, NULL, 0) != 0) return -1;
+    return fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0);
+}
+
+static fm_status launch(wp_worker *w, fm_err *err) {
+    wp_inst *in = w->in;
+    pid_t pid = 0;
+    int fd = -1;
+    bool spare = take_spare(in->kind, &pid, &fd);
+    if (!spare && start_process(in->kind, &pid, &fd, err) != FM_OK) return err->status;
+    w->pid = pid;
+    w->fd = fd;
     atomic_fetch_add_explicit(&in->health->live, 1, memory_order_relaxed);
     w->spawned_us = fm_mono_us();
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1, memory_order_relaxed);
-    if (fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0) != 0) {
+    int sent = send_deployment(w);
+    if (sent != 0 && spare) { /* the spare died meanwhile: a fresh one */
+        close_socket(w);
+        kill(w->pid, SIGKILL);
+        waitpid(w->pid, NULL, 0);
+        atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1,
+                                  memory_order_relaxed);
+        if (start_process(in->kind, &pid, &fd, err) != FM_OK) {
+            w->pid = 0;
+            return err->status;
+        }
+        w->pid = pid;
+        w->fd = fd;
+        atomic_fetch_add_explicit(&in->health->live, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1,
+                                  memory_order_relaxed);
+        sent = send_deployment(w);
+    }
+    if (sent != 0) {
         close_socket(w);
         kill(w->pid, SIGKILL);
         waitpid(w->pid, NULL, 0);
@@ -275,6 +342,7 @@ static fm_status launch(wp_worker *w, fm_err *err) {
         return fm_err_set(err, FM_INTERNAL, "the %s worker did not start (it exited)",
                           in->kind->label);
     }
+    refill_spare(in->kind);
     return FM_OK;
 }
 

@@ -432,16 +432,20 @@ static void serve(const unsigned char id[4], const char *req, size_t len, const 
 
 int fm_c_worker_main(void) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the node */
-    fm_worker_limit_memory();
-    char *init = NULL;
-    size_t ilen = 0;
-    if (fm_py_recv(sock, -1, &init, &ilen) != 'I') return 2;
     char dir[] = "/tmp/fnmesh-c-XXXXXX";
     if (!mkdtemp(dir)) {
         send_failure("cannot create a temporary directory: %s%s", strerror(errno), NULL);
         return 2;
     }
-    fm_sandbox_or_warn(dir); /* before the module's constructors run */
+    setenv("TMPDIR", dir, 1);
+    /* started ahead of need up to here; then the deployment's memory cap and
+     * the sandbox, before the module's constructors run */
+    char *init = NULL;
+    size_t ilen = 0;
+    if (fm_worker_take_quota(sock) != 0 || fm_py_recv(sock, -1, &init, &ilen) != 'I') {
+        fm_rmtree(dir);
+        return 2;
+    }
     json_t *exports = json_array();
     c_fn *fns = NULL;
     size_t nfns = 0;

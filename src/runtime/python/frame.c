@@ -10,6 +10,7 @@
 
 #include "core/util.h"
 #include "runtime/python/python_int.h"
+#include "runtime/sandbox.h"
 
 int fm_py_send(int fd, char type, const void *a, size_t alen, const void *b, size_t blen) {
     /* one writev per frame: a reader on the same core wakes once, not thrice */
@@ -163,17 +164,26 @@ int fm_py_recv_only(int fd, char want, char **payload, size_t *len) {
     }
 }
 
-void fm_worker_limit_memory(void) {
+int fm_worker_take_quota(int fd) {
+    char *q = NULL;
+    size_t n = 0;
+    if (fm_py_recv(fd, -1, &q, &n) != 'Q') {
+        free(q);
+        return -1;
+    }
+    long mb = q && n ? strtol(q, NULL, 10) : 0;
+    free(q);
 #if defined(__SANITIZE_ADDRESS__)
     /* AddressSanitizer reserves terabytes of shadow memory: no address-space cap */
+    (void)mb;
 #else
-    const char *e = getenv("FNMESH_WORKER_MEMORY_MB");
-    long mb = e && *e ? strtol(e, NULL, 10) : FM_WORKER_MEMORY_MB;
     if (mb > 0) {
         struct rlimit rl = {(rlim_t)mb << 20, (rlim_t)mb << 20};
         setrlimit(RLIMIT_AS, &rl);
     }
 #endif
+    fm_sandbox_or_warn(NULL);
+    return 0;
 }
 
 /* The worker's CPU time since it started (user + system, µs). */

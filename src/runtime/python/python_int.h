@@ -51,13 +51,14 @@ int fm_py_recv_next(int fd, char **payload, size_t *len);
  * (calls the node pipelined while the worker waits for a mesh answer). */
 int fm_py_recv_only(int fd, char want, char **payload, size_t *len);
 
-/* Worker side: caps the process's address space (RLIMIT_AS) at
- * FNMESH_WORKER_MEMORY_MB, which the node sets per worker from the
- * deployment's memory_mb (FM_WORKER_MEMORY_MB without it); an allocation
- * past it fails (Python: MemoryError; C: malloc returns NULL). Not in
- * sanitizer builds, whose shadow memory needs far more address space. */
-#define FM_WORKER_MEMORY_MB 512
-void fm_worker_limit_memory(void);
+/* Worker side, once started (a worker may be started ahead, before the node
+ * knows its deployment): reads the 'Q' frame the node sends first (the
+ * address-space cap in MiB, from the deployment's memory_mb), caps the
+ * process's address space (RLIMIT_AS) at it, and enters the sandbox. An
+ * allocation past the cap fails (Python: MemoryError; C: malloc returns
+ * NULL). No cap in sanitizer builds, whose shadow memory needs far more
+ * address space. -1 when the node went away. */
+int fm_worker_take_quota(int fd);
 
 /* Worker side: sends the 'R' or 'F' frame of call `id` with the usage
  * header (the worker's CPU time so far, its peak RSS). One getrusage per

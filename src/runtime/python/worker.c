@@ -156,17 +156,15 @@ static char *exception_json(PyObject *boot) {
 
 int fm_python_worker_main(void) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the node */
-    fm_worker_limit_memory();
-    char *init = NULL;
-    size_t ilen = 0;
-    if (fm_py_recv(sock, -1, &init, &ilen) != 'I') return 2;
-
+    /* Everything up to the 'Q' frame is the same for every deployment, so
+     * the node may start this worker ahead of need: Python is initialised
+     * while no call waits for it. */
     char dir[] = "/tmp/fnmesh-py-XXXXXX";
     if (!mkdtemp(dir)) return 2;
     char tmp[sizeof(dir) + 8]; /* the function's own temporary directory, removed with dir */
     snprintf(tmp, sizeof(tmp), "%s/.tmp", dir);
     if (mkdir(tmp, 0700) != 0) return 2;
-    fm_sandbox_or_warn(tmp);
+    setenv("TMPDIR", tmp, 1); /* before Python copies the environment */
 
     PyImport_AppendInittab("_fnmesh", init_fnmesh);
     PyConfig config;
@@ -180,11 +178,18 @@ int fm_python_worker_main(void) {
         fm_py_send(sock, 'X', m, strlen(m), NULL, 0);
         return 2;
     }
-    PyObject *entries = unpack((const unsigned char *)init, ilen, dir);
-    free(init);
     PyObject *code = Py_CompileString(fm_py_bootstrap, "fnmesh-bootstrap", Py_file_input);
     PyObject *boot = code ? PyImport_ExecCodeModule("fnmesh_bootstrap", code) : NULL;
     Py_XDECREF(code);
+    /* now the deployment: its memory cap and the sandbox, then its code */
+    char *init = NULL;
+    size_t ilen = 0;
+    if (fm_worker_take_quota(sock) != 0 || fm_py_recv(sock, -1, &init, &ilen) != 'I') {
+        fm_rmtree(dir);
+        return 2;
+    }
+    PyObject *entries = unpack((const unsigned char *)init, ilen, dir);
+    free(init);
     if (!boot || !entries) {
         PyErr_Print();
         const char *m = "{\"message\":\"cannot start the Python worker\"}";
