@@ -240,7 +240,8 @@ class ColdStartTest(FnTestCase):
         st, body = node.get("/system/v1/deployments/cold")
         cs = body["functions"][0]["cold_starts"]
         self.assertGreaterEqual(cs["count"], 1, cs)
-        self.assertGreater(cs["max_ms"], 1, cs)      # starting a Python worker takes ms
+        # timed: even a worker started ahead takes a moment to load the deployment
+        self.assertGreater(cs["max_ms"], 0.05, cs)
         self.assertLess(cs["max_ms"], 10000, cs)
         self.assertLessEqual(cs["mean_ms"], cs["max_ms"])
         st, stats = node.get("/system/v1/stats?deployment=cold")
