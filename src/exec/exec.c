@@ -611,6 +611,19 @@ static void drop_held(exthread *t, size_t i) {
     t->held[i] = t->held[--t->nheld];
 }
 
+/* Destroys the instance of held entry i (the next call here makes it again). */
+static void evict(exthread *t, size_t i) {
+    fm_version *v = t->held[i].v;
+    uint32_t u = t->held[i].unit;
+    window_flush(); /* pending CPU may point into this version's functions */
+    void **s = slot(v, t->index, u);
+    const fm_runtime *rt = v->units[u].rt;
+    rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
+    *s = NULL;
+    atomic_fetch_sub_explicit(&v->units[u].instances, 1, memory_order_relaxed);
+    drop_held(t, i);
+}
+
 /* Destroys this thread's instances that had no call for the idle window,
  * except on the version's warm thread (a deployment keeps a warm instance)
  * and while the version has calls in flight (async work may be on them).
@@ -632,13 +645,7 @@ static int64_t evict_idle(exthread *t, int64_t now) {
             i++;
             continue;
         }
-        window_flush(); /* pending CPU may point into this version's functions */
-        void **s = slot(v, t->index, u);
-        const fm_runtime *rt = v->units[u].rt;
-        rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
-        *s = NULL;
-        atomic_fetch_sub_explicit(&v->units[u].instances, 1, memory_order_relaxed);
-        drop_held(t, i);
+        evict(t, i);
     }
     return next;
 }
@@ -656,16 +663,8 @@ static void evict_over_budget(exthread *t) {
             if (last < oldest && !version_busy(v)) oldest = last, lru = i;
         }
         if (lru == SIZE_MAX) return;
-        fm_version *v = t->held[lru].v;
-        uint32_t u = t->held[lru].unit;
-        window_flush();
-        void **s = slot(v, t->index, u);
-        const fm_runtime *rt = v->units[u].rt;
-        rt->instance_destroy(t->rt_state[fm_runtime_index(rt)], *s);
-        *s = NULL;
-        atomic_fetch_sub_explicit(&v->units[u].instances, 1, memory_order_relaxed);
+        evict(t, lru);
         atomic_fetch_add_explicit(&budget_evictions, 1, memory_order_relaxed);
-        drop_held(t, lru);
     }
 }
 

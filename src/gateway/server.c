@@ -702,7 +702,10 @@ static void forward_call(io_thread *io, h2o_req_t *req, const reqinfo *ri, const
     char dname[72], fnm[128];
     snprintf(dname, sizeof(dname), "%.*s", (int)(dlen < 71 ? dlen : 71), dep);
     snprintf(fnm, sizeof(fnm), "%.*s", (int)(flen < 127 ? flen : 127), fname);
-    if (!fm_name_valid(dname) || flen > 127 || memchr(fname, '\0', flen)) {
+    bool plain = flen <= 127;
+    for (size_t i = 0; plain && i < flen; i++) /* it travels in a NATS header */
+        plain = (unsigned char)fname[i] >= 0x20 && fname[i] != 0x7f;
+    if (!fm_name_valid(dname) || !plain) {
         send_status(req, ri, FM_NOT_FOUND, "deployment \"%s\" not found", dname);
         return;
     }

@@ -305,44 +305,37 @@ static int send_deployment(wp_worker *w) {
     return fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0);
 }
 
-static fm_status launch(wp_worker *w, fm_err *err) {
+/* Gives the worker a process (the spare, else a new one) and sends it the
+ * deployment; 0, or -1 when that process is gone (killed and reaped). */
+static int attach_process(wp_worker *w, bool spare_ok, fm_err *err) {
     wp_inst *in = w->in;
     pid_t pid = 0;
     int fd = -1;
-    bool spare = take_spare(in->kind, &pid, &fd);
-    if (!spare && start_process(in->kind, &pid, &fd, err) != FM_OK) return err->status;
+    if (!(spare_ok && take_spare(in->kind, &pid, &fd)) &&
+        start_process(in->kind, &pid, &fd, err) != FM_OK)
+        return -1;
     w->pid = pid;
     w->fd = fd;
     atomic_fetch_add_explicit(&in->health->live, 1, memory_order_relaxed);
     w->spawned_us = fm_mono_us();
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1, memory_order_relaxed);
-    int sent = send_deployment(w);
-    if (sent != 0 && spare) { /* the spare died meanwhile: a fresh one */
-        close_socket(w);
-        kill(w->pid, SIGKILL);
-        waitpid(w->pid, NULL, 0);
-        atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1,
-                                  memory_order_relaxed);
-        if (start_process(in->kind, &pid, &fd, err) != FM_OK) {
-            w->pid = 0;
-            return err->status;
-        }
-        w->pid = pid;
-        w->fd = fd;
-        atomic_fetch_add_explicit(&in->health->live, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1,
-                                  memory_order_relaxed);
-        sent = send_deployment(w);
+    if (send_deployment(w) == 0) return 0;
+    close_socket(w);
+    kill(w->pid, SIGKILL);
+    waitpid(w->pid, NULL, 0);
+    atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1, memory_order_relaxed);
+    w->pid = 0;
+    fm_err_set(err, FM_INTERNAL, "the %s worker did not start (it exited)", in->kind->label);
+    return -1;
+}
+
+static fm_status launch(wp_worker *w, fm_err *err) {
+    /* a spare that died while it waited: once more with a new process */
+    if (attach_process(w, true, err) != 0) {
+        fm_err_clear(err);
+        if (attach_process(w, false, err) != 0) return err->status;
     }
-    if (sent != 0) {
-        close_socket(w);
-        kill(w->pid, SIGKILL);
-        waitpid(w->pid, NULL, 0);
-        w->pid = 0;
-        return fm_err_set(err, FM_INTERNAL, "the %s worker did not start (it exited)",
-                          in->kind->label);
-    }
-    refill_spare(in->kind);
+    refill_spare(w->in->kind);
     return FM_OK;
 }
 

@@ -232,6 +232,14 @@ class ClusterBasics(FnTestCase):
             "traceparent": "00-%s-00f067aa0ba902b7-01" % tid})
         self.assertEqual(st, 200)
         self.assertIn(tid, h.get("traceparent", ""))
+        # ... and the node that ran it recorded its span in that trace
+        ran = [n for n in (self.a, self.c)
+               if wait_until(lambda: n.get("/system/v1/traces/" + tid)[0] == 200, 1)]
+        self.assertEqual(len(ran), 1, "no other node has the trace")
+        self.assertNotEqual(self.b.get("/system/v1/traces/" + tid)[0], 200)
+        # a function name that cannot travel in a header is refused, not sent
+        st, _, r = self.b.req_json("POST", "/fn/hello/a%0d%0ab", [], headers=remote)
+        self.assertError(st, r, 404, "not_found")
         # query strings and raw bodies are bound by the node that runs the call
         st, _, r = self.b.req_json("GET", "/fn/hello/merge?a=%7B%22k%22%3A1%7D&b=%7B%7D",
                                    headers=remote)

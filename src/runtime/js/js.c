@@ -1190,19 +1190,36 @@ static fm_status eval(js_instance *inst, const char *src, size_t len, const char
     return FM_INVALID_BUNDLE;
 }
 
+/* Running top-level code (the prelude, a bundle) of `inst`, possibly from
+ * inside another instance's call: what to put back afterwards. */
+typedef struct top_level {
+    js_instance *inst;
+    int64_t deadline_us;
+    js_thread *tls;
+} top_level;
+
+static void top_enter(js_thread *ts, js_instance *inst, top_level *saved) {
+    *saved = (top_level){ts->cur_inst, ts->deadline_us, tls_ts};
+    tls_ts = ts;
+    ts->cur_inst = inst;
+    ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US; /* top-level code: 10 s */
+    set_limit(ts, DEFAULT_LIMIT_US);
+}
+
+static void top_leave(js_thread *ts, const top_level *saved) {
+    ts->cur_inst = saved->inst;
+    ts->deadline_us = saved->deadline_us;
+    tls_ts = saved->tls;
+}
+
 /* A context with the natives installed and the prelude evaluated: all of
  * an instance but its bundle. NULL with err filled on failure. */
 static js_instance *js_prepare(js_thread *ts, fm_err *err) {
     js_instance *inst = calloc(1, sizeof(*inst));
     inst->ts = ts;
     inst->ctx = JSGlobalContextCreateInGroup(ts->group, NULL);
-    js_instance *saved = ts->cur_inst;
-    int64_t saved_deadline = ts->deadline_us;
-    js_thread *saved_tls = tls_ts;
-    tls_ts = ts;
-    ts->cur_inst = inst;
-    ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US;
-    set_limit(ts, DEFAULT_LIMIT_US);
+    top_level top;
+    top_enter(ts, inst, &top);
 
     static const struct {
         const char *name;
@@ -1230,9 +1247,7 @@ static js_instance *js_prepare(js_thread *ts, fm_err *err) {
         JSValueProtect(inst->ctx, inst->adopt_fn);
         JSValueProtect(inst->ctx, inst->mkerror_fn);
     }
-    ts->cur_inst = saved;
-    ts->deadline_us = saved_deadline;
-    tls_ts = saved_tls;
+    top_leave(ts, &top);
     if (st != FM_OK) {
         js_instance_destroy(ts, inst);
         return NULL;
@@ -1250,13 +1265,8 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
     if (!inst && !(inst = js_prepare(ts, err))) return err->status;
     ts->want_spare = true; /* the next cold start finds one ready (js_poll) */
     inst->deployment = strdup(deployment);
-    js_instance *saved = ts->cur_inst;
-    int64_t saved_deadline = ts->deadline_us;
-    js_thread *saved_tls = tls_ts;
-    tls_ts = ts;
-    ts->cur_inst = inst;
-    ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US; /* top-level code: 10 s */
-    set_limit(ts, DEFAULT_LIMIT_US);
+    top_level top;
+    top_enter(ts, inst, &top);
     fm_status st = FM_OK;
     {
         size_t script_len = strnlen(artifact, artifact_len);
@@ -1310,9 +1320,7 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
             }
         }
     }
-    ts->cur_inst = saved;
-    ts->deadline_us = saved_deadline;
-    tls_ts = saved_tls;
+    top_leave(ts, &top);
     if (st != FM_OK) {
         js_instance_destroy(ts, inst);
         return st;
