@@ -775,9 +775,12 @@ static wp_worker *free_worker(wp_inst *in) {
     }
     /* room for one more worker process (per thread: one per CPU beside those
      * waiting on calls they made; per version: max_instances), unless
-     * restarts are held back */
+     * restarts are held back; */
+    /* max_instances yields when every worker here waits on a call it made:
+     * the call it waits for may need this new one (recursion) */
     if (live - waiting < usable_cpus() &&
-        atomic_load_explicit(&in->health->live, memory_order_relaxed) < in->max_workers &&
+        (atomic_load_explicit(&in->health->live, memory_order_relaxed) < in->max_workers ||
+         live == waiting) &&
         fm_mono_us() >= respawn_at(in)) {
         for (int i = 0; i < in->nworkers; i++)
             if (in->workers[i].fd < 0) return &in->workers[i];
