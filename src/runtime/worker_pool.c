@@ -780,7 +780,7 @@ static wp_worker *free_worker(wp_inst *in) {
      * the call it waits for may need this new one (recursion) */
     if (live - waiting < usable_cpus() &&
         (atomic_load_explicit(&in->health->live, memory_order_relaxed) < in->max_workers ||
-         live == waiting) &&
+         (waiting > 0 && live == waiting)) &&
         fm_mono_us() >= respawn_at(in)) {
         for (int i = 0; i < in->nworkers; i++)
             if (in->workers[i].fd < 0) return &in->workers[i];
