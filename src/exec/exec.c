@@ -460,6 +460,16 @@ static void **slot(fm_version *v, int thread, uint32_t unit) {
     return &v->instances[(size_t)thread * v->nunits + unit];
 }
 
+bool fm_exec_idle_here(void) {
+    exthread *t = tls_thread;
+    if (!t || t->local_head || atomic_load_explicit(&t->inflight, memory_order_relaxed) > 0)
+        return false;
+    pthread_mutex_lock(&t->mu);
+    bool idle = !t->head;
+    pthread_mutex_unlock(&t->mu);
+    return idle;
+}
+
 /* Wakes every executor thread (to evict over the memory budget). */
 static void wake_all(fm_exec *ex) {
     for (int i = 0; i < ex->n; i++) {

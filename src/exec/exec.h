@@ -225,6 +225,9 @@ fm_exec_watch *fm_exec_watch_add(int fd, uint32_t events, fm_exec_watch_cb cb, v
 /* Stops watching (the fd stays open: the caller closes it afterwards). */
 void fm_exec_watch_del(fm_exec_watch *w);
 
+/* True on an executor thread with no call queued, running or awaiting:
+ * the moment for work nobody waits for. */
+bool fm_exec_idle_here(void);
 /* Number of calls queued or running on thread t. */
 int fm_exec_inflight(fm_exec *ex, int t);
 /* Threads running one job for more than a second (engine code that cannot

@@ -1485,7 +1485,7 @@ static int64_t js_poll(void *tsp) {
         leave(ts, t.inst);
         next = 0; /* re-evaluate after this pass */
     }
-    if (ts->want_spare && !ts->spare) { /* the context for the next cold start */
+    if (ts->want_spare && !ts->spare && fm_exec_idle_here()) { /* for the next cold start */
         ts->want_spare = false;
         fm_err e = FM_ERR_INIT;
         ts->spare = js_prepare(ts, &e);
