@@ -506,6 +506,7 @@ void fm_cluster_serve(fm_cluster *cl, fm_registry *registry) {
     }
     cl->nserved = keep;
     /* subscribe to what is new */
+    int added = 0;
     for (size_t k = 0; k < ns.n; k++) {
         bool have = false;
         for (size_t i = 0; i < cl->nserved && !have; i++) have = strcmp(ns.v[k], cl->served[i].name) == 0;
@@ -522,7 +523,11 @@ void fm_cluster_serve(fm_cluster *cl, fm_registry *registry) {
         natsSubscription_SetPendingLimits(sub, -1, -1);
         cl->served = realloc(cl->served, (cl->nserved + 1) * sizeof(served));
         cl->served[cl->nserved++] = (served){.name = strdup(ns.v[k]), .sub = sub};
+        added++;
     }
+    /* the server has the subscriptions before a deploy is acknowledged, so a
+     * node that forwards a call right after finds this one */
+    if (added) natsConnection_FlushTimeout(cl->nc, 1000);
     pthread_mutex_unlock(&cl->served_mu);
     free(ns.v);
 }

@@ -167,7 +167,8 @@ class ClusterBasics(FnTestCase):
         self.assertEqual(st, 201, body)
         t0 = time.monotonic()
         for n in (self.b, self.c):
-            got = wait_until(lambda: call_ok(n, "merge", {"x": 1}, {"y": 2}), 1.0)
+            got = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
+                call_ok(n, "merge", {"x": 1}, {"y": 2})), 1.0)
             self.assertEqual(got, (200, {"x": 1, "y": 2}))
         self.assertLess(time.monotonic() - t0, 1.0)
         # and each of them has it deployed itself (not just forwarding)
