@@ -10,6 +10,7 @@
 #include "gateway/server.h"
 #include "runtime/c/c_int.h"
 #include "runtime/python/python_int.h"
+#include "runtime/runtime.h"
 
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0)
@@ -20,6 +21,10 @@ int main(int argc, char **argv) {
         int rc = argv[1][7] == 'p' ? fm_python_worker_main() : fm_c_worker_main();
         fm_py_frame_release();
         return rc;
+    }
+    if (argc == 2 && strncmp(argv[1], "worker-", 7) == 0) { /* JS, Lua, templates isolated */
+        int rc = fm_isolated_worker_main(argv[1]);
+        if (rc >= 0) return rc;
     }
     return fm_cli_main(argc, argv);
 }

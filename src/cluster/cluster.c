@@ -907,8 +907,15 @@ static void *cluster_main(void *arg) {
 static void *watch_main(void *arg) {
     fm_cluster *cl = arg;
     kvWatcher *w = NULL;
+    /* A watcher replaced after a reconnect is destroyed a few seconds later:
+     * right after a reconnect libnats re-creates its ordered consumer on a
+     * thread of its own, and destroying it meanwhile frees what that thread
+     * uses (a use-after-free inside libnats). */
+    kvWatcher *old = NULL;
+    int64_t old_until = 0;
     int64_t last_resync = fm_mono_ms();
     while (!atomic_load(&cl->stop)) {
+        if (old && fm_mono_ms() >= old_until) kvWatcher_Destroy(old), old = NULL;
         kvStore *kv = atomic_load(&cl->reg_kv);
         if (!kv && atomic_load(&cl->connected)) { /* JetStream requests block: not on the cluster thread */
             setup_buckets(cl);
@@ -919,7 +926,10 @@ static void *watch_main(void *arg) {
             continue;
         }
         if (!w || atomic_exchange(&cl->rewatch, false)) {
-            if (w) kvWatcher_Destroy(w), w = NULL;
+            if (w) {
+                if (old) kvWatcher_Destroy(old);
+                old = w, old_until = fm_mono_ms() + 5000, w = NULL;
+            }
             kvWatchOptions wo;
             kvWatchOptions_Init(&wo);
             natsStatus s = kvStore_Watch(&w, kv, "active.>", &wo);
@@ -949,6 +959,7 @@ static void *watch_main(void *arg) {
         }
     }
     if (w) kvWatcher_Destroy(w);
+    if (old) kvWatcher_Destroy(old);
     return NULL;
 }
 

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -551,4 +552,23 @@ bool fm_parse_size(const char *s, int64_t *bytes) {
     if (v > (1ULL << 62) >> shift) return false;
     *bytes = (int64_t)(v << shift);
     return true;
+}
+
+size_t fm_process_rss(void) {
+    static _Atomic int statm = -2;
+    int fd = atomic_load(&statm);
+    if (fd == -2) {
+        fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        int expected = -2;
+        if (!atomic_compare_exchange_strong(&statm, &expected, fd)) {
+            if (fd >= 0) close(fd);
+            fd = expected;
+        }
+    }
+    char buf[96];
+    ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    char *sp = strchr(buf, ' ');
+    return sp ? (size_t)strtoull(sp + 1, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE) : 0;
 }

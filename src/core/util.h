@@ -15,6 +15,9 @@
 /* Monotonic milliseconds / microseconds; wall-clock milliseconds since the epoch. */
 int64_t fm_mono_ms(void);
 int64_t fm_mono_us(void);
+/* This process's resident memory in bytes (0 if unknown): one pread of
+ * /proc/self/statm, kept open. */
+size_t fm_process_rss(void);
 int64_t fm_wall_ms(void);
 /* Formats wall ms as RFC 3339 UTC ("2026-11-22T03:04:05Z") into buf (>= 32 bytes). */
 void fm_rfc3339(int64_t wall_ms, char *buf, size_t size);

@@ -78,6 +78,7 @@ static bool over_budget(void) {
 
 static __thread exthread *tls_thread; /* the executor thread running here, or NULL */
 static fm_registry *mesh_registry;
+static const fm_mesh_worker *mesh_worker; /* worker processes only */
 
 struct fm_exec {
     int n;        /* all threads: the regular ones first, then the reserve */
@@ -433,6 +434,8 @@ void fm_job_finish(fm_job *job) {
     job->finished_us = fm_mono_us();
     if (job->kind == FM_JOB_CALL && job->fn && fm_telemetry) {
         fm_job_record_span(job);
+    }
+    if (job->kind == FM_JOB_CALL && job->fn && fm_telemetry && !mesh_worker) { /* the node's */
         fm_outcome o = fm_metrics_outcome(job->status);
         /* metrics are the mutable, atomic part of the (otherwise const) function */
         int64_t duration = job->started_us ? job->finished_us - job->started_us : -1;
@@ -1031,11 +1034,12 @@ void fm_mesh_set_registry(fm_registry *r) {
 fm_version *fm_mesh_resolve(const char *target, size_t len, const fm_function **fn, fm_err *err) {
     const char *sep = memchr(target, '/', len);
     if (!sep) sep = memchr(target, '.', len);
-    fm_version *v = sep && mesh_registry
+    fm_version *v = mesh_worker  ? mesh_worker->resolve(target, len, fn)
+                    : sep && mesh_registry
                         ? fm_registry_acquire(mesh_registry, target, (size_t)(sep - target))
                         : NULL;
-    *fn = v ? fm_version_find(v, sep + 1, (size_t)(target + len - sep - 1)) : NULL;
-    if (!*fn) {
+    if (!mesh_worker) *fn = v ? fm_version_find(v, sep + 1, (size_t)(target + len - sep - 1)) : NULL;
+    if (!v || !*fn) {
         fm_version_release(v);
         fm_err_set(err, FM_NOT_FOUND, "function %.*s not found (use \"deployment/function\")",
                    (int)(len > 200 ? 200 : len), target);
@@ -1046,6 +1050,7 @@ fm_version *fm_mesh_resolve(const char *target, size_t len, const fm_function **
 
 void *fm_exec_instance_here(fm_version *v, uint32_t unit, fm_err *err) {
     exthread *t = tls_thread;
+    if (!t && mesh_worker) return mesh_worker->instance(v, unit);
     if (!t) {
         fm_err_set(err, FM_INTERNAL, "not on an executor thread");
         return NULL;
@@ -1066,18 +1071,63 @@ static void free_args(json_t **argv, size_t argc) {
     free(argv);
 }
 
+void fm_mesh_set_worker(const fm_mesh_worker *w) {
+    mesh_worker = w;
+}
+
+bool fm_mesh_forwarding(void) {
+    return mesh_worker != NULL;
+}
+
+void fm_mesh_forwarded_done(fm_job *child) {
+    mesh_child_done(child);
+}
+
+/* A call from a worker process: the node resolves it, checks its hops and
+ * runs it (the worker's parent call is the node's job). */
+static fm_status forward_call(fm_job *parent, const char *target, size_t len, json_t **argv,
+                              size_t argc, fm_mesh_done done, void *ud, bool now) {
+    fm_job *child = fm_job_new(FM_JOB_CALL, NULL, NULL);
+    child->argv = argv;
+    child->argc = argc;
+    child->hops = parent ? parent->hops + 1 : 1;
+    child->deadline_us = parent ? parent->deadline_us : 0;
+    if (parent) memcpy(child->request_id, parent->request_id, sizeof(child->request_id));
+    if (parent) child->trace = parent->trace; /* the caller's context: the callee's span comes
+                                                 from it where the call runs */
+    child->want_value = true;
+    child->mesh_done = done;
+    child->mesh_ud = ud;
+    mesh_worker->forward(child, target, len, now);
+    return FM_OK;
+}
+
+static fm_status mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv,
+                           size_t argc, fm_mesh_done done, void *ud, bool now, fm_err *err);
+
 fm_status fm_mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv, size_t argc,
                        fm_mesh_done done, void *ud, fm_err *err) {
-    if (!tls_thread || !mesh_registry) {
-        free_args(argv, argc);
-        return fm_err_set(err, FM_INTERNAL, "function calls are only possible inside a function");
-    }
+    return mesh_call(parent, target, len, argv, argc, done, ud, false, err);
+}
+
+fm_status fm_mesh_call_sync(fm_job *parent, const char *target, size_t len, json_t **argv,
+                            size_t argc, fm_mesh_done done, void *ud, fm_err *err) {
+    return mesh_call(parent, target, len, argv, argc, done, ud, true, err);
+}
+
+static fm_status mesh_call(fm_job *parent, const char *target, size_t len, json_t **argv,
+                           size_t argc, fm_mesh_done done, void *ud, bool now, fm_err *err) {
     int hops = parent ? parent->hops + 1 : 1;
     if (hops > FM_MESH_MAX_HOPS) {
         free_args(argv, argc);
         return fm_err_set(err, FM_LOOP,
                           "call chain longer than %d hops calling %.*s (runaway recursion?)",
                           FM_MESH_MAX_HOPS, (int)(len > 200 ? 200 : len), target);
+    }
+    if (mesh_worker) return forward_call(parent, target, len, argv, argc, done, ud, now);
+    if (!tls_thread || !mesh_registry) {
+        free_args(argv, argc);
+        return fm_err_set(err, FM_INTERNAL, "function calls are only possible inside a function");
     }
     const fm_function *fn = NULL;
     fm_version *v = fm_mesh_resolve(target, len, &fn, err);
@@ -1134,6 +1184,11 @@ fm_status fm_mesh_call_resolved(fm_job *parent, fm_version *v, const fm_function
 
 json_t *fm_mesh_error(const fm_job *child) {
     json_t *e = json_object();
+    if (!child->version) { /* forwarded: the node's answer names every hop already */
+        json_object_update(e, child->error);
+        json_object_set_new(e, "code", json_string(fm_status_code(child->status)));
+        return e;
+    }
     const char *m = json_string_value(json_object_get(child->error, "message"));
     const char *name = json_string_value(json_object_get(child->error, "name"));
     const char *stack = json_string_value(json_object_get(child->error, "stack"));

@@ -212,6 +212,30 @@ void *fm_exec_instance_here(fm_version *v, uint32_t unit, fm_err *err);
 /* Error of a finished child as a JSON object {message, code, name?, stack?}
  * whose stack ends with a line naming the hop ("hello/merge (lua)"). New reference. */
 json_t *fm_mesh_error(const fm_job *child);
+/* In a worker process (process isolation) there is no registry: every
+ * call a function makes is handed to `fwd`, which sends it to the node.
+ * fm_mesh_call then makes the child job (no version, no function: its
+ * result and error arrive from the node) and returns FM_OK; the forwarder
+ * completes it later with fm_mesh_forwarded_done. */
+typedef struct fm_mesh_worker {
+    void (*forward)(fm_job *child, const char *target, size_t len, bool now);
+    /* The worker's own functions, for runtimes that call them directly:
+     * fm_mesh_resolve gives them (a version of the worker's own, with a
+     * reference), fm_exec_instance_here the worker's instance. */
+    fm_version *(*resolve)(const char *target, size_t len, const fm_function **fn);
+    void *(*instance)(fm_version *v, uint32_t unit);
+} fm_mesh_worker;
+/* Set once at start-up; `w` is borrowed for the life of the process. */
+void fm_mesh_set_worker(const fm_mesh_worker *w);
+bool fm_mesh_forwarding(void);
+/* fm_mesh_call for fnmesh.callSync: in a worker process the forwarder
+ * waits for the answer (`done` has run when this returns FM_OK); else the
+ * same as fm_mesh_call. */
+fm_status fm_mesh_call_sync(fm_job *parent, const char *target, size_t len, json_t **argv,
+                            size_t argc, fm_mesh_done done, void *ud, fm_err *err);
+/* Completes a forwarded child (status and value/error set): runs its
+ * continuation and frees it. */
+void fm_mesh_forwarded_done(fm_job *child);
 /* The registry mesh calls resolve names in (set once at start-up). */
 struct fm_registry;
 void fm_mesh_set_registry(struct fm_registry *r);

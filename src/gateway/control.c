@@ -96,8 +96,9 @@ static fm_status version_from_store(fm_control *c, fm_store_version *sv, fm_vers
     fm_unit *units = calloc(sv->nunits ? sv->nunits : 1, sizeof(fm_unit));
     for (size_t i = 0; i < sv->nunits; i++) {
         const fm_runtime *rt = NULL;
-        for (size_t k = 0; k < fm_runtime_count; k++)
-            if (strcmp(fm_runtimes[k]->name, sv->units[i].runtime) == 0) rt = fm_runtimes[k];
+        for (size_t k = 0; k < fm_runtime_count && !rt; k++) /* not an isolated form */
+            if (!fm_runtimes[k]->isolated && strcmp(fm_runtimes[k]->name, sv->units[i].runtime) == 0)
+                rt = fm_runtimes[k];
         if (!rt) {
             for (size_t k = 0; k < i; k++) free(units[k].artifact);
             free(units);

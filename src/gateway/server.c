@@ -1707,6 +1707,9 @@ static int usage(FILE *f) {
             "  --memory-budget SIZE keep the instances' estimated memory under SIZE (e.g.\n"
             "                       512MB) by destroying the least recently used idle ones,\n"
             "                       warm ones included (default: no budget)\n"
+            "  --isolation MODE     where JavaScript, Lua and templates run: thread (in the\n"
+            "                       node, fastest) or process (sandboxed worker processes);\n"
+            "                       a manifest's \"isolation\" overrides it (default thread)\n"
             "  --body-limit BYTES   largest call body accepted (default 6291456)\n"
             "  --log-level LEVEL    debug, info, warn or error (default info)\n"
             "  --telemetry on|off   per-call metrics, latency windows, usage and traces\n"
@@ -1823,6 +1826,7 @@ int fm_serve_main(int argc, char **argv) {
                                          {"otlp-endpoint", required_argument, NULL, 'O'},
                                          {"idle-window", required_argument, NULL, 'W'},
                                          {"memory-budget", required_argument, NULL, 'M'},
+                                         {"isolation", required_argument, NULL, 'I'},
                                          {"cluster", required_argument, NULL, 'C'},
                                          {"node-id", required_argument, NULL, 'N'},
                                          {"advertise", required_argument, NULL, 'A'},
@@ -1909,6 +1913,14 @@ int fm_serve_main(int argc, char **argv) {
             fm_exec_set_memory_budget(bytes);
             break;
         }
+        case 'I':
+            if (strcmp(optarg, "thread") != 0 && strcmp(optarg, "process") != 0) {
+                fprintf(stderr, "fnmesh serve: --isolation is thread or process\n");
+                return 2;
+            }
+            fm_registry_set_isolation(optarg[0] == 'p' ? FM_ISOLATION_PROCESS
+                                                       : FM_ISOLATION_THREAD);
+            break;
         case 'C': copts.urls = optarg; break;
         case 'N': snprintf(node_id, sizeof(node_id), "%s", optarg); break;
         case 'A': snprintf(advertise, sizeof(advertise), "%s", optarg); break;

@@ -160,9 +160,19 @@ uint64_t fm_logs_append(const fm_logs_src *src, fm_log_level level, int64_t wall
     return e.seq;
 }
 
+static fm_logs_sink logs_sink; /* worker processes only */
+
+void fm_logs_set_sink(fm_logs_sink sink) {
+    logs_sink = sink;
+}
+
 void fm_logs_function(const char *deployment, const fm_job *job, fm_log_level level,
                       const char *msg, size_t len) {
     unsigned lv = (unsigned)level & 3;
+    if (logs_sink) {
+        logs_sink(job, (fm_log_level)lv, msg, len);
+        return;
+    }
     fm_logs_src src = {.deployment = deployment};
     char ver[13] = "";
     if (job && job->fn) {

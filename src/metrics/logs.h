@@ -50,6 +50,11 @@ typedef struct fm_logs_src {
  * stored then). `msg` need not be NUL-terminated nor valid UTF-8. Any thread. */
 void fm_logs_function(const char *deployment, const struct fm_job *job, fm_log_level level,
                       const char *msg, size_t len);
+/* A worker process sends its functions' lines to the node instead: with a
+ * sink set, fm_logs_function hands every line to it and does nothing else. */
+typedef void (*fm_logs_sink)(const struct fm_job *job, fm_log_level level, const char *msg,
+                             size_t len);
+void fm_logs_set_sink(fm_logs_sink sink);
 
 /* Appends one entry to the ring of src->deployment (created on first use).
  * The message is truncated at FM_LOGS_MAX_MESSAGE bytes (on a UTF-8

@@ -372,12 +372,16 @@ size_t fm_trace_ring_recent(fm_trace_ring *r, size_t limit, fm_trace_summary *ou
 
 static fm_trace_ring *node_ring;
 
-fm_status fm_trace_init(size_t capacity, fm_err *err) {
+static void set_wall_offset(void) {
     struct timespec w, m;
     clock_gettime(CLOCK_REALTIME, &w);
     clock_gettime(CLOCK_MONOTONIC, &m);
     int64_t mono_us = (int64_t)m.tv_sec * 1000000 + m.tv_nsec / 1000;
     wall_offset_ns = (int64_t)w.tv_sec * 1000000000 + w.tv_nsec - mono_us * 1000;
+}
+
+fm_status fm_trace_init(size_t capacity, fm_err *err) {
+    set_wall_offset();
     return fm_trace_ring_create(capacity, &node_ring, err);
 }
 
@@ -386,11 +390,40 @@ void fm_trace_shutdown(void) {
     node_ring = NULL;
 }
 
+static void (*trace_sink)(const fm_span *s); /* worker processes only */
+
+void fm_trace_set_sink(void (*sink)(const fm_span *s)) {
+    set_wall_offset();
+    trace_sink = sink;
+}
+
+void fm_trace_ctx_hex(const fm_trace_ctx *c, char out[67]) {
+    fm_hex(c->trace_id, 16, out);
+    fm_hex(c->span_id, 8, out + 32);
+    fm_hex(c->parent_span_id, 8, out + 48);
+    fm_hex(&c->flags, 1, out + 64);
+    out[66] = '\0';
+}
+
+bool fm_trace_ctx_unhex(const char *hex, fm_trace_ctx *c) {
+    return hex && strlen(hex) == 66 && unhex(hex, c->trace_id, 16, true) &&
+           unhex(hex + 32, c->span_id, 8, true) && unhex(hex + 48, c->parent_span_id, 8, true) &&
+           unhex(hex + 64, &c->flags, 1, true);
+}
+
 void fm_trace_record(const fm_span *s) {
-    if (node_ring) fm_trace_ring_append(node_ring, s);
+    if (trace_sink) trace_sink(s);
+    else if (node_ring) fm_trace_ring_append(node_ring, s);
 }
 
 void fm_trace_record_fill(void (*fill)(fm_span *out, const void *ud), const void *ud) {
+    if (trace_sink) {
+        fm_span s;
+        memset(&s, 0, sizeof(s));
+        fill(&s, ud);
+        trace_sink(&s);
+        return;
+    }
     if (node_ring) ring_append_fill(node_ring, fill, ud);
 }
 

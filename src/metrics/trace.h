@@ -152,6 +152,13 @@ void fm_trace_record(const fm_span *s);
 /* The same, with the span written by `fill` straight into its ring slot
  * (the cheaper way for the call path). Any thread. */
 void fm_trace_record_fill(void (*fill)(fm_span *out, const void *ud), const void *ud);
+/* A worker process has no ring: with a sink set, every span recorded is
+ * handed to it (it sends the span to its node). Set once at start-up. */
+void fm_trace_set_sink(void (*sink)(const fm_span *s));
+/* A trace context as 66 hex digits (NUL-terminated, `out` of 67) and back
+ * (false when `hex` is not one). For handing contexts to worker processes. */
+void fm_trace_ctx_hex(const fm_trace_ctx *c, char out[67]);
+bool fm_trace_ctx_unhex(const char *hex, fm_trace_ctx *c);
 /* Spans recorded into the node's ring so far. */
 uint64_t fm_trace_recorded(void);
 

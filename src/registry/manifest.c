@@ -67,6 +67,12 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
                                   "fnmesh.json: max_instances must be an integer from 1 to %d",
                                   FM_MAX_INSTANCES);
             m->max_instances = json_integer_value(v);
+        } else if (strcmp(key, "isolation") == 0) {
+            const char *iso = json_string_value(v);
+            if (!iso || (strcmp(iso, "thread") != 0 && strcmp(iso, "process") != 0))
+                return fm_err_set(err, FM_INVALID_BUNDLE,
+                                  "fnmesh.json: isolation must be \"thread\" or \"process\"");
+            m->isolation = iso[0] == 'p' ? FM_ISOLATION_PROCESS : FM_ISOLATION_THREAD;
         } else if (strcmp(key, "entry") == 0) {
             if (!json_is_array(v) || json_array_size(v) == 0)
                 return fm_err_set(err, FM_INVALID_BUNDLE,
@@ -110,8 +116,8 @@ fm_status fm_manifest_parse(const char *text, size_t len, fm_manifest *m, fm_err
         } else {
             return fm_err_set(err, FM_INVALID_BUNDLE,
                               "fnmesh.json: unknown key \"%s\" (known: timeout_ms, "
-                              "max_concurrency, max_queue, memory_mb, max_instances, entry, "
-                              "functions)",
+                              "max_concurrency, max_queue, memory_mb, max_instances, isolation, "
+                              "entry, functions)",
                               key);
         }
     }

@@ -1,6 +1,7 @@
 /* manifest.h - the optional fnmesh.json of a deployment.
  *
  *   {"timeout_ms": N, "max_concurrency": N, "max_queue": N, "memory_mb": N,
+ *    "max_instances": N, "isolation": "thread"|"process",
  *    "entry": ["a.js", ...],
  *    "functions": {"<name>": {"timeout_ms": N, "max_concurrency": N, "max_queue": N}}}
  *
@@ -24,11 +25,21 @@
 #define FM_MAX_MEMORY_MB 65536
 #define FM_MAX_INSTANCES 1024
 
+/* Where a deployment's JavaScript, Lua and template code runs: in the
+ * node's executor threads, or in sandboxed worker processes (Python and C
+ * always run in workers). */
+typedef enum {
+    FM_ISOLATION_DEFAULT = 0, /* the node's --isolation */
+    FM_ISOLATION_THREAD,
+    FM_ISOLATION_PROCESS,
+} fm_isolation;
+
 typedef struct fm_manifest {
     json_t *root;       /* owned; {} when the bundle has no manifest */
     int64_t timeout_ms; /* deployment default */
     int64_t memory_mb;  /* memory cap of each instance of the deployment */
     int64_t max_instances; /* instances of the deployment at most (0: the default) */
+    fm_isolation isolation; /* "isolation" (FM_ISOLATION_DEFAULT when absent) */
     json_t *entry;      /* borrowed from root: array of strings, or NULL */
     json_t *functions;  /* borrowed from root: object, or NULL */
 } fm_manifest;

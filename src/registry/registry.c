@@ -21,9 +21,18 @@ static int cmp_fn(const void *a, const void *b) {
     return strcmp(((const fm_function *)a)->name, ((const fm_function *)b)->name);
 }
 
+static fm_isolation node_isolation = FM_ISOLATION_THREAD;
+
+void fm_registry_set_isolation(fm_isolation iso) {
+    node_isolation = iso == FM_ISOLATION_PROCESS ? iso : FM_ISOLATION_THREAD;
+}
+
 fm_version *fm_version_new(const char *deployment, const char *id, int64_t created_at,
                            fm_manifest *manifest, fm_unit *units, size_t nunits, int nthreads) {
     fm_version *v = calloc(1, sizeof(*v));
+    v->isolation = manifest->isolation ? manifest->isolation : node_isolation;
+    if (v->isolation == FM_ISOLATION_PROCESS)
+        for (size_t i = 0; i < nunits; i++) units[i].rt = fm_runtime_isolated(units[i].rt);
     atomic_init(&v->refs, 1);
     v->deployment = strdup(deployment);
     snprintf(v->id, sizeof(v->id), "%s", id);
@@ -155,8 +164,9 @@ void fm_version_free(fm_version *v) {
 json_t *fm_version_json(const fm_version *v) {
     char ts[40];
     fm_rfc3339(v->created_at, ts, sizeof(ts));
-    return json_pack("{s:s, s:s, s:s, s:O}", "name", v->deployment, "version", v->id,
-                     "created_at", ts, "functions",
+    return json_pack("{s:s, s:s, s:s, s:s, s:O}", "name", v->deployment, "version", v->id,
+                     "created_at", ts, "isolation",
+                     v->isolation == FM_ISOLATION_PROCESS ? "process" : "thread", "functions",
                      v->functions_json ? v->functions_json : json_array());
 }
 

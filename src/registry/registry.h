@@ -74,9 +74,15 @@ struct fm_version {
     int64_t *last_used_us; /* [nthreads * nunits]: last call on that instance; its thread only */
     atomic_int retire_left;
     json_t *functions_json; /* [{name,file,runtime,params}] (owned) */
+    fm_isolation isolation; /* thread or process, never DEFAULT */
 };
 
-/* Creates a version with its compiled units (moved in) and manifest (moved in). refs = 1. */
+/* The node's isolation for deployments whose manifest does not say
+ * (--isolation; FM_ISOLATION_THREAD unless set). Set once at start-up. */
+void fm_registry_set_isolation(fm_isolation iso);
+/* Creates a version with its compiled units (moved in) and manifest (moved
+ * in). refs = 1. Under process isolation (the manifest's, else the node's)
+ * the units of in-process runtimes run in their isolated form. */
 fm_version *fm_version_new(const char *deployment, const char *id, int64_t created_at,
                            fm_manifest *manifest, fm_unit *units, size_t nunits, int nthreads);
 /* Installs the exports reported by instantiation (each tagged with its unit).

@@ -9,6 +9,9 @@ extern const fm_runtime fm_runtime_template;
 extern const fm_runtime fm_runtime_python;
 extern const fm_runtime fm_runtime_lua;
 extern const fm_runtime fm_runtime_c;
+extern const fm_runtime fm_runtime_js_isolated;
+extern const fm_runtime fm_runtime_lua_isolated;
+extern const fm_runtime fm_runtime_template_isolated;
 
 /* One line per runtime. */
 const fm_runtime *const fm_runtimes[] = {
@@ -17,6 +20,9 @@ const fm_runtime *const fm_runtimes[] = {
     &fm_runtime_python,
     &fm_runtime_lua,
     &fm_runtime_c,
+    &fm_runtime_js_isolated,
+    &fm_runtime_lua_isolated,
+    &fm_runtime_template_isolated,
 };
 const size_t fm_runtime_count = sizeof(fm_runtimes) / sizeof(fm_runtimes[0]);
 

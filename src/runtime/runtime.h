@@ -40,12 +40,16 @@ typedef struct fm_instance_limits {
     size_t memory;   /* bytes: memory_mb */
     int max_workers; /* worker-process runtimes: processes of this version on all executor
                         threads together (max_instances; 0 = the default, 4 per CPU) */
+    bool whole_process; /* the instance has a worker process to itself (process
+                           isolation): the process's own figures measure it */
 } fm_instance_limits;
 
 typedef struct fm_runtime {
     const char *name;              /* "js" */
     bool out_of_process;           /* calls run in worker processes (which report their CPU) */
     bool call_nested;              /* `call` may run inside another runtime's call on its thread */
+    bool isolated;                 /* an in-process runtime run in worker processes
+                                      (process isolation, runtime/isolated.c) */
     size_t instance_bytes;         /* what an instance costs the node, roughly (--memory-budget;
                                       measured with bench/density.py) */
     const char *const *extensions; /* NULL-terminated: ".js", ".mjs", ... */
@@ -77,12 +81,20 @@ typedef struct fm_runtime {
     int64_t (*poll)(void *ts);
 } fm_runtime;
 
-/* The runtime table. */
+/* The runtime table: the runtimes that files map to, then the process-
+ * isolation forms of the in-process ones (same name, no extensions). */
 extern const fm_runtime *const fm_runtimes[];
 extern const size_t fm_runtime_count;
 /* Runtime serving files with this path's extension, or NULL. */
 const fm_runtime *fm_runtime_for_path(const char *path);
 int fm_runtime_index(const fm_runtime *rt);
+/* The runtime that runs `rt`'s code under process isolation: its isolated
+ * form for JavaScript, Lua and templates, `rt` itself for the runtimes that
+ * always run in workers (runtime/isolated.c). */
+const fm_runtime *fm_runtime_isolated(const fm_runtime *rt);
+/* A worker process of an isolated runtime: `fnmesh worker-js` etc. Returns
+ * the exit code; -1 when `verb` names none. */
+int fm_isolated_worker_main(const char *verb);
 
 void fm_exports_free(fm_export *e, size_t n);
 

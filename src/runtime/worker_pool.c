@@ -21,6 +21,8 @@
 #include "core/util.h"
 #include "exec/exec.h"
 #include "metrics/logs.h"
+#include "metrics/metrics.h"
+#include "metrics/trace.h"
 #include "registry/bind.h"
 #include "registry/registry.h"
 #include "runtime/python/python_int.h"
@@ -68,6 +70,7 @@ struct wp_worker {
     uint64_t cpu_us;          /* the worker's CPU time at its last report ('U', 'R', 'F') */
     bool starting;            /* started without waiting: not ready before its 'U' frame */
     bool fresh;               /* ready, and no call sent yet (the next one is a cold start) */
+    bool retiring;            /* it asked to be replaced ('Z'): no more calls; stopped when idle */
     int64_t idle_since_us;    /* when it last became idle (ready, no call), 0 while busy */
     int64_t spawned_us, start_cost_us; /* when it was started; how long it took to be ready */
     struct wp_mesh_req *mesh; /* calls made by the running function */
@@ -169,9 +172,10 @@ static const char *self_exe(void) {
 }
 
 static void on_readable(uint32_t events, void *ud);
+static void stop_worker(wp_worker *w, int64_t now);
 
 /* ---- process counters per runtime (for /metrics) ---- */
-#define MAX_KINDS 4
+#define MAX_KINDS 8
 static struct {
     _Atomic(const char *) runtime;
     atomic_uint_fast64_t started, exited, died;
@@ -267,8 +271,9 @@ static struct spare_worker {
     pid_t pid;
     int fd;
 } spares[MAX_KINDS] = {
-    {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}, {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1},
-    {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}, {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}};
+#define NO_SPARE {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}
+    NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE};
+#undef NO_SPARE
 
 /* Takes the spare worker of `kind` (false when there is none). */
 static bool take_spare(const fm_wpool_kind *kind, pid_t *pid, int *fd) {
@@ -295,12 +300,13 @@ static void refill_spare(const fm_wpool_kind *kind) {
     pthread_mutex_unlock(&sp->mu);
 }
 
-/* Sends a started worker its deployment: the memory cap ('Q'), then the
- * artifact ('I'). */
+/* Sends a started worker its deployment: its limits ('Q': the address-space
+ * cap and memory_mb, in MiB), then the artifact ('I'). */
 static int send_deployment(wp_worker *w) {
     wp_inst *in = w->in;
-    char q[32];
-    int n = snprintf(q, sizeof(q), "%ld", in->memory_mb);
+    char q[320];
+    int n = snprintf(q, sizeof(q), "%ld %ld %.255s", in->memory_mb,
+                     in->memory_mb - FM_WORKER_AS_HEADROOM_MB, in->deployment);
     if (fm_py_send(w->fd, 'Q', q, (size_t)n, NULL, 0) != 0) return -1;
     return fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0);
 }
@@ -440,6 +446,12 @@ static int reap(wp_worker *w, bool force) {
 }
 
 
+/* Workers that run the node's own runtimes (process isolation) record
+ * spans of the calls they make inside and send them ('S'). */
+static bool in_kind_traces(const wp_worker *w) {
+    return w->in->kind->concurrency > 0;
+}
+
 /* Sends a call to an idle, live worker. */
 static bool send_call(wp_worker *w, fm_job *job) {
     json_t *args = json_array(), *holes = NULL; /* "h" only when some are missing */
@@ -450,6 +462,16 @@ static bool send_call(wp_worker *w, fm_job *job) {
         json_array_append_new(holes, json_integer((json_int_t)i));
     }
     json_t *req = json_pack("{s:i, s:o, s:o*}", "i", (int)job->fn->index, "a", args, "h", holes);
+    if (job->deadline_us) { /* "d": ms left, for runtimes that stop code themselves */
+        int64_t left = (job->deadline_us - fm_mono_us()) / 1000;
+        json_object_set_new(req, "d", json_integer(left > 1 ? left : 1));
+    }
+    if (job->hops) json_object_set_new(req, "o", json_integer(job->hops)); /* its calls' hops */
+    if (in_kind_traces(w) && fm_telemetry) { /* "x": the call's span, parent of what it calls there */
+        char x[67];
+        fm_trace_ctx_hex(&job->trace, x);
+        json_object_set_new(req, "x", json_string(x));
+    }
     size_t len;
     char *text = fm_json_dump(req, &len);
     json_decref(req);
@@ -478,16 +500,36 @@ static bool send_call(wp_worker *w, fm_job *job) {
     return true;
 }
 
+/* Takes call `id` out of the calls sent to the worker (NULL if it is not
+ * there); the head's successor is the one running now (or the oldest). */
+static fm_job *take_sent(wp_worker *w, uint32_t id) {
+    fm_job *prev = NULL;
+    for (fm_job *j = w->busy; j; prev = j, j = j->next) {
+        if ((uint32_t)j->async_id != id) continue;
+        if (prev) prev->next = j->next;
+        else w->busy = j->next;
+        if (w->sent_tail == j) w->sent_tail = prev;
+        j->next = NULL;
+        if (!prev) {
+            if (w->busy) w->busy_id = (uint32_t)w->busy->async_id;
+            w->interrupted_at = 0;
+        }
+        w->depth--;
+        return j;
+    }
+    return NULL;
+}
+
+/* A call sent to the worker and not answered yet, or NULL. */
+static fm_job *find_sent(const wp_worker *w, uint32_t id) {
+    for (fm_job *j = w->busy; j; j = j->next)
+        if ((uint32_t)j->async_id == id) return j;
+    return NULL;
+}
+
 /* The head call was answered: the next one sent is running now. */
 static fm_job *pop_busy(wp_worker *w) {
-    fm_job *job = w->busy;
-    w->busy = job->next;
-    job->next = NULL;
-    if (!w->busy) w->sent_tail = NULL;
-    else w->busy_id = (uint32_t)w->busy->async_id;
-    w->depth--;
-    w->interrupted_at = 0;
-    return job;
+    return take_sent(w, w->busy_id);
 }
 
 static void start_next(wp_inst *in);
@@ -516,8 +558,9 @@ static void worker_died(wp_worker *w) {
         job->cpu_measured = true;
     }
     w->cpu_us = 0;
-    /* calls pipelined behind the one that died never ran: send them again */
-    if (w->busy) {
+    /* calls pipelined behind the one that died never ran: send them again
+     * (a worker running several at once lost them all: they fail below) */
+    if (w->busy && !w->in->kind->concurrency) {
         wp_inst *in = w->in;
         w->sent_tail->next = in->qhead;
         if (!in->qhead) in->qtail = w->sent_tail;
@@ -526,7 +569,7 @@ static void worker_died(wp_worker *w) {
         w->depth = 0;
     }
     w->interrupted_at = interrupted;
-    if (job) {
+    while (job) {
         if (w->interrupted_at || (job->deadline_us && fm_mono_us() >= job->deadline_us)) {
             fm_job_fail_timeout(job);
         } else {
@@ -540,13 +583,14 @@ static void worker_died(wp_worker *w) {
             fm_job_fail(job, FM_FUNCTION_ERROR, msg, "WorkerCrash", NULL);
         }
         fm_job_finish(job);
+        job = w->busy ? pop_busy(w) : NULL; /* the others it was running: the same end */
     }
     start_next(w->in);
 }
 
-static void finish_busy(wp_worker *w, char type, const char *payload, size_t len) {
-    bool interrupted = w->interrupted_at != 0;
-    fm_job *job = pop_busy(w);
+static void finish_sent(wp_worker *w, fm_job *job, char type, const char *payload, size_t len) {
+    bool interrupted = w->interrupted_at != 0 && job == w->busy;
+    take_sent(w, (uint32_t)job->async_id);
     if (!w->busy) w->idle_since_us = fm_mono_us();
     if (crashes_of(w->in)) /* it answered: the deployment works */
         atomic_store_explicit(&w->in->health->crashes, 0, memory_order_relaxed);
@@ -571,8 +615,12 @@ static void finish_busy(wp_worker *w, char type, const char *payload, size_t len
         const char *m = json_string_value(json_object_get(e, "message"));
         /* an uncaught error of a called function keeps its status */
         fm_status st = fm_mesh_status(json_string_value(json_object_get(e, "code")));
-        fm_job_fail(job, st, m ? m : "error", json_string_value(json_object_get(e, "name")),
-                    json_string_value(json_object_get(e, "stack")));
+        const char *stack = json_string_value(json_object_get(e, "stack"));
+        if (st == FM_TIMEOUT && (!stack || !*stack)) /* its own deadline, stopped by its runtime */
+            fm_job_fail_timeout(job);
+        else
+            fm_job_fail(job, st, m ? m : "error", json_string_value(json_object_get(e, "name")),
+                        stack);
         json_decref(e);
     }
     fm_job_finish(job);
@@ -584,11 +632,19 @@ typedef struct wp_mesh_req {
     struct wp_mesh_req *next;
     wp_worker *w; /* NULL once the instance is gone */
     uint32_t busy_id;
+    bool keyed; /* the worker makes several calls at once: answer with 'n' and its key */
+    uint32_t key;
 } wp_mesh_req;
 
-static void send_mesh_answer(wp_worker *w, bool ok, const char *text, size_t len) {
-    unsigned char flag = ok ? 1 : 0;
-    if (w->fd >= 0) fm_py_send(w->fd, 'm', &flag, 1, text, len);
+/* 'm' (u8 ok, JSON), or 'n' (u32 key, u8 ok, JSON) for a keyed request. */
+static void send_mesh_answer(wp_worker *w, const wp_mesh_req *mr, bool ok, const char *text,
+                             size_t len) {
+    unsigned char head[5];
+    fm_put_u32(head, mr && mr->keyed ? mr->key : 0);
+    head[4] = ok ? 1 : 0;
+    if (w->fd < 0) return;
+    if (mr && mr->keyed) fm_py_send(w->fd, 'n', head, 5, text, len);
+    else fm_py_send(w->fd, 'm', head + 4, 1, text, len);
 }
 
 static void wp_mesh_done(fm_job *child, void *ud) {
@@ -601,17 +657,17 @@ static void wp_mesh_done(fm_job *child, void *ud) {
                 break;
             }
     /* the caller may have timed out or died meanwhile: answer only if it still waits */
-    if (w && w->busy && w->busy_id == mr->busy_id && w->fd >= 0) {
+    if (w && find_sent(w, mr->busy_id) && w->fd >= 0) {
         if (child->status == FM_OK) {
             size_t len = 4;
             char *text = child->value ? fm_json_dump(child->value, &len) : strdup("null");
-            send_mesh_answer(w, true, text, len);
+            send_mesh_answer(w, mr, true, text, len);
             free(text);
         } else {
             json_t *e = fm_mesh_error(child);
             size_t len;
             char *text = fm_json_dump(e, &len);
-            send_mesh_answer(w, false, text, len);
+            send_mesh_answer(w, mr, false, text, len);
             free(text);
             json_decref(e);
         }
@@ -622,6 +678,25 @@ static void wp_mesh_done(fm_job *child, void *ud) {
 static void mesh_request(wp_worker *w, const char *p, size_t len) {
     json_t *req = fm_json_parse_value(p, len);
     const char *target = json_string_value(json_object_get(req, "t"));
+    json_t *key = json_object_get(req, "k"), *holes = json_object_get(req, "h");
+    wp_mesh_req keyinfo = {.keyed = json_is_integer(key),
+                           .key = (uint32_t)json_integer_value(key)};
+    /* the call making it: "c" from a concurrent worker, else the one running */
+    json_t *cid = json_object_get(req, "c");
+    fm_job *parent = json_is_integer(cid) ? find_sent(w, (uint32_t)json_integer_value(cid)) : w->busy;
+    if (!parent) parent = w->busy;
+    /* "x": the context of the code that made the call inside the worker (a
+     * function it called there): the callee's span is its child */
+    fm_job inner;
+    fm_trace_ctx ctx;
+    json_t *hops = json_object_get(req, "o"); /* and the call's hops ("o"): its caller's + 1 */
+    bool has_ctx = fm_trace_ctx_unhex(json_string_value(json_object_get(req, "x")), &ctx);
+    if (has_ctx || json_is_integer(hops)) {
+        inner = *parent; /* read by fm_mesh_call only, never kept */
+        if (has_ctx) inner.trace = ctx;
+        if (json_integer_value(hops) > parent->hops) inner.hops = (int)json_integer_value(hops) - 1;
+        parent = &inner;
+    }
     json_t *pos = json_object_get(req, "a"), *named = json_object_get(req, "n");
     fm_err err = FM_ERR_INIT;
     const fm_function *fn = NULL;
@@ -644,11 +719,20 @@ static void mesh_request(wp_worker *w, const char *p, size_t len) {
             json_decref(argv[i]);
             argv[i] = json_incref(json_array_get(pos, i));
         }
+        size_t hi;
+        json_t *h;
+        json_array_foreach(holes, hi, h) { /* undefined: the parameter's default applies */
+            json_int_t k = json_integer_value(h);
+            if (k < 0 || (size_t)k >= np) continue;
+            json_decref(argv[k]);
+            argv[k] = NULL;
+        }
         fm_version_release(v); /* fm_mesh_call resolves again */
         wp_mesh_req *mr = calloc(1, sizeof(*mr));
+        *mr = keyinfo;
         mr->w = w;
-        mr->busy_id = w->busy_id;
-        if (fm_mesh_call(w->busy, target, strlen(target), argv, argc, wp_mesh_done, mr, &err) ==
+        mr->busy_id = (uint32_t)parent->async_id;
+        if (fm_mesh_call(parent, target, strlen(target), argv, argc, wp_mesh_done, mr, &err) ==
             FM_OK) {
             mr->next = w->mesh;
             w->mesh = mr;
@@ -665,16 +749,32 @@ static void mesh_request(wp_worker *w, const char *p, size_t len) {
                           fm_status_code(err.status), "stack", "");
     size_t elen;
     char *text = fm_json_dump(e, &elen);
-    send_mesh_answer(w, false, text, elen);
+    send_mesh_answer(w, &keyinfo, false, text, elen);
     free(text);
     json_decref(e);
     fm_err_clear(&err);
     json_decref(req);
 }
 
-static void log_line(wp_worker *w, const char *p, size_t len) {
+/* A span recorded in a worker: its request id there is the call's id; the
+ * node puts the call's own request id and version in. */
+static void worker_span(wp_worker *w, const char *p) {
+    if (!fm_telemetry) return;
+    fm_span s;
+    memcpy(&s, p, sizeof(s));
+    s.request_id[sizeof(s.request_id) - 1] = '\0';
+    const fm_job *job = find_sent(w, (uint32_t)strtoul(s.request_id, NULL, 10));
+    if (job) {
+        fm_trace_copy(s.request_id, sizeof(s.request_id), job->request_id);
+        fm_trace_copy(s.version, sizeof(s.version), job->version->id);
+        s.version[12 < sizeof(s.version) ? 12 : sizeof(s.version) - 1] = '\0';
+    }
+    fm_trace_record(&s);
+}
+
+static void log_line(wp_worker *w, const fm_job *job, const char *p, size_t len) {
     if (len < 1) return;
-    fm_logs_function(w->in->deployment, w->busy, (fm_log_level)((unsigned char)p[0] & 3), p + 1,
+    fm_logs_function(w->in->deployment, job, (fm_log_level)((unsigned char)p[0] & 3), p + 1,
                      len - 1);
 }
 
@@ -721,19 +821,30 @@ static void on_readable(uint32_t events, void *ud) {
                 w->start_cost_us = fm_mono_us() - w->spawned_us;
                 w->idle_since_us = fm_mono_us();
             }
+        } else if (type == 'S' && plen == sizeof(fm_span)) {
+            worker_span(w, p);
+        } else if (type == 'Z') { /* above its memory cap: replace it once it is idle */
+            w->retiring = true;
         } else if (type == 'L') {
-            log_line(w, p, plen);
+            log_line(w, w->busy, p, plen);
+        } else if (type == 'l' && plen >= 4) { /* a concurrent worker's: u32 call id first */
+            log_line(w, find_sent(w, fm_get_u32((const unsigned char *)p)), p + 4, plen - 4);
         } else if (type == 'M' && w->busy) {
             mesh_request(w, p, plen);
-        } else if ((type == 'R' || type == 'F') && plen >= 16 && w->busy &&
-                   fm_get_u32((const unsigned char *)p) == w->busy_id) {
-            fm_job *job = w->busy;
-            uint64_t cpu = get_u64((const unsigned char *)p + 4);
-            job->cpu_us = cpu > w->cpu_us ? cpu - w->cpu_us : 0;
-            job->cpu_measured = true;
-            w->cpu_us = cpu;
-            job->peak_memory = (uint64_t)fm_get_u32((const unsigned char *)p + 12) * 1024;
-            finish_busy(w, type, p + 16, plen - 16);
+        } else if ((type == 'R' || type == 'F') && plen >= 16 && w->busy) {
+            uint32_t id = fm_get_u32((const unsigned char *)p);
+            fm_job *job = id == w->busy_id ? w->busy
+                          : w->in->kind->concurrency ? find_sent(w, id)
+                                                     : NULL;
+            if (job) {
+                /* CPU: the worker's since its last answer (shared calls: the one answering) */
+                uint64_t cpu = get_u64((const unsigned char *)p + 4);
+                job->cpu_us = cpu > w->cpu_us ? cpu - w->cpu_us : 0;
+                job->cpu_measured = true;
+                w->cpu_us = cpu;
+                job->peak_memory = (uint64_t)fm_get_u32((const unsigned char *)p + 12) * 1024;
+                finish_sent(w, job, type, p + 16, plen - 16);
+            }
         }
         if (w->fd < 0) return; /* died while handling (e.g. send failed) */
     }
@@ -743,6 +854,7 @@ static void on_readable(uint32_t events, void *ud) {
         worker_died(w);
         return;
     }
+    if (w->retiring && !w->busy && !w->mesh) stop_worker(w, fm_mono_us());
     start_next(w->in);
 }
 
@@ -768,10 +880,10 @@ static wp_worker *free_worker(wp_inst *in) {
     int live = 0, waiting = 0, starting = 0;
     for (int i = 0; i < in->nworkers; i++) {
         wp_worker *w = &in->workers[i];
-        if (w->fd >= 0 && !w->busy && !w->starting) return w;
+        if (w->fd >= 0 && !w->busy && !w->starting && !w->retiring) return w;
         if (w->fd >= 0) live++; /* starting ones too */
         if (w->fd >= 0 && w->starting) starting++;
-        if (w->fd >= 0 && w->mesh) waiting++; /* blocked on a call it made */
+        if (w->fd >= 0 && w->mesh && !in->kind->concurrency) waiting++; /* blocked on a call it made */
     }
     /* room for one more worker process (per thread: one per CPU beside those
      * waiting on calls they made; per version: max_instances), unless
@@ -799,7 +911,9 @@ static wp_worker *free_worker(wp_inst *in) {
     wp_worker *best = NULL;
     for (int i = 0; i < in->nworkers; i++) {
         wp_worker *w = &in->workers[i];
-        if (w->fd < 0 || w->starting || w->mesh || w->interrupted_at || w->depth >= PIPE_DEPTH)
+        int depth = in->kind->concurrency ? in->kind->concurrency : PIPE_DEPTH;
+        if (w->fd < 0 || w->starting || w->retiring || (w->mesh && !in->kind->concurrency) ||
+            w->interrupted_at || w->depth >= depth)
             continue;
         if (!best || w->depth < best->depth) best = w;
     }
@@ -979,6 +1093,21 @@ static int64_t reap_exiting(wp_thread *ts, int64_t now) {
     return next;
 }
 
+/* Stops an idle worker: its socket closes, it exits on its own (reaped
+ * later, killed if it lingers); its slot is free for a new one. */
+static void stop_worker(wp_worker *w, int64_t now) {
+    wp_thread *ts = w->in->ts;
+    wp_exiting *e = calloc(1, sizeof(*e));
+    e->pid = w->pid;
+    e->kill_at_us = now + 5000000;
+    e->next = ts->exiting;
+    ts->exiting = e;
+    detach(w);
+    w->pid = 0;
+    w->retiring = false;
+    atomic_fetch_add_explicit(&kind_stats[kind_slot(w->in->kind)].exited, 1, memory_order_relaxed);
+}
+
 /* Gives back the workers of `in` beyond the first that have been idle for
  * the idle window; returns microseconds until the next one may be, or -1. */
 static int64_t scale_down(wp_thread *ts, wp_inst *in, int64_t now) {
@@ -993,15 +1122,7 @@ static int64_t scale_down(wp_thread *ts, wp_inst *in, int64_t now) {
             if (next < 0 || at < next) next = at;
             continue;
         }
-        wp_exiting *e = calloc(1, sizeof(*e));
-        e->pid = w->pid;
-        e->kill_at_us = now + 5000000;
-        e->next = ts->exiting;
-        ts->exiting = e;
-        detach(w); /* it exits on its own */
-        w->pid = 0;
-        atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1,
-                                  memory_order_relaxed);
+        stop_worker(w, now);
         live--;
     }
     return next;

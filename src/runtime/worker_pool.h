@@ -5,8 +5,9 @@
  * exec'd by the executor thread that owns the instance and watched from that
  * thread's epoll loop. They speak the framing of runtime/python/python_int.h:
  * 'I' (the artifact) → 'E' exports / 'X' failure, then 'C' calls → 'R'/'F',
- * 'L' log lines and 'M'/'m' mesh calls. A worker runs one call at a time;
- * the others wait in the instance's queue. Past a call's deadline the worker
+ * 'L' log lines and 'M'/'m' mesh calls. A worker runs one call at a time
+ * (the others wait in the instance's queue, a few pipelined to it), or with
+ * a kind's `concurrency` up to that many at once (JavaScript awaiting). Past a call's deadline the worker
  * gets SIGINT and one second later SIGKILL (or SIGKILL at once); a worker
  * that dies fails only the call it was running and is replaced when needed.
  *
@@ -26,6 +27,8 @@ typedef struct fm_wpool_kind {
     const char *verb;  /* argv[1] of the worker process: "worker-python" */
     const char *label; /* in messages: "the Python worker crashed" */
     bool sigint_first; /* at the deadline: SIGINT, then SIGKILL after 1 s; else SIGKILL */
+    int concurrency;   /* calls one worker runs at once, answered in any order ('R'/'F' name
+                          theirs; 'M' and 'l' frames too); 0: one at a time, in order */
 } fm_wpool_kind;
 
 /* Worker processes of one runtime since the node started (for /metrics). */

@@ -157,6 +157,12 @@ def make_zero_bundle(big_files, files=None, compresslevel=1):
 # --------------------------------------------------------------------------
 # the node
 
+# FNMESH_TEST_ISOLATION=process runs a suite's nodes with --isolation process
+# (ctest's integration.process.* entries): the same tests, JavaScript, Lua
+# and templates in sandboxed worker processes.
+ISOLATION = os.environ.get("FNMESH_TEST_ISOLATION", "")
+
+
 class NodeStartError(RuntimeError):
     pass
 
@@ -198,6 +204,8 @@ class Node:
         self._log.flush()
         self.argv = [BIN, "serve", "--listen", "127.0.0.1:%d" % self.port,
                      "--data", self.data_dir] + self.extra_args
+        if ISOLATION and "--isolation" not in self.extra_args:
+            self.argv += ["--isolation", ISOLATION]
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      env=self._env(), start_new_session=True)

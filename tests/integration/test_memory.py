@@ -30,6 +30,19 @@ def ok():
 """
 
 
+JS = r"""
+const keep = [];
+export function hog() {
+  for (;;) keep.push(new Array(1 << 20));
+}
+export function hogFilled() {
+  const mine = [];
+  for (;;) mine.push(new Array(1 << 16).fill(7));
+}
+export function ok() { return "ok"; }
+"""
+
+
 class MemoryTest(FnTestCase):
     @classmethod
     def setUpClass(cls):
@@ -39,6 +52,24 @@ class MemoryTest(FnTestCase):
         cls.must_deploy(cls.node, "lbig", {"index.lua": LUA})
         cls.must_deploy(cls.node, "psmall", {"index.py": PY, "fnmesh.json": '{"memory_mb": 16}'})
         cls.must_deploy(cls.node, "pbig", {"index.py": PY, "fnmesh.json": '{"memory_mb": 1024}'})
+        cls.must_deploy(cls.node, "jsmall", {"index.js": JS, "fnmesh.json":
+                                             '{"memory_mb": 64, "isolation": "process"}'})
+
+    @unittest.skipIf(os.environ.get("ASAN_OPTIONS"),
+                     "sanitizer builds do not cap a worker's RSS (their shadow memory is in it)")
+    def test_javascript_workers_are_capped_at_memory_mb(self):
+        # JavaScriptCore has no heap limit and reserves far more address space
+        # than any cap: under process isolation the worker's resident memory is
+        # watched while code runs (a call past it fails, the worker is replaced)
+        for fn in ("hog", "hogFilled"):
+            with self.subTest(fn=fn):
+                st, body = self.node.call("jsmall", fn)
+                self.assertEqual(st, 500, body)
+                self.assertEqual(body["error"]["code"], "function_error")
+                self.assertIn("memory limit exceeded (64 MiB)", body["error"]["message"])
+                self.assertEqual(self.node.call("jsmall", "ok"), (200, "ok"))
+        st, _, obj = self.node.req_json("GET", "/system/v1/deployments/jsmall")
+        self.assertEqual((st, obj["isolation"]), (200, "process"), obj)
 
     def test_lua_instances_are_capped_at_memory_mb(self):
         st, body = self.node.call("lsmall", "grow", 40)

@@ -164,6 +164,36 @@ class SandboxTest(FnTestCase):
         # refused calls did not hurt the worker: it answers the next call
         self.assertEqual(self.attempt("thread"), "allowed")
 
+    def test_isolated_javascript_and_lua_run_sandboxed(self):
+        # --isolation process (here the manifest's): JavaScript and Lua run in
+        # worker processes under the same filter, and serve as in-process
+        manifest = '{"isolation": "process"}'
+        st, _ = self.node.deploy("iso", {
+            "index.js": "export const pid = () => fnmesh.call('iso/luapid');\n",
+            "lib.lua": "return { luapid = function() return 'lua' end }\n",
+            "fnmesh.json": manifest})
+        self.assertIn(st, (200, 201))
+        self.assertEqual(self.node.call("iso", "pid"), (200, "lua"))
+        workers = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open("/proc/%s/status" % pid) as f:
+                    fields = dict(l.partition(":")[::2] for l in f)
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() != str(self.node.pid) or len(argv) < 2:
+                continue
+            workers.setdefault(argv[1].decode(), []).append(
+                (fields["NoNewPrivs"].strip(), fields["Seccomp"].strip()))
+        for verb in ("worker-js", "worker-lua"):
+            self.assertIn(verb, workers, workers)
+            # a spare started ahead has not entered the sandbox yet: the one serving has
+            self.assertIn(("1", "2"), workers[verb], (verb, workers))
+
 
 if __name__ == "__main__":
     main()

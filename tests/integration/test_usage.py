@@ -8,6 +8,7 @@ import json
 import signal
 import time
 
+import fmtest
 from fmtest import FnTestCase, main
 
 JS = r"""
@@ -159,7 +160,13 @@ class UsageTest(FnTestCase):
         self.assertGreater(self.row(body, "luabig")["peak_memory_bytes"], 1600000)
         # the Python worker held a 40 MiB buffer
         self.assertGreater(self.row(body, "pybig")["peak_memory_bytes"], 40 * 1024 * 1024)
-        self.assertEqual(self.row(body, "echo", "use")["peak_memory_bytes"], 0)  # JS: unmeasured
+        # JavaScript in-process: unmeasured; under process isolation its worker's peak RSS
+        self.node.call("use", "echo", "x")
+        body = self.usage()
+        if fmtest.ISOLATION == "process":
+            self.assertGreater(self.row(body, "echo", "use")["peak_memory_bytes"], 1 << 20)
+        else:
+            self.assertEqual(self.row(body, "echo", "use")["peak_memory_bytes"], 0)
         self.assertEqual(body["group_by"], "function")
         self.assertEqual(body["bucket_seconds"], 60)
         total = body["total"]

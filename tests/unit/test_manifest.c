@@ -167,6 +167,24 @@ static void test_max_instances(void **state) {
     expect_refused("{\"functions\": {\"f\": {\"max_instances\": 2}}}", "functions.f.max_instances");
 }
 
+static void test_isolation(void **state) {
+    (void)state;
+    fm_manifest m;
+    parse_ok("{}", &m);
+    assert_int_equal(m.isolation, FM_ISOLATION_DEFAULT); /* the node's --isolation */
+    fm_manifest_dispose(&m);
+    parse_ok("{\"isolation\": \"process\"}", &m);
+    assert_int_equal(m.isolation, FM_ISOLATION_PROCESS);
+    fm_manifest_dispose(&m);
+    parse_ok("{\"isolation\": \"thread\"}", &m);
+    assert_int_equal(m.isolation, FM_ISOLATION_THREAD);
+    fm_manifest_dispose(&m);
+    expect_refused("{\"isolation\": \"vm\"}", "isolation must be \"thread\" or \"process\"");
+    expect_refused("{\"isolation\": true}", "isolation");
+    expect_refused("{\"functions\": {\"f\": {\"isolation\": \"process\"}}}",
+                   "functions.f.isolation");
+}
+
 static void test_unknown_keys(void **state) {
     (void)state;
     expect_refused("{\"timeout\": 1000}", "\"timeout\"");
@@ -223,6 +241,7 @@ int main(void) {
         cmocka_unit_test(test_entry_checks),
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_max_instances),
+        cmocka_unit_test(test_isolation),
         cmocka_unit_test(test_invalid_json_and_non_objects),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_parse_honours_length),

@@ -254,8 +254,9 @@ static void test_version_json(void **state) {
     fm_err err = FM_ERR_INIT;
     assert_int_equal(set_exports(v, specs, 1, &err), FM_OK);
     json_t *j = fm_version_json(v);
-    assert_int_equal(json_object_size(j), 4);
+    assert_int_equal(json_object_size(j), 5);
     assert_string_equal(json_string_value(json_object_get(j, "name")), "hello");
+    assert_string_equal(json_string_value(json_object_get(j, "isolation")), "thread");
     assert_string_equal(json_string_value(json_object_get(j, "version")), "9f86d0");
     assert_string_equal(json_string_value(json_object_get(j, "created_at")),
                         "2023-11-14T22:13:20Z");

@@ -222,6 +222,8 @@ typedef struct js_thread {
     int64_t limit_us;    /* watchdog budget currently set on the group */
     int64_t deadline_us; /* of the code running now */
     bool fired;          /* the watchdog terminated code */
+    size_t rss_cap;      /* process isolation with memory_mb: the worker's RSS at most (0 = none) */
+    bool over_memory;    /* the watchdog terminated code for passing rss_cap */
     fm_job *cur_job;
     js_instance *cur_inst;
     fm_job *pending; /* async calls awaiting settlement, linked by ->next */
@@ -274,19 +276,29 @@ struct js_instance {
  * runs this run-time half with its own state on the same threads. */
 static __thread js_thread *tls_ts;
 
+/* With a memory cap the watchdog also looks at the worker's RSS this often
+ * (of CPU time): JavaScriptCore has no heap limit of its own. */
+#define MEMORY_CHECK_US 5000
+
 static bool watchdog(JSContextRef ctx, void *ud) {
     js_thread *ts = ud;
+    if (ts->rss_cap && fm_process_rss() > ts->rss_cap) {
+        ts->fired = ts->over_memory = true;
+        return true;
+    }
     if (fm_mono_us() >= ts->deadline_us) {
         ts->fired = true;
         return true;
     }
     int64_t left = ts->deadline_us - fm_mono_us();
+    if (ts->rss_cap && left > MEMORY_CHECK_US) left = MEMORY_CHECK_US;
     ts->limit_us = left < 1000 ? 1000 : left;
     JSContextGroupSetExecutionTimeLimit(ts->group, (double)ts->limit_us / 1e6, watchdog, ts);
     return false;
 }
 
 static void set_limit(js_thread *ts, int64_t limit_us) {
+    if (ts->rss_cap && limit_us > MEMORY_CHECK_US) limit_us = MEMORY_CHECK_US;
     if (limit_us < 1000) limit_us = 1000;
     if (limit_us == ts->limit_us) return;
     ts->limit_us = limit_us;
@@ -430,6 +442,12 @@ static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
 /* Fills job's error from a thrown value. */
 static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) {
     js_thread *ts = inst->ts;
+    if (ts->over_memory) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "memory limit exceeded (%zu MiB)", ts->rss_cap >> 20);
+        fm_job_fail(job, FM_FUNCTION_ERROR, msg, "RangeError", NULL);
+        return;
+    }
     if (ts->fired || fm_mono_us() >= ts->deadline_us) {
         fm_job_fail_timeout(job);
         return;
@@ -904,12 +922,9 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     JSStringRelease(ln);
     json_t **args = calloc(n ? n : 1, sizeof(json_t *));
     char why[160] = "";
-    json_t *all = js_to_json(ctx, arr, why, sizeof(why)); /* one conversion for all */
-    for (size_t i = 0; i < n && all; i++) {
-        json_t *a = json_array_get(all, i);
-        args[i] = a && !json_is_null(a) ? json_incref(a) : (a ? json_null() : NULL);
-    }
-    json_decref(all);
+    for (size_t i = 0; i < n && !why[0]; i++) /* undefined: NULL, a hole (the default applies) */
+        args[i] = js_to_json(ctx, JSObjectGetPropertyAtIndex(ctx, arr, (unsigned)i, NULL), why,
+                             sizeof(why));
     fm_err err = FM_ERR_INIT;
     mesh_rec *rec = calloc(1, sizeof(*rec));
     rec->inst = ts->cur_inst;
@@ -983,15 +998,18 @@ static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef 
     }
     fm_err err = FM_ERR_INIT;
     const fm_function *fn = NULL;
+    /* in a worker process (process isolation) only the worker's own functions
+     * resolve: any other call goes to the node */
     fm_version *v = fm_mesh_resolve(target, tlen, &fn, &err);
-    if (!v) {
+    if (!v && !fm_mesh_forwarding()) {
         throw_error(ctx, err.status, err.msg, exc);
         fm_err_clear(&err);
         return NULL;
     }
+    fm_err_clear(&err);
     const JSValueRef *in = argv + 1;
     size_t n = argc - 1;
-    if (fn->rt == &fm_runtime_js) {
+    if (v && fn->rt == &fm_runtime_js) {
         js_instance *callee = fm_exec_instance_here(v, fn->unit, &err);
         JSValueRef out = NULL;
         if (!callee) throw_error(ctx, FM_INTERNAL, err.msg, exc);
@@ -1019,7 +1037,8 @@ static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef 
     rec->parent_id = ts->cur_job ? ts->cur_job->async_id : 0;
     rec->inline_ = true;
     js_instance *inst = ts->cur_inst;
-    fm_status st = fm_mesh_call_resolved(ts->cur_job, v, fn, args, n, true, mesh_done, rec, &err);
+    fm_status st = v ? fm_mesh_call_resolved(ts->cur_job, v, fn, args, n, true, mesh_done, rec, &err)
+                     : fm_mesh_call_sync(ts->cur_job, target, tlen, args, n, mesh_done, rec, &err);
     tls_ts = ts; /* the callee may have run another runtime's half on this thread */
     ts->cur_inst = inst;
     if (st != FM_OK) {
@@ -1258,8 +1277,15 @@ static js_instance *js_prepare(js_thread *ts, fm_err *err) {
 static fm_status js_instance_create(void *tsp, const char *deployment, const char *artifact,
                                     size_t artifact_len, const fm_instance_limits *lim, void **out,
                                     fm_export **exports, size_t *nexports, fm_err *err) {
-    (void)lim; /* JavaScriptCore has no per-context heap cap (see operations.md) */
     js_thread *ts = tsp;
+    /* JavaScriptCore has no per-context heap cap: in a worker of its own
+     * (process isolation) the worker's RSS is capped instead (operations.md) */
+#if !defined(__SANITIZE_ADDRESS__) /* its shadow memory and quarantine are RSS too */
+    if (lim->whole_process && lim->memory && !ts->rss_cap) {
+        ts->rss_cap = lim->memory;
+        set_limit(ts, MEMORY_CHECK_US);
+    }
+#endif
     js_instance *inst = ts->spare;
     ts->spare = NULL;
     if (!inst && !(inst = js_prepare(ts, err))) return err->status;
@@ -1361,7 +1387,7 @@ static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadlin
     ts->cur_inst = inst;
     ts->cur_job = job;
     ts->deadline_us = deadline ? deadline : INT64_MAX;
-    ts->fired = false;
+    ts->fired = ts->over_memory = false;
     int64_t limit = job && job->fn ? job->fn->timeout_ms * 1000
                     : deadline      ? deadline - fm_mono_us()
                                     : DEFAULT_LIMIT_US;
@@ -1419,7 +1445,7 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
                 still = pending_take(ts, job->async_id);
                 if (still) {
                     fail_from_exception(inst, still, exc);
-                    if (ts->fired) still->status = FM_TIMEOUT;
+                    if (ts->fired && !ts->over_memory) still->status = FM_TIMEOUT;
                 }
             }
             leave(ts, inst);

@@ -165,19 +165,30 @@ int fm_py_recv_only(int fd, char want, char **payload, size_t *len) {
 }
 
 int fm_worker_take_quota(int fd) {
+    return fm_worker_take_quota_ex(fd, true, NULL, NULL, 0);
+}
+
+int fm_worker_take_quota_ex(int fd, bool cap_address_space, long *memory_mb, char *deployment,
+                            size_t deployment_cap) {
     char *q = NULL;
     size_t n = 0;
     if (fm_py_recv(fd, -1, &q, &n) != 'Q') {
         free(q);
         return -1;
     }
-    long mb = q && n ? strtol(q, NULL, 10) : 0;
+    char *end = q;
+    long mb = q && n ? strtol(q, &end, 10) : 0;
+    char *rest = end;
+    if (memory_mb) *memory_mb = q && n ? strtol(end, &rest, 10) : 0;
+    if (deployment && deployment_cap)
+        snprintf(deployment, deployment_cap, "%s", q && n && *rest == ' ' ? rest + 1 : "");
     free(q);
 #if defined(__SANITIZE_ADDRESS__)
     /* AddressSanitizer reserves terabytes of shadow memory: no address-space cap */
     (void)mb;
+    (void)cap_address_space;
 #else
-    if (mb > 0) {
+    if (mb > 0 && cap_address_space) {
         struct rlimit rl = {(rlim_t)mb << 20, (rlim_t)mb << 20};
         setrlimit(RLIMIT_AS, &rl);
     }
@@ -207,11 +218,15 @@ int fm_worker_ready(int fd) {
     return fm_py_send(fd, 'U', cpu, sizeof(cpu), NULL, 0);
 }
 
-int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *text, size_t len) {
+void fm_worker_reply_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4]) {
     uint64_t rss_kb = 0, cpu = worker_usage(&rss_kb);
-    unsigned char head[16];
     memcpy(head, id, 4);
     put_u64(head + 4, cpu);
     fm_put_u32(head + 12, rss_kb > UINT32_MAX ? UINT32_MAX : (uint32_t)rss_kb);
+}
+
+int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *text, size_t len) {
+    unsigned char head[FM_WORKER_REPLY_HEAD];
+    fm_worker_reply_head(head, id);
     return fm_py_send(fd, type, head, sizeof(head), text, len);
 }

@@ -13,11 +13,24 @@
  * difference from the previous figure (the worker does nothing else); a
  * worker killed in a call is billed from its exit accounting (wait4).
  *
+ * Calls made by the running function: 'M' (JSON {t: "dep/fn", a: [args],
+ * n: {named}?, h: [holes]?}) answered by 'm' (u8 ok, JSON of the value or
+ * of the error {message, code, name?, stack}). Workers of the in-process
+ * runtimes under process isolation (runtime/isolated.c) run several calls
+ * at once, so their frames name the call: the 'C' JSON also has "d" (ms
+ * left), "o" (hops) and "x" (its trace context, while telemetry is on);
+ * 'M' has "k" (a key, answered by 'n': u32 key, u8 ok, JSON), "c" (the
+ * call's id), "o" and "x" (the caller's hops and context inside the
+ * worker); 'l' is a log line of call u32 id; 'S' a span recorded inside (an
+ * fm_span); 'Z' asks the node to replace the worker (above its memory_mb)
+ * once it has answered what it was sent.
+ *
  * Artifact: "FMPY1\n", u32 number of entries, each (u32 len, path), u32
  * number of files, each (u32 len, path, u32 len, bytes). */
 #ifndef FM_PYTHON_INT_H
 #define FM_PYTHON_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -59,11 +72,20 @@ int fm_py_recv_only(int fd, char want, char **payload, size_t *len);
  * NULL). No cap in sanitizer builds, whose shadow memory needs far more
  * address space. -1 when the node went away. */
 int fm_worker_take_quota(int fd);
+/* The same, with the address-space cap only when `cap_address_space` (not
+ * for JavaScriptCore, which reserves tens of GiB up front); *memory_mb and
+ * `deployment` (may be NULL) get the deployment's memory_mb and name. The
+ * 'Q' payload: "<address-space MiB> <memory_mb> <deployment>". */
+int fm_worker_take_quota_ex(int fd, bool cap_address_space, long *memory_mb, char *deployment,
+                            size_t deployment_cap);
 
 /* Worker side: sends the 'R' or 'F' frame of call `id` with the usage
  * header (the worker's CPU time so far, its peak RSS). One getrusage per
  * call. Returns 0 or -1. */
 int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *text, size_t len);
+/* The payload head of such a frame: the id, the CPU time so far, the peak RSS. */
+#define FM_WORKER_REPLY_HEAD 16
+void fm_worker_reply_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4]);
 /* Worker side: the 'U' frame, right after 'E' (start-up CPU is not billed
  * to the first call). Returns 0 or -1. */
 int fm_worker_ready(int fd);
