@@ -300,6 +300,28 @@ static void refill_spare(const fm_wpool_kind *kind) {
     pthread_mutex_unlock(&sp->mu);
 }
 
+/* Spares to start on this thread once the calls at hand are on their way
+ * (fm_wpool_poll): starting a process blocks the thread for a while. */
+static __thread const fm_wpool_kind *refills[MAX_KINDS];
+
+static void refill_later(const fm_wpool_kind *kind) {
+    for (int i = 0; i < MAX_KINDS; i++) {
+        if (refills[i] == kind) return;
+        if (!refills[i]) {
+            refills[i] = kind;
+            return;
+        }
+    }
+    refill_spare(kind);
+}
+
+static void refill_pending(void) {
+    for (int i = 0; i < MAX_KINDS && refills[i]; i++) {
+        refill_spare(refills[i]);
+        refills[i] = NULL;
+    }
+}
+
 /* Sends a started worker its deployment: its limits ('Q': the address-space
  * cap and memory_mb, in MiB), then the artifact ('I'). */
 static int send_deployment(wp_worker *w) {
@@ -335,13 +357,14 @@ static int attach_process(wp_worker *w, bool spare_ok, fm_err *err) {
     return -1;
 }
 
+/* Gives the worker a process; the next spare is the caller's to start
+ * (refill_spare), once nobody waits for this one. */
 static fm_status launch(wp_worker *w, fm_err *err) {
     /* a spare that died while it waited: once more with a new process */
     if (attach_process(w, true, err) != 0) {
         fm_err_clear(err);
         if (attach_process(w, false, err) != 0) return err->status;
     }
-    refill_spare(w->in->kind);
     return FM_OK;
 }
 
@@ -393,6 +416,7 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     w->watch = fm_exec_watch_add(w->fd, EPOLLIN | EPOLLRDHUP, on_readable, w);
     w->start_cost_us = fm_mono_us() - w->spawned_us;
     w->idle_since_us = fm_mono_us();
+    refill_later(in->kind); /* starting a process takes half a millisecond: not while a call waits */
     return FM_OK;
 }
 
@@ -406,6 +430,7 @@ static fm_status spawn_async(wp_worker *w, fm_err *err) {
     w->starting = true;
     w->fresh = false;
     w->watch = fm_exec_watch_add(w->fd, EPOLLIN | EPOLLRDHUP, on_readable, w);
+    refill_later(w->in->kind);
     return FM_OK;
 }
 
@@ -1130,6 +1155,7 @@ static int64_t scale_down(wp_thread *ts, wp_inst *in, int64_t now) {
 
 int64_t fm_wpool_poll(void *tsp) {
     wp_thread *ts = tsp;
+    if (refills[0]) refill_pending();
     int64_t now = fm_mono_us(), next = ts->exiting ? reap_exiting(ts, now) : -1;
     for (wp_inst *in = ts->list; in; in = in->next) {
         if (in->nworkers > 1) {
