@@ -65,6 +65,8 @@ static const char *const no_extensions[] = {NULL};
 #define RSS_CAPPED 1
 #endif
 
+#define RSS_CHECK_US 5000 /* how often, at most, a worker looks at its RSS after calls */
+
 /* Calls one worker runs at once: code that awaits (a timer, another
  * function) lets the next call run, as on an executor thread. */
 #define WORKER_CONCURRENCY 32
@@ -173,6 +175,7 @@ static struct {
     size_t olen, ocap;
     bool gone;              /* the node closed the socket */
     bool retiring;          /* above memory_mb: asked the node for a replacement */
+    int64_t next_rss_check_us;
 } W;
 
 /* The node's id of the call `job` belongs to (0: none, e.g. a timer's code). */
@@ -180,8 +183,52 @@ static uint32_t call_id(const fm_job *job) {
     return job && job->request_id[0] ? (uint32_t)strtoul(job->request_id, NULL, 10) : 0;
 }
 
+/* Frames to the node wait in W.out and leave in one write when the worker
+ * has done what it can for now (before it waits): the calls a function makes
+ * at once arrive together, and a pass's answers wake the node once. */
+static void queue_frame(char type, const void *a, size_t alen, const void *b, size_t blen) {
+    size_t need = 5 + alen + blen;
+    if (W.olen + need > W.ocap) {
+        while (W.olen + need > W.ocap) W.ocap = W.ocap ? W.ocap * 2 : 65536;
+        W.out = realloc(W.out, W.ocap);
+    }
+    unsigned char *p = W.out + W.olen;
+    fm_put_u32(p, (uint32_t)(1 + alen + blen));
+    p[4] = (unsigned char)type;
+    if (alen) memcpy(p + 5, a, alen);
+    if (blen) memcpy(p + 5 + alen, b, blen);
+    W.olen += need;
+}
+
+/* An answer ('R' or 'F'), with the worker's usage so far. */
+static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len) {
+    unsigned char head[FM_WORKER_REPLY_HEAD];
+    fm_worker_reply_head(head, id);
+    queue_frame(type, head, sizeof(head), text, len);
+}
+
+/* Writes the queued frames (blocking until all is written). */
+static void flush_frames(void) {
+    size_t off = 0;
+    while (off < W.olen) {
+        ssize_t n = write(sock, W.out + off, W.olen - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = sock, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+            continue;
+        }
+        if (n <= 0) {
+            W.gone = true;
+            break;
+        }
+        off += (size_t)n;
+    }
+    W.olen = 0;
+}
+
 static void send_span(const fm_span *s) {
-    fm_py_send(sock, 'S', s, sizeof(*s), NULL, 0);
+    queue_frame('S', s, sizeof(*s), NULL, 0);
 }
 
 static void send_log(const fm_job *job, fm_log_level level, const char *msg, size_t len) {
@@ -189,8 +236,8 @@ static void send_log(const fm_job *job, fm_log_level level, const char *msg, siz
     uint32_t id = call_id(job);
     fm_put_u32(head, id);
     head[4] = (unsigned char)level;
-    if (id) fm_py_send(sock, 'l', head, 5, msg, len);
-    else fm_py_send(sock, 'L', head + 4, 1, msg, len);
+    if (id) queue_frame('l', head, 5, msg, len);
+    else queue_frame('L', head + 4, 1, msg, len);
 }
 
 /* Index of the export of this worker's unit that `target` ("dep/fn" or
@@ -282,13 +329,13 @@ static void forward(fm_job *child, const char *target, size_t len, bool now) {
     size_t tlen = 0;
     char *text = req ? fm_json_dump(req, &tlen) : NULL;
     json_decref(req);
-    if (!text || fm_py_send(sock, 'M', text, tlen, NULL, 0) != 0) {
-        free(text);
+    if (!text) {
         free(f);
         fm_job_fail(child, FM_INTERNAL, "the call could not be sent to the node", NULL, NULL);
         fm_mesh_forwarded_done(child);
         return;
     }
+    queue_frame('M', text, tlen, NULL, 0);
     free(text);
     f->next = W.fwd;
     W.fwd = f;
@@ -364,41 +411,6 @@ static void start_call(const char *frame, size_t len) {
     W.rt->call(W.ts, W.inst, (uint32_t)(index < 0 ? 0 : index), job);
 }
 
-/* Appends an answer frame to W.out. */
-static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len) {
-    size_t need = 5 + FM_WORKER_REPLY_HEAD + len;
-    if (W.olen + need > W.ocap) {
-        while (W.olen + need > W.ocap) W.ocap = W.ocap ? W.ocap * 2 : 65536;
-        W.out = realloc(W.out, W.ocap);
-    }
-    unsigned char *p = W.out + W.olen;
-    fm_put_u32(p, (uint32_t)(1 + FM_WORKER_REPLY_HEAD + len));
-    p[4] = (unsigned char)type;
-    fm_worker_reply_head(p + 5, id);
-    memcpy(p + 5 + FM_WORKER_REPLY_HEAD, text, len);
-    W.olen += need;
-}
-
-/* Writes the queued answers (blocking until all is written). */
-static void flush_answers(void) {
-    size_t off = 0;
-    while (off < W.olen) {
-        ssize_t n = write(sock, W.out + off, W.olen - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) {
-            struct pollfd pfd = {.fd = sock, .events = POLLOUT};
-            poll(&pfd, 1, 1000);
-            continue;
-        }
-        if (n <= 0) {
-            W.gone = true;
-            break;
-        }
-        off += (size_t)n;
-    }
-    W.olen = 0;
-}
-
 /* Answers a finished call: 'R' with its JSON, or 'F' with its error. */
 static void answer(running *rc) {
     fm_job *job = rc->job;
@@ -432,9 +444,13 @@ static void answer_finished(void) {
     }
     /* above its memory after a call: it asks to be replaced ('Z'), answers
      * what was sent meanwhile, and exits when the node closes its socket */
-    if (RSS_CAPPED && W.memory_cap && !W.retiring && fm_process_rss() > W.memory_cap) {
+    if (!RSS_CAPPED || !W.memory_cap || W.retiring) return;
+    int64_t now = fm_mono_us(); /* looked at every few ms at most: it is a system call */
+    if (now < W.next_rss_check_us) return;
+    W.next_rss_check_us = now + RSS_CHECK_US;
+    if (fm_process_rss() > W.memory_cap) {
         W.retiring = true;
-        flush_answers();
+        flush_frames();
         fm_py_send(sock, 'Z', NULL, 0, NULL, 0);
     }
 }
@@ -507,7 +523,7 @@ static void sync_wait(uint32_t key, int64_t deadline_us) {
         }
         int64_t left = deadline_us ? deadline_us - fm_mono_us() : -1;
         if (W.gone || (deadline_us && left <= 0)) break;
-        if (W.olen) flush_answers(); /* answers of other calls do not wait for this one */
+        if (W.olen) flush_frames(); /* answers of other calls do not wait for this one */
         struct pollfd pfd = {.fd = sock, .events = POLLIN};
         int pr = poll(&pfd, 1, left < 0 ? -1 : (int)((left + 999) / 1000));
         if (pr > 0) read_frames();
@@ -526,6 +542,7 @@ static void sync_wait(uint32_t key, int64_t deadline_us) {
 
 /* Sends 'X' with the error of a failed load. */
 static void send_load_failure(const fm_err *err) {
+    W.olen = 0; /* log lines of the failed load stay here: 'X' must come first */
     json_t *e = json_pack("{s:s}", "message", err->msg[0] ? err->msg : "the deployment failed to load");
     json_t *stack = json_object_get(err->details, "stack");
     if (json_is_string(stack)) json_object_set(e, "stack", stack);
@@ -625,7 +642,7 @@ int fm_isolated_worker_main(const char *verb) {
         int64_t wait_us = rt->poll(W.ts); /* timers, async deadlines */
         if (W.any_finished) continue;
         /* every frame read is handled: answer, then wait for more */
-        if (W.olen) flush_answers();
+        if (W.olen) flush_frames();
         int timeout = wait_us < 0 ? -1 : (int)((wait_us + 999) / 1000);
         struct pollfd pfd = {.fd = sock, .events = POLLIN};
         int pr = poll(&pfd, 1, timeout);

@@ -3,6 +3,7 @@ seconds hold every regular executor thread, calls of other functions go to
 the reserve thread and stay fast (p99 < 10 ms), and the computing
 function's own extra calls wait for a regular thread instead of taking the
 reserve. Also: calls that only sleep (await a timer) hold no thread."""
+import os
 import threading
 import time
 
@@ -61,7 +62,10 @@ class StarvationTest(FnTestCase):
         elapsed = time.monotonic() - t0
         self.assertLess(busy_for, 2.0, "the quick calls were measured while the spins ran")
         self.assertEqual(results + more_results, [(200, 2000)] * (THREADS + 2))
-        self.assertLess(p99(lat), 10.0, "p99 %.1f ms of %d calls; max %.1f ms"
+        # (sanitizer builds under process isolation: every quick call also crosses a
+        # worker's socket at a third of the speed; the plain build checks 10 ms)
+        bound = 20.0 if fmtest.ISOLATION == "process" and os.environ.get("ASAN_OPTIONS") else 10.0
+        self.assertLess(p99(lat), bound, "p99 %.1f ms of %d calls; max %.1f ms"
                         % (p99(lat), len(lat), max(lat)))
         # the spin function kept to the regular threads: the later calls ran
         # after the first ones (2 s + 2 s), not beside them on the reserve
