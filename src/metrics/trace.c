@@ -66,11 +66,21 @@ void fm_trace_random(uint8_t *out, size_t n) {
 }
 
 
+/* Digit values: 0-15 for '0'-'9' and 'a'-'f', 16-21 for 'A'-'F', else -1
+ * (one load per character: contexts are parsed on every call). */
+static const signed char hex_digit[256] = {
+    ['0'] = 0,  ['1'] = 1,  ['2'] = 2,  ['3'] = 3,  ['4'] = 4,  ['5'] = 5,  ['6'] = 6,
+    ['7'] = 7,  ['8'] = 8,  ['9'] = 9,  ['a'] = 10, ['b'] = 11, ['c'] = 12, ['d'] = 13,
+    ['e'] = 14, ['f'] = 15, ['A'] = 16, ['B'] = 17, ['C'] = 18, ['D'] = 19, ['E'] = 20,
+    ['F'] = 21,
+};
+
 static int hexval(char c, bool lower_only) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (!lower_only && c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
+    unsigned char u = (unsigned char)c;
+    int d = hex_digit[u];
+    if (d == 0 && u != '0') return -1; /* not a digit (the table's zero default) */
+    if (d >= 16) return lower_only ? -1 : d - 6;
+    return d;
 }
 
 static bool unhex(const char *s, uint8_t *id, size_t n, bool lower_only) {
