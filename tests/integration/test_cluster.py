@@ -268,9 +268,10 @@ class ClusterBasics(FnTestCase):
             "lua.lua": 'return { lua = function(m) m.lua = true; return m end }\n',
         })
         self.assertEqual(st, 201, body)
-        for n in self.nodes:
+        for n in self.nodes:  # every node first: a remote call may go to any of them
             self.assertTrue(wait_until(lambda: n.get("/system/v1/deployments/chain")[0] == 200
                                        and n.get("/system/v1/deployments/hello")[0] == 200, 2))
+        for n in self.nodes:
             for route in ("local", "remote"):
                 st, r = call_ok(n, "merge", {}, {}, headers={"X-Fnmesh-Route": route})
                 self.assertEqual(st, 200)
