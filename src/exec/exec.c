@@ -237,8 +237,11 @@ static void outbox_add(fm_job *job) {
 
 void fm_job_fail_timeout(fm_job *job) {
     char msg[128];
-    snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
-             (long long)(job->fn ? job->fn->timeout_ms : 0));
+    if (job->fn) /* a worker's forwarded call has no function: its caller's deadline passed */
+        snprintf(msg, sizeof(msg), "deadline exceeded: the function ran longer than %lld ms",
+                 (long long)job->fn->timeout_ms);
+    else
+        snprintf(msg, sizeof(msg), "deadline exceeded: the caller's deadline passed first");
     fm_job_fail(job, FM_TIMEOUT, msg, NULL, NULL);
 }
 
