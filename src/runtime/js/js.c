@@ -21,6 +21,7 @@
 #include <spawn.h>
 #include <stdint.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -42,6 +43,13 @@ extern char **environ;
 typedef bool (*JSShouldTerminateCallback)(JSContextRef ctx, void *context);
 void JSContextGroupSetExecutionTimeLimit(JSContextGroupRef group, double limit,
                                          JSShouldTerminateCallback callback, void *context);
+/* Private too (JSBasePrivate.h): an object with the VM's heapSize (bytes,
+ * out-of-cell memory such as array buffers and long strings included),
+ * heapCapacity, objectCount, ... Its cost grows with the number of objects
+ * (it counts them by type), so it is asked only to confirm a suspicion. */
+JSObjectRef JSGetMemoryUsageStatistics(JSContextRef ctx);
+/* GLib API of the same library (jsc/jsc-options.h, gboolean = int). */
+int jsc_options_set_boolean(const char *option, int value);
 extern const char fm_js_prelude[]; /* prelude.js, NUL-terminated (embedded below) */
 
 __asm__(".section .rodata\n"
@@ -223,7 +231,10 @@ typedef struct js_thread {
     int64_t deadline_us; /* of the code running now */
     bool fired;          /* the watchdog terminated code */
     size_t rss_cap;      /* process isolation with memory_mb: the worker's RSS at most (0 = none) */
-    bool over_memory;    /* the watchdog terminated code for passing rss_cap */
+    size_t heap_cap;     /* in-process with memory_mb: the running instance's cap (0 = none) */
+    size_t rss_base;     /* the process's RSS when the watchdog first looked in this entry
+                            into JavaScript (0 = not yet) */
+    bool over_memory;    /* the watchdog terminated code for passing its cap */
     fm_job *cur_job;
     js_instance *cur_inst;
     fm_job *pending; /* async calls awaiting settlement, linked by ->next */
@@ -264,6 +275,7 @@ struct js_instance {
     fm_sourcemap *map;    /* decoded on the first error */
     js_thread *ts;
     char *deployment;
+    size_t mem_cap; /* memory_mb in bytes, in-process only (0 = none) */
     size_t nfns;
     JSObjectRef *fns; /* protected */
     JSObjectRef await_fn, errinfo_fn;
@@ -276,13 +288,40 @@ struct js_instance {
  * runs this run-time half with its own state on the same threads. */
 static __thread js_thread *tls_ts;
 
-/* With a memory cap the watchdog also looks at the worker's RSS this often
- * (of CPU time): JavaScriptCore has no heap limit of its own. */
+/* With a memory cap the watchdog also looks at memory this often (of CPU
+ * time): JavaScriptCore has no heap limit of its own. Polling traps (below)
+ * keep this tick cheap for code that never runs that long. */
 #define MEMORY_CHECK_US 5000
+
+/* In-process, the heap is the thread's context group's, shared by every
+ * instance on the thread, and counting it is costly; the process's RSS is
+ * cheap but shared by every thread. So: once the node's RSS has grown by
+ * the cap since the watchdog first looked during this entry into
+ * JavaScript, the group's heap is counted, and above the cap the code is
+ * stopped. Below it (the growth was elsewhere) the RSS seen becomes the new
+ * base. */
+static bool over_heap_cap(JSContextRef ctx, js_thread *ts) {
+    size_t rss = fm_process_rss();
+    if (!ts->rss_base || rss < ts->rss_base) {
+        ts->rss_base = rss;
+        return false;
+    }
+    if (rss - ts->rss_base < ts->heap_cap) return false;
+    JSObjectRef st = JSGetMemoryUsageStatistics(ctx);
+    JSStringRef k = JSStringCreateWithUTF8CString("heapSize");
+    double heap = st ? JSValueToNumber(ctx, JSObjectGetProperty(ctx, st, k, NULL), NULL) : 0;
+    JSStringRelease(k);
+    if (heap >= (double)ts->heap_cap) return true;
+    ts->rss_base = rss;
+    return false;
+}
+
+static bool has_memory_cap(const js_thread *ts) { return ts->rss_cap || ts->heap_cap; }
 
 static bool watchdog(JSContextRef ctx, void *ud) {
     js_thread *ts = ud;
-    if (ts->rss_cap && fm_process_rss() > ts->rss_cap) {
+    if ((ts->rss_cap && fm_process_rss() > ts->rss_cap) ||
+        (ts->heap_cap && over_heap_cap(ctx, ts))) {
         ts->fired = ts->over_memory = true;
         return true;
     }
@@ -291,21 +330,28 @@ static bool watchdog(JSContextRef ctx, void *ud) {
         return true;
     }
     int64_t left = ts->deadline_us - fm_mono_us();
-    if (ts->rss_cap && left > MEMORY_CHECK_US) left = MEMORY_CHECK_US;
+    if (has_memory_cap(ts) && left > MEMORY_CHECK_US) left = MEMORY_CHECK_US;
     ts->limit_us = left < 1000 ? 1000 : left;
     JSContextGroupSetExecutionTimeLimit(ts->group, (double)ts->limit_us / 1e6, watchdog, ts);
     return false;
 }
 
 static void set_limit(js_thread *ts, int64_t limit_us) {
-    if (ts->rss_cap && limit_us > MEMORY_CHECK_US) limit_us = MEMORY_CHECK_US;
+    if (has_memory_cap(ts) && limit_us > MEMORY_CHECK_US) limit_us = MEMORY_CHECK_US;
     if (limit_us < 1000) limit_us = 1000;
     if (limit_us == ts->limit_us) return;
     ts->limit_us = limit_us;
     JSContextGroupSetExecutionTimeLimit(ts->group, (double)limit_us / 1e6, watchdog, ts);
 }
 
+/* Before the first VM: JIT code polls for the watchdog's trap instead of
+ * being stopped by a signal and having its optimised code thrown away,
+ * which made a short watchdog tick cost milliseconds under load. */
+static void js_options_once(void) { jsc_options_set_boolean("usePollingTraps", 1); }
+
 static void *js_thread_init(int index) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, js_options_once);
     js_thread *ts = calloc(1, sizeof(*ts));
     ts->group = JSContextGroupCreate();
     ts->deadline_us = INT64_MAX;
@@ -444,7 +490,8 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
     js_thread *ts = inst->ts;
     if (ts->over_memory) {
         char msg[96];
-        snprintf(msg, sizeof(msg), "memory limit exceeded (%zu MiB)", ts->rss_cap >> 20);
+        snprintf(msg, sizeof(msg), "memory limit exceeded (%zu MiB)",
+                 (ts->rss_cap ? ts->rss_cap : ts->heap_cap) >> 20);
         fm_job_fail(job, FM_FUNCTION_ERROR, msg, "RangeError", NULL);
         return;
     }
@@ -685,6 +732,7 @@ static void mesh_done(fm_job *child, void *ud) {
             ts->cur_inst = saved_inst;
             ts->cur_job = saved_job;
             ts->deadline_us = saved_deadline;
+            ts->heap_cap = saved_inst->mem_cap;
         } else {
             leave(ts, inst);
         }
@@ -1215,12 +1263,15 @@ typedef struct top_level {
     js_instance *inst;
     int64_t deadline_us;
     js_thread *tls;
+    size_t heap_cap, rss_base;
 } top_level;
 
 static void top_enter(js_thread *ts, js_instance *inst, top_level *saved) {
-    *saved = (top_level){ts->cur_inst, ts->deadline_us, tls_ts};
+    *saved = (top_level){ts->cur_inst, ts->deadline_us, tls_ts, ts->heap_cap, ts->rss_base};
     tls_ts = ts;
     ts->cur_inst = inst;
+    ts->heap_cap = inst->mem_cap;
+    ts->rss_base = 0;
     ts->deadline_us = fm_mono_us() + DEFAULT_LIMIT_US; /* top-level code: 10 s */
     set_limit(ts, DEFAULT_LIMIT_US);
 }
@@ -1229,6 +1280,8 @@ static void top_leave(js_thread *ts, const top_level *saved) {
     ts->cur_inst = saved->inst;
     ts->deadline_us = saved->deadline_us;
     tls_ts = saved->tls;
+    ts->heap_cap = saved->heap_cap;
+    ts->rss_base = saved->rss_base;
 }
 
 /* A context with the natives installed and the prelude evaluated: all of
@@ -1279,7 +1332,8 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
                                     fm_export **exports, size_t *nexports, fm_err *err) {
     js_thread *ts = tsp;
     /* JavaScriptCore has no per-context heap cap: in a worker of its own
-     * (process isolation) the worker's RSS is capped instead (operations.md) */
+     * (process isolation) the worker's RSS is capped, in-process the
+     * group's heap (over_heap_cap; operations.md) */
 #if !defined(__SANITIZE_ADDRESS__) /* its shadow memory and quarantine are RSS too */
     if (lim->whole_process && lim->memory && !ts->rss_cap) {
         ts->rss_cap = lim->memory;
@@ -1291,6 +1345,7 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
     if (!inst && !(inst = js_prepare(ts, err))) return err->status;
     ts->want_spare = true; /* the next cold start finds one ready (js_poll) */
     inst->deployment = strdup(deployment);
+    inst->mem_cap = ts->rss_cap ? 0 : lim->memory;
     top_level top;
     top_enter(ts, inst, &top);
     fm_status st = FM_OK;
@@ -1388,6 +1443,8 @@ static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadlin
     ts->cur_job = job;
     ts->deadline_us = deadline ? deadline : INT64_MAX;
     ts->fired = ts->over_memory = false;
+    ts->heap_cap = inst->mem_cap;
+    ts->rss_base = 0;
     int64_t limit = job && job->fn ? job->fn->timeout_ms * 1000
                     : deadline      ? deadline - fm_mono_us()
                                     : DEFAULT_LIMIT_US;
