@@ -51,7 +51,7 @@ void fm_fnstat_reset(void) {
     pthread_mutex_unlock(&table_mu);
     while (s) {
         fm_fnstat *next = s->next;
-        free(atomic_load(&s->slots));
+        for (int i = 0; i < FM_WIN_SLOTS; i++) free(atomic_load(&s->slots[i]));
         free(s->deployment);
         free(s->function);
         free(s);
@@ -87,14 +87,17 @@ void fm_win_bucket_range(int b, uint64_t *low, uint64_t *high) {
 
 /* ---- recording ---- */
 
-static fm_win_slot *slots_of(fm_fnstat *s) {
-    fm_win_slot *sl = atomic_load_explicit(&s->slots, memory_order_acquire);
+/* Slot number i, allocated if it never was. */
+static fm_win_slot *slot_at(fm_fnstat *s, int i) {
+    fm_win_slot *sl = atomic_load_explicit(&s->slots[i], memory_order_acquire);
     if (sl) return sl;
-    fm_win_slot *fresh = calloc(FM_WIN_SLOTS, sizeof(fm_win_slot));
+    fm_win_slot *fresh = calloc(1, sizeof(fm_win_slot));
     fm_win_slot *expected = NULL;
-    if (atomic_compare_exchange_strong_explicit(&s->slots, &expected, fresh, memory_order_acq_rel,
-                                                memory_order_acquire)) {
-        atomic_store_explicit(&s->first_us, fm_mono_us(), memory_order_relaxed);
+    if (atomic_compare_exchange_strong_explicit(&s->slots[i], &expected, fresh,
+                                                memory_order_acq_rel, memory_order_acquire)) {
+        int64_t none = 0;
+        atomic_compare_exchange_strong_explicit(&s->first_us, &none, fm_mono_us(),
+                                                memory_order_relaxed, memory_order_relaxed);
         return fresh;
     }
     free(fresh); /* another thread won the race */
@@ -103,7 +106,7 @@ static fm_win_slot *slots_of(fm_fnstat *s) {
 
 /* The slot for `epoch`, cleared first when it holds an older epoch. */
 static fm_win_slot *slot_for(fm_fnstat *s, int64_t epoch) {
-    fm_win_slot *slot = &slots_of(s)[epoch % FM_WIN_SLOTS];
+    fm_win_slot *slot = slot_at(s, (int)(epoch % FM_WIN_SLOTS));
     if (atomic_load_explicit(&slot->epoch, memory_order_acquire) == epoch) return slot;
     if (atomic_flag_test_and_set_explicit(&s->rotating, memory_order_acquire))
         return slot; /* another thread is clearing it: count into it anyway */
@@ -183,12 +186,12 @@ json_t *fm_fnstat_window(const fm_fnstat *s, int nslots, int64_t now_us) {
     uint64_t outcomes[FM_NOUTCOMES] = {0};
     uint64_t cpu = 0, total = 0, max = 0;
     int64_t cur = now_us / FM_WIN_SLOT_US + 1;
-    fm_win_slot *sl = atomic_load_explicit(&((fm_fnstat *)s)->slots, memory_order_acquire);
-    for (int k = 0; sl && k <= nslots; k++) {
+    for (int k = 0; k <= nslots; k++) {
         /* the slot being filled (k = 0) and the nslots whole slots before it */
         int64_t epoch = cur - k;
-        const fm_win_slot *slot = &sl[epoch % FM_WIN_SLOTS];
-        if (atomic_load_explicit(&slot->epoch, memory_order_acquire) != epoch) continue;
+        const fm_win_slot *slot = atomic_load_explicit(
+            &((fm_fnstat *)s)->slots[epoch % FM_WIN_SLOTS], memory_order_acquire);
+        if (!slot || atomic_load_explicit(&slot->epoch, memory_order_acquire) != epoch) continue;
         for (int b = 0; b < FM_WIN_BUCKETS; b++) {
             uint64_t n = atomic_load_explicit(&slot->counts[b], memory_order_relaxed);
             counts[b] += n;

@@ -54,7 +54,9 @@ typedef struct fm_usage {
 typedef struct fm_fnstat {
     char *deployment, *function; /* owned */
     _Atomic(const char *) runtime; /* of the last version recorded (a static name) */
-    _Atomic(fm_win_slot *) slots; /* [FM_WIN_SLOTS], allocated at the first call */
+    /* owned; each allocated when a call first lands in it (a function
+     * called once costs one slot, not the 5 minutes' worth) */
+    _Atomic(fm_win_slot *) slots[FM_WIN_SLOTS];
     atomic_flag rotating;         /* held while one thread clears a stale slot */
     _Atomic int64_t first_us;     /* monotonic time of the first call recorded */
     /* usage totals */
