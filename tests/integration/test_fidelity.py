@@ -51,6 +51,7 @@ What the docs promise, and therefore what is asserted:
 Failure messages name the direction, the value class and the value.
 """
 import base64
+import struct
 import json
 import math
 import sys
@@ -310,6 +311,32 @@ STRUCTURES = [
 ]
 
 
+# Binary values made in JavaScript: every kind leaves as bytes (the view's
+# own bytes only), whether answered or passed on to another runtime; objects
+# that merely look like the plain JSON.stringify of one stay objects.
+BYTES_JS = r"""
+const made = () => ({
+  view: new Uint8Array([7, 1, 2, 3, 9]).subarray(1, 4),
+  buffer: new Uint8Array([4, 5]).buffer,
+  dataview: new DataView(new Uint8Array([0, 6, 0]).buffer, 1, 1),
+  floats: new Float64Array([1]),
+  empty: new Uint8Array(0),
+  plain: {}, zero: {"0": 5}, list: [{}],
+});
+export function made_js() { return made(); }
+export async function made_via_py() { return await fnmesh.call("fid/echo_py", made()); }
+export function made_via_lua() { return fnmesh.callSync("fid/echo_lua", made()); }
+export function stringify_in_code() { return JSON.stringify(new Uint8Array([1, 2])); }
+"""
+# Code that names no binary type still passes on the bytes it is given.
+PLAIN_JS = r"""
+export async function from_py() { return await fnmesh.call("fidplain/raw"); }
+export async function from_js() { return await fnmesh.call("fidbytes/made_js"); }
+export function from_js_sync() { return fnmesh.callSync("fidbytes/made_js"); }
+"""
+PLAIN_PY = "def raw():\n    return bytes([1, 2, 3])\n"
+
+
 class FidelityTest(FnTestCase):
     @classmethod
     def setUpClass(cls):
@@ -320,6 +347,8 @@ class FidelityTest(FnTestCase):
             "echo_py.py": ECHO_PY,
             "echo_c.c": ECHO_C,
         })
+        cls.must_deploy(cls.node, "fidbytes", {"index.js": BYTES_JS})
+        cls.must_deploy(cls.node, "fidplain", {"index.js": PLAIN_JS, "raw.py": PLAIN_PY})
         cls.conn = None
 
     def setUp(self):
@@ -618,6 +647,26 @@ class FidelityTest(FnTestCase):
                  ("bytes in structures", {"k": [b(b"\x80\x81"), {"z": b(data[128:])}], "n": 1}),
                  ("base64 text stays text", base64.b64encode(data).decode("ascii"))]
         self.table(cases)
+
+    def test_binary_values_made_in_javascript_leave_as_bytes(self):
+        b = lambda data: {"$bytes": base64.b64encode(data).decode("ascii")}
+        want = {"view": b(b"\x01\x02\x03"), "buffer": b(b"\x04\x05"), "dataview": b(b"\x06"),
+                "floats": b(struct.pack("<d", 1.0)), "empty": b(b""),
+                "plain": {}, "zero": {"0": 5}, "list": [{}]}
+        # Lua gets strings, and answers those that are UTF-8 as text
+        want_lua = dict(want, view="\x01\x02\x03", buffer="\x04\x05", dataview="\x06", empty="")
+        for fn, w in (("made_js", want), ("made_via_py", want), ("made_via_lua", want_lua)):
+            with self.subTest(fn=fn):
+                st, body = self.post("/fn/fidbytes/" + fn, b"[]")
+                self.assertEqual((st, body), (200, w))
+        # code naming no binary type: bytes handed to it by other functions
+        for fn in ("from_js", "from_js_sync"):
+            with self.subTest(fn=fn):
+                self.assertEqual(self.post("/fn/fidplain/" + fn, b"[]"), (200, want))
+        self.assertEqual(self.post("/fn/fidplain/from_py", b"[]"), (200, b(b"\x01\x02\x03")))
+        # inside a function JSON.stringify spells bytes the same way
+        st, body = self.post("/fn/fidbytes/stringify_in_code", b"[]")
+        self.assertEqual((st, body), (200, '{"$bytes":"AQI="}'))
 
     def test_bytes_arrive_as_each_languages_binary_type(self):
         data = bytes(range(256))

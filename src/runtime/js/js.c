@@ -253,6 +253,10 @@ typedef struct js_thread {
      * instance. */
     struct js_instance *spare;
     bool want_spare;
+    /* A context of the prelude alone, made at the first deploy on this
+     * thread, where exported functions' parameter names are read (js_params).
+     * Owned; NULL until then. */
+    struct js_instance *util;
 } js_thread;
 
 /* The span of a direct call to a JavaScript callee that returned a
@@ -364,10 +368,10 @@ static void *js_thread_init(int index) {
 }
 
 static void js_instance_destroy(void *tsp, void *p);
-
 static void js_thread_dispose(void *p) {
     js_thread *ts = p;
     js_instance_destroy(ts, ts->spare);
+    js_instance_destroy(ts, ts->util);
     JSStringRelease(ts->s_then);
     JSStringRelease(ts->s_bundle);
     JSStringRelease(ts->s_length);
@@ -426,6 +430,30 @@ static char *js_value_cstr(JSContextRef ctx, JSValueRef v) {
     return r;
 }
 
+/* Gives the typed arrays of ctx's realm their toJSON (the prelude's
+ * __fm_bytes, done once per realm) before bytes are made there. */
+static void ensure_bytes(JSContextRef ctx) {
+    JSStringRef n = JSStringCreateWithUTF8CString("__fm_bytes");
+    JSValueRef f = JSObjectGetProperty(ctx, JSContextGetGlobalObject(ctx), n, NULL);
+    JSStringRelease(n);
+    if (f && JSValueIsObject(ctx, f) && JSObjectIsFunction(ctx, (JSObjectRef)f))
+        JSObjectCallAsFunction(ctx, (JSObjectRef)f, NULL, 0, NULL, NULL);
+}
+
+/* Does the bundle's text name a binary type? Its code can then make bytes
+ * without the host (a name built at run time, globalThis["Uint" + "8Array"],
+ * is not seen: operations.md). */
+static bool names_bytes(const char *src, size_t len) {
+    static const char *const names[] = {"ArrayBuffer", "DataView", "Int8Array", "Uint8Array",
+                                        "Uint8ClampedArray", "Int16Array", "Uint16Array",
+                                        "Int32Array", "Uint32Array", "Float16Array",
+                                        "Float32Array", "Float64Array", "BigInt64Array",
+                                        "BigUint64Array", "WebAssembly", "TypedArray"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (memmem(src, len, names[i], strlen(names[i]))) return true;
+    return false;
+}
+
 static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
     switch (json_typeof(j)) {
     case JSON_NULL:
@@ -463,6 +491,7 @@ static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
         size_t n = 0;
         unsigned char *bytes = fm_json_is_bytes(j) ? fm_json_bytes_decode(j, &n) : NULL;
         if (bytes) { /* bytes arrive as a Uint8Array */
+            ensure_bytes(ctx);
             JSObjectRef u = JSObjectMakeTypedArray(ctx, kJSTypedArrayTypeUint8Array, n, NULL);
             void *dst = u ? JSObjectGetTypedArrayBytesPtr(ctx, u, NULL) : NULL;
             if (dst && n) memcpy(dst, bytes, n);
@@ -548,6 +577,18 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
 
 static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whylen);
 
+/* JSON text (UTF-8, malloc'd, *len its length) of a value leaving
+ * JavaScript: JSON.stringify (bytes as {"$bytes": base64} through the
+ * prelude's toJSON). NULL with *exc set on a throw, NULL alone for
+ * undefined. */
+static char *js_json(JSContextRef ctx, JSValueRef v, size_t *len, JSValueRef *exc) {
+    JSStringRef s = JSValueCreateJSONString(ctx, v, 0, exc);
+    if (!s) return NULL;
+    char *text = js_cstr(s, len);
+    JSStringRelease(s);
+    return text;
+}
+
 static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
     if (job->want_value) { /* a mesh call: hand over a value, no JSON text */
         char why[160] = "";
@@ -562,8 +603,9 @@ static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
         return;
     }
     JSValueRef exc = NULL;
-    JSStringRef s = JSValueCreateJSONString(inst->ctx, v, 0, &exc);
-    if (!s) {
+    size_t len;
+    char *out = js_json(inst->ctx, v, &len, &exc);
+    if (!out) {
         if (exc) {
             fail_from_exception(inst, job, exc);
             if (job->error) {
@@ -578,9 +620,6 @@ static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
         fm_job_succeed(job, strdup("null"), 4);
         return;
     }
-    size_t len;
-    char *out = js_cstr(s, &len);
-    JSStringRelease(s);
     fm_job_succeed(job, out, len);
 }
 
@@ -629,8 +668,9 @@ static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whyl
     default: break;
     }
     JSValueRef exc = NULL;
-    JSStringRef s = JSValueCreateJSONString(ctx, v, 0, &exc);
-    if (!s) {
+    size_t len;
+    char *text = js_json(ctx, v, &len, &exc);
+    if (!text) {
         if (exc) {
             char *m = js_value_cstr(ctx, exc);
             snprintf(why, whylen, "%s", m);
@@ -638,9 +678,6 @@ static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whyl
         }
         return NULL; /* undefined */
     }
-    size_t len;
-    char *text = js_cstr(s, &len);
-    JSStringRelease(s);
     json_t *j = fm_json_parse_value(text, len);
     free(text);
     if (!j) snprintf(why, whylen, "the value is nested too deeply (more than 2048 levels)");
@@ -1225,6 +1262,29 @@ static JSObjectRef get_fn(JSContextRef ctx, const char *name) {
 }
 
 static void js_instance_destroy(void *tsp, void *p);
+static js_instance *js_prepare(js_thread *ts, fm_err *err);
+
+/* The parameter names of `fn` (of any context of the thread's group), read
+ * by the prelude's __fm_params in the thread's utility context. New
+ * reference: an array, empty when they cannot be read. */
+static json_t *js_params(js_thread *ts, JSObjectRef fn) {
+    if (!ts->util) {
+        fm_err e = FM_ERR_INIT;
+        ts->util = js_prepare(ts, &e);
+        fm_err_clear(&e);
+        if (!ts->util) return json_array();
+    }
+    JSContextRef ctx = ts->util->ctx;
+    JSObjectRef pf = get_fn(ctx, "__fm_params");
+    JSValueRef arg = fn;
+    JSValueRef r = pf ? JSObjectCallAsFunction(ctx, pf, NULL, 1, &arg, NULL) : NULL;
+    JSStringRef s = r ? JSValueCreateJSONString(ctx, r, 0, NULL) : NULL;
+    char *text = s ? js_cstr(s, NULL) : NULL;
+    if (s) JSStringRelease(s);
+    json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    return json_is_array(j) ? j : (json_decref(j), json_array());
+}
 
 static fm_status eval(js_instance *inst, const char *src, size_t len, const char *url,
                       fm_err *err) {
@@ -1355,6 +1415,7 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
             inst->map_json = artifact + script_len + 1;
             inst->map_len = artifact_len - script_len - 1;
         }
+        if (names_bytes(artifact, script_len)) ensure_bytes(inst->ctx);
         st = eval(inst, artifact, script_len, BUNDLE_URL, err);
     }
     if (st == FM_OK) {
@@ -1386,13 +1447,7 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
                         js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, item, 0, NULL));
                     ex[i].file =
                         js_value_cstr(inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, item, 1, NULL));
-                    JSStringRef pj = JSValueCreateJSONString(
-                        inst->ctx, JSObjectGetPropertyAtIndex(inst->ctx, item, 3, NULL), 0, NULL);
-                    char *pjs = pj ? js_cstr(pj, NULL) : strdup("[]");
-                    if (pj) JSStringRelease(pj);
-                    ex[i].params = json_loads(pjs, 0, NULL);
-                    if (!ex[i].params) ex[i].params = json_array();
-                    free(pjs);
+                    ex[i].params = js_params(ts, inst->fns[i]);
                 }
             }
             if (ex) {

@@ -98,19 +98,23 @@
     return out.map((p) => p.replace(/\s+/g, " ").trim()).filter((p) => p.length > 0);
   }
 
+  // Called by the host in a context of its own, never in an instance: the
+  // compiled code of this parser would cost every instance 40 KB.
+  g.__fm_params = params;
+
   const NAME = /^[A-Za-z_$][\w$]*$/;
-  // [[name, file, fn, params], ...] for every function exported by an entry file.
+  // [[name, file, fn], ...] for every function exported by an entry file.
   g.__fm_collect = function (bundle) {
     const out = [];
     for (const file of Object.keys(bundle)) {
       const mod = bundle[file];
       if (mod === null || mod === undefined) continue;
-      if (typeof mod === "function") { out.push(["default", file, mod, params(mod)]); continue; }
+      if (typeof mod === "function") { out.push(["default", file, mod]); continue; }
       if (typeof mod !== "object") continue;
       for (const key of Object.keys(mod)) {
         if (key === "__esModule" || !NAME.test(key)) continue;
         const v = mod[key];
-        if (typeof v === "function") out.push([key, file, v, params(v)]);
+        if (typeof v === "function") out.push([key, file, v]);
       }
     }
     return out;
@@ -146,8 +150,11 @@
       default: return v;
     }
     if (depth > 2048) throw new RangeError("value nested deeper than 2048 levels (or cyclic)");
-    if (ArrayBuffer.isView(v)) return new Uint8Array(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-    if (toString.call(v) === "[object ArrayBuffer]") return new Uint8Array(new Uint8Array(v));
+    if (ArrayBuffer.isView(v)) {
+      bytes();
+      return new Uint8Array(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+    }
+    if (toString.call(v) === "[object ArrayBuffer]") { bytes(); return new Uint8Array(new Uint8Array(v)); }
     if (typeof v.toJSON === "function") return copy(v.toJSON(), depth + 1);
     if (Array.isArray(v)) {
       const a = new Array(v.length);
@@ -162,15 +169,26 @@
   const toString = Object.prototype.toString;
   // Bytes: an ArrayBuffer or any view of one leaves a function as
   // {"$bytes": "<base64>"} (JSON has no binary type; the host turns it into
-  // each language's bytes) and arrives as a Uint8Array.
+  // each language's bytes) and arrives as a Uint8Array, through a toJSON on
+  // the prototypes. Touching the typed-array prototypes makes JavaScriptCore
+  // build its typed-array classes (25 KB an instance), so this is done only
+  // for instances that can have bytes: the host calls __fm_bytes before the
+  // bundle when its text names a binary type, and before it makes a
+  // Uint8Array itself; copy() below calls it too.
   function bytesJSON() {
     const u = this instanceof ArrayBuffer ? new Uint8Array(this)
       : new Uint8Array(this.buffer, this.byteOffset, this.byteLength);
     return { $bytes: u.toBase64() };
   }
-  for (const proto of [ArrayBuffer.prototype, Object.getPrototypeOf(Uint8Array.prototype),
-                       DataView.prototype])
-    Object.defineProperty(proto, "toJSON", { value: bytesJSON, writable: true, configurable: true });
+  let bytesReady = false;
+  function bytes() {
+    if (bytesReady) return;
+    bytesReady = true;
+    for (const proto of [ArrayBuffer.prototype, Object.getPrototypeOf(Uint8Array.prototype),
+                         DataView.prototype])
+      Object.defineProperty(proto, "toJSON", { value: bytesJSON, writable: true, configurable: true });
+  }
+  Object.defineProperty(g, "__fm_bytes", { value: bytes });
   // a result of another realm, copied into this one: a promise of the copy
   // when it is a promise (a later rejection gets the callee's hop added to
   // its stack); `span`, when not 0, is the callee's span, ended when its
