@@ -949,6 +949,8 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     js_thread *ts = tls_ts;
     if (argc < 4 || !ts->cur_inst) return JSValueMakeNull(ctx);
     char tbuf[512], *target = tbuf;
+    fm_version *resolved = NULL; /* a reference, handed to the call */
+    const fm_function *resolved_fn = NULL;
     {
         JSStringRef ts_ = JSValueToStringCopy(ctx, argv[0], NULL);
         if (!ts_ || JSStringGetMaximumUTF8CStringSize(ts_) > sizeof(tbuf)) {
@@ -998,8 +1000,9 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
             fm_err_clear(&ferr);
             return res;
         }
-        fm_version_release(v);
         fm_err_clear(&ferr);
+        resolved = v; /* another runtime's: called below */
+        resolved_fn = fn;
     }
     JSObjectRef arr = (JSObjectRef)argv[1];
     JSStringRef ln = JSStringCreateWithUTF8CString("length");
@@ -1017,24 +1020,44 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     rec->parent_id = ts->cur_job ? ts->cur_job->async_id : 0;
     rec->resolve = (JSObjectRef)argv[2];
     rec->reject = (JSObjectRef)argv[3];
-    fm_status st;
     if (why[0]) {
         for (size_t i = 0; i < n; i++) json_decref(args[i]);
         free(args);
-        st = fm_err_set(&err, FM_BAD_REQUEST, "argument cannot be passed on: %s", why);
-    } else {
-        st = fm_mesh_call(ts->cur_job, target, strlen(target), args, n, mesh_done, rec, &err);
+        fm_version_release(resolved);
+        free(rec);
+        fm_err_set(&err, FM_BAD_REQUEST, "argument cannot be passed on: %s", why);
+        JSValueRef pair = error_pair(ctx, err.status, err.msg);
+        fm_err_clear(&err);
+        return pair;
     }
-    if (st != FM_OK) {
+    /* waiting before the call: an in-process callee (Lua) runs inside it
+     * and may settle the promise (mesh_done) before it returns, so that
+     * no job goes through the thread's queue and no entry into JavaScript
+     * is needed to settle it */
+    JSValueProtect(ctx, rec->resolve);
+    JSValueProtect(ctx, rec->reject);
+    rec->next = ts->mesh;
+    ts->mesh = rec;
+    js_instance *inst = ts->cur_inst;
+    fm_status st =
+        resolved ? fm_mesh_call_resolved(ts->cur_job, resolved, resolved_fn, args, n, true,
+                                         mesh_done, rec, &err)
+                 : fm_mesh_call(ts->cur_job, target, strlen(target), args, n, mesh_done, rec, &err);
+    tls_ts = ts; /* the callee may have run another runtime's half on this thread */
+    ts->cur_inst = inst;
+    if (st != FM_OK) { /* not called: mesh_done will not run */
+        for (mesh_rec **pp = &ts->mesh; *pp; pp = &(*pp)->next)
+            if (*pp == rec) {
+                *pp = rec->next;
+                break;
+            }
+        JSValueUnprotect(ctx, rec->resolve);
+        JSValueUnprotect(ctx, rec->reject);
         free(rec);
         JSValueRef pair = error_pair(ctx, st, err.msg);
         fm_err_clear(&err);
         return pair;
     }
-    JSValueProtect(ctx, rec->resolve);
-    JSValueProtect(ctx, rec->reject);
-    rec->next = ts->mesh;
-    ts->mesh = rec;
     return JSValueMakeNull(ctx);
 }
 
