@@ -554,8 +554,10 @@ static void run_job(exthread *t, fm_job *job) {
         bool nested = job->nested; /* the job may be freed by the time `call` returns */
         tls_running = job;
         rt->call(t->rt_state[fm_runtime_index(rt)], inst, job->fn->index, job);
+        bool still = tls_running == job; /* still running (async): it finishes later */
+        if (!still && nested) return;    /* finished inside its caller, whose time it is */
         int64_t now = fm_mono_us();
-        if (tls_running == job) { /* still running (async): it finishes later */
+        if (still) {
             job->busy_us = now - started;
             tls_running = NULL;
         }
@@ -1154,8 +1156,8 @@ fm_status fm_mesh_call_resolved(fm_job *parent, fm_version *v, const fm_function
     fm_job *child = fm_job_new(FM_JOB_CALL, v, fn);
     child->argv = argv;
     child->argc = argc;
-    int64_t own = fm_mono_us() + fn->timeout_ms * 1000;
-    child->deadline_us = parent && parent->deadline_us ? parent->deadline_us : own;
+    child->deadline_us = parent && parent->deadline_us ? parent->deadline_us
+                                                        : fm_mono_us() + fn->timeout_ms * 1000;
     if (parent) memcpy(child->request_id, parent->request_id, sizeof(child->request_id));
     if (parent) fm_trace_child(&child->trace, &parent->trace);
     else fm_trace_begin(&child->trace, NULL);
