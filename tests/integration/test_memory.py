@@ -63,20 +63,25 @@ class MemoryTest(FnTestCase):
         cls.must_deploy(cls.node, "jthread", {"index.js": JS, "fnmesh.json":
                                               '{"memory_mb": 64, "isolation": "thread"}'})
 
+    def assert_javascript_capped(self, dep, isolation):
+        """Both runaway loops of `dep` fail with the cap's error; the next
+        call, and other deployments, are served; `dep` runs in `isolation`."""
+        for fn in ("hog", "hogFilled"):
+            with self.subTest(fn=fn):
+                st, body = self.node.call(dep, fn)
+                self.assertEqual(st, 500, body)
+                self.assertEqual(body["error"]["code"], "function_error")
+                self.assertIn("memory limit exceeded (64 MiB)", body["error"]["message"])
+                self.assertEqual(self.node.call(dep, "ok"), (200, "ok"))
+                self.assertEqual(self.node.call("lbig", "ok"), (200, "ok"))
+        st, _, obj = self.node.req_json("GET", "/system/v1/deployments/" + dep)
+        self.assertEqual((st, obj["isolation"]), (200, isolation), obj)
+
     def test_javascript_in_process_is_capped_at_memory_mb(self):
         # in-process the thread's JavaScript heap is counted once the node's
         # resident memory has grown by the cap during a call: the call fails,
         # the node and the instance go on
-        for fn in ("hog", "hogFilled"):
-            with self.subTest(fn=fn):
-                st, body = self.node.call("jthread", fn)
-                self.assertEqual(st, 500, body)
-                self.assertEqual(body["error"]["code"], "function_error")
-                self.assertIn("memory limit exceeded (64 MiB)", body["error"]["message"])
-                self.assertEqual(self.node.call("jthread", "ok"), (200, "ok"))
-                self.assertEqual(self.node.call("lbig", "ok"), (200, "ok"))
-        st, _, obj = self.node.req_json("GET", "/system/v1/deployments/jthread")
-        self.assertEqual((st, obj["isolation"]), (200, "thread"), obj)
+        self.assert_javascript_capped("jthread", "thread")
 
     def test_javascript_garbage_is_not_counted_against_the_cap(self):
         # 1 GiB allocated in 512 KiB arrays that die young, under a 64 MiB cap
@@ -90,15 +95,7 @@ class MemoryTest(FnTestCase):
         # watched while code runs (a call past it fails, the worker is replaced;
         # sanitizer builds, whose shadow memory is resident too, count the heap
         # as in-process)
-        for fn in ("hog", "hogFilled"):
-            with self.subTest(fn=fn):
-                st, body = self.node.call("jsmall", fn)
-                self.assertEqual(st, 500, body)
-                self.assertEqual(body["error"]["code"], "function_error")
-                self.assertIn("memory limit exceeded (64 MiB)", body["error"]["message"])
-                self.assertEqual(self.node.call("jsmall", "ok"), (200, "ok"))
-        st, _, obj = self.node.req_json("GET", "/system/v1/deployments/jsmall")
-        self.assertEqual((st, obj["isolation"]), (200, "process"), obj)
+        self.assert_javascript_capped("jsmall", "process")
 
     def test_lua_instances_are_capped_at_memory_mb(self):
         st, body = self.node.call("lsmall", "grow", 40)
