@@ -73,6 +73,33 @@ __asm__(".section .rodata\n"
 
 static const char *const js_extensions[] = {".js", ".mjs", ".cjs", NULL};
 
+/* Does the bundle's text name a binary type? Its code can then make bytes
+ * without the host (a name built at run time, globalThis["Uint" + "8Array"],
+ * is not seen: runtimes/js.md). Sixteen scans of the text (about 3 ms a
+ * MiB): done at deploy, and its answer kept at the script's end (BYTES_MARK). */
+static bool names_bytes(const char *src, size_t len) {
+    static const char *const names[] = {"ArrayBuffer", "DataView", "Int8Array", "Uint8Array",
+                                        "Uint8ClampedArray", "Int16Array", "Uint16Array",
+                                        "Int32Array", "Uint32Array", "Float16Array",
+                                        "Float32Array", "Float64Array", "BigInt64Array",
+                                        "BigUint64Array", "WebAssembly", "TypedArray"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (memmem(src, len, names[i], strlen(names[i]))) return true;
+    return false;
+}
+
+/* The last line of a compiled script: "0" or "1", names_bytes of the bundle.
+ * (Scripts compiled before it was added have none: they are scanned.) */
+#define BYTES_MARK "\n//# fnmesh-bytes="
+#define BYTES_MARK_LEN (sizeof(BYTES_MARK) - 1)
+
+static bool script_names_bytes(const char *script, size_t len) {
+    const char *mark = len >= BYTES_MARK_LEN + 2 ? script + len - BYTES_MARK_LEN - 2 : NULL;
+    if (mark && memcmp(mark, BYTES_MARK, BYTES_MARK_LEN) == 0 && script[len - 1] == '\n')
+        return script[len - 2] == '1';
+    return names_bytes(script, len);
+}
+
 /* Turns esbuild's first error into "file:line:col: message" (1-based column). */
 static void esbuild_error(const char *out, fm_err *err) {
     const char *e = strstr(out, "[ERROR] ");
@@ -203,7 +230,13 @@ static fm_status js_compile(const fm_bundle *b, const char *const *entries, size
         st = fm_err_set(err, FM_INTERNAL, "esbuild produced no usable output");
         goto done;
     }
-    out = realloc(out, slen + 1 + mlen + 1);
+    char mark[BYTES_MARK_LEN + 3]; /* after the last line: no mapping moves */
+    snprintf(mark, sizeof(mark), "%s%c\n", BYTES_MARK, names_bytes(out, slen) ? '1' : '0');
+    size_t marklen = BYTES_MARK_LEN + 2;
+    out = realloc(out, slen + marklen + 1 + mlen + 1);
+    memcpy(out + slen, mark, marklen);
+    slen += marklen;
+    out[slen] = '\0'; /* between the script and its map */
     if (map) memcpy(out + slen + 1, map, mlen);
     out[slen + 1 + mlen] = '\0';
     free(map);
@@ -368,6 +401,7 @@ static void *js_thread_init(int index) {
 }
 
 static void js_instance_destroy(void *tsp, void *p);
+
 static void js_thread_dispose(void *p) {
     js_thread *ts = p;
     js_instance_destroy(ts, ts->spare);
@@ -432,26 +466,11 @@ static char *js_value_cstr(JSContextRef ctx, JSValueRef v) {
 
 /* Gives the typed arrays of ctx's realm their toJSON (the prelude's
  * __fm_bytes, done once per realm) before bytes are made there. */
-static void ensure_bytes(JSContextRef ctx) {
-    JSStringRef n = JSStringCreateWithUTF8CString("__fm_bytes");
-    JSValueRef f = JSObjectGetProperty(ctx, JSContextGetGlobalObject(ctx), n, NULL);
-    JSStringRelease(n);
-    if (f && JSValueIsObject(ctx, f) && JSObjectIsFunction(ctx, (JSObjectRef)f))
-        JSObjectCallAsFunction(ctx, (JSObjectRef)f, NULL, 0, NULL, NULL);
-}
+static JSObjectRef get_fn(JSContextRef ctx, const char *name);
 
-/* Does the bundle's text name a binary type? Its code can then make bytes
- * without the host (a name built at run time, globalThis["Uint" + "8Array"],
- * is not seen: operations.md). */
-static bool names_bytes(const char *src, size_t len) {
-    static const char *const names[] = {"ArrayBuffer", "DataView", "Int8Array", "Uint8Array",
-                                        "Uint8ClampedArray", "Int16Array", "Uint16Array",
-                                        "Int32Array", "Uint32Array", "Float16Array",
-                                        "Float32Array", "Float64Array", "BigInt64Array",
-                                        "BigUint64Array", "WebAssembly", "TypedArray"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (memmem(src, len, names[i], strlen(names[i]))) return true;
-    return false;
+static void ensure_bytes(JSContextRef ctx) {
+    JSObjectRef f = get_fn(ctx, "__fm_bytes");
+    if (f) JSObjectCallAsFunction(ctx, f, NULL, 0, NULL, NULL);
 }
 
 static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
@@ -712,6 +731,15 @@ typedef struct mesh_rec {
     json_t *value, *error; /* owned: result, or fm_mesh_error */
 } mesh_rec;
 
+/* Takes rec out of the thread's list of calls awaiting their callee. */
+static void mesh_unlink(js_thread *ts, mesh_rec *rec) {
+    for (mesh_rec **pp = &ts->mesh; *pp; pp = &(*pp)->next)
+        if (*pp == rec) {
+            *pp = rec->next;
+            return;
+        }
+}
+
 static fm_job *pending_find(js_thread *ts, uint64_t id) {
     for (fm_job *j = ts->pending; j; j = j->next)
         if (j->async_id == id) return j;
@@ -735,11 +763,7 @@ static void mesh_done(fm_job *child, void *ud) {
         return;
     }
     js_thread *ts = rec->ts, *saved_tls = tls_ts;
-    for (mesh_rec **pp = &ts->mesh; *pp; pp = &(*pp)->next)
-        if (*pp == rec) {
-            *pp = rec->next;
-            break;
-        }
+    mesh_unlink(ts, rec);
     js_instance *inst = rec->inst;
     if (inst) {
         JSContextRef ctx = inst->ctx;
@@ -1046,11 +1070,7 @@ static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self,
     tls_ts = ts; /* the callee may have run another runtime's half on this thread */
     ts->cur_inst = inst;
     if (st != FM_OK) { /* not called: mesh_done will not run */
-        for (mesh_rec **pp = &ts->mesh; *pp; pp = &(*pp)->next)
-            if (*pp == rec) {
-                *pp = rec->next;
-                break;
-            }
+        mesh_unlink(ts, rec);
         JSValueUnprotect(ctx, rec->resolve);
         JSValueUnprotect(ctx, rec->reject);
         free(rec);
@@ -1301,10 +1321,9 @@ static json_t *js_params(js_thread *ts, JSObjectRef fn) {
     JSObjectRef pf = get_fn(ctx, "__fm_params");
     JSValueRef arg = fn;
     JSValueRef r = pf ? JSObjectCallAsFunction(ctx, pf, NULL, 1, &arg, NULL) : NULL;
-    JSStringRef s = r ? JSValueCreateJSONString(ctx, r, 0, NULL) : NULL;
-    char *text = s ? js_cstr(s, NULL) : NULL;
-    if (s) JSStringRelease(s);
-    json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+    size_t len = 0;
+    char *text = r ? js_json(ctx, r, &len, NULL) : NULL;
+    json_t *j = text ? json_loadb(text, len, 0, NULL) : NULL;
     free(text);
     return json_is_array(j) ? j : (json_decref(j), json_array());
 }
@@ -1438,7 +1457,7 @@ static fm_status js_instance_create(void *tsp, const char *deployment, const cha
             inst->map_json = artifact + script_len + 1;
             inst->map_len = artifact_len - script_len - 1;
         }
-        if (names_bytes(artifact, script_len)) ensure_bytes(inst->ctx);
+        if (script_names_bytes(artifact, script_len)) ensure_bytes(inst->ctx);
         st = eval(inst, artifact, script_len, BUNDLE_URL, err);
     }
     if (st == FM_OK) {
