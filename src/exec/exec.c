@@ -807,6 +807,8 @@ static void *thread_main(void *arg) {
         }
         run_local(t);
         if (t->nheld && over_budget()) evict_over_budget(t);
+        for (size_t i = 0; i < fm_runtime_count; i++)
+            if (fm_runtimes[i]->flush) fm_runtimes[i]->flush(t->rt_state[i]);
         flush_replies();
         pthread_mutex_lock(&t->mu);
         if (!t->head && !atomic_load(&ex->stop) && wait_us != 0) {

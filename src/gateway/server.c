@@ -21,6 +21,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -374,6 +375,7 @@ static size_t answer_jobs(io_thread *io, fm_job *list);
  * saved per request. When the wait does not pay off (slow functions), it is
  * skipped for a while. */
 #define FM_HANDOFF_WAIT_US 50
+#define FM_HANDOFF_BLOCK_US 400 /* the whole wait, spinning and sleeping */
 
 static void flush_batches(h2o_timeout_entry_t *entry) {
     io_thread *io = H2O_STRUCT_FROM_MEMBER(io_thread, flush_entry, entry);
@@ -391,7 +393,7 @@ static void flush_batches(h2o_timeout_entry_t *entry) {
         io->wait_skip--;
         return;
     }
-    int64_t until = fm_mono_us() + FM_HANDOFF_WAIT_US;
+    int64_t start = fm_mono_us(), until = start + FM_HANDOFF_WAIT_US;
     size_t got = 0;
     fm_reply_queue_poll_begin(&io->replies); /* executors need not write the eventfd */
     do {
@@ -399,6 +401,19 @@ static void flush_batches(h2o_timeout_entry_t *entry) {
         got += process_replies(io);
     } while (got < submitted && fm_mono_us() < until);
     got += answer_jobs(io, fm_reply_queue_poll_end(&io->replies));
+    /* Still waiting (calls that go through a worker process take longer):
+     * sleep on the queue's eventfd, which the executors write from now on,
+     * for a while longer. The thread uses no CPU meanwhile. */
+    until = start + FM_HANDOFF_BLOCK_US;
+    for (int64_t now = fm_mono_us(); got < submitted && now < until; now = fm_mono_us()) {
+        struct pollfd pfd = {.fd = io->replies.efd, .events = POLLIN};
+        struct timespec left = {0, (long)(until - now) * 1000};
+        if (ppoll(&pfd, 1, &left, NULL) <= 0) break;
+        uint64_t v;
+        ssize_t r = read(io->replies.efd, &v, sizeof(v));
+        (void)r;
+        got += process_replies(io);
+    }
     if (got < submitted) io->wait_skip = 64, io->wait_miss++;
     else io->wait_hit++;
 }

@@ -96,6 +96,7 @@ static const char *const no_extensions[] = {NULL};
         .instance_destroy = fm_wpool_instance_destroy,                                           \
         .call = fm_wpool_call,                                                                   \
         .poll = fm_wpool_poll,                                                                   \
+        .flush = fm_wpool_flush,                                                                 \
     };
 
 /* instance_bytes: a warm worker's RSS (bench/density.py measures them) */
@@ -124,7 +125,7 @@ const fm_runtime *fm_runtime_isolated(const fm_runtime *rt) {
 
 static const int sock = FM_PY_WORKER_FD;
 
-/* A frame from the node not handled yet: a call ('C': u32 id, JSON) waiting
+/* A frame from the node not handled yet: a call ('C': fm_call_frame) waiting
  * for the one before it, or an answer ('n') to a call made. */
 typedef struct queued {
     struct queued *next;
@@ -200,10 +201,11 @@ static void queue_frame(char type, const void *a, size_t alen, const void *b, si
     W.olen += need;
 }
 
-/* An answer ('R' or 'F'), with the worker's usage so far. */
-static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len) {
+/* An answer ('R' or 'F'), with the worker's usage so far (its share of this pass's). */
+static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len,
+                         fm_usage_split *usage) {
     unsigned char head[FM_WORKER_REPLY_HEAD];
-    fm_worker_reply_head(head, id);
+    fm_worker_reply_head_split(head, id, usage);
     queue_frame(type, head, sizeof(head), text, len);
 }
 
@@ -376,54 +378,54 @@ static void call_done(fm_job *job) {
     W.any_finished = true;
 }
 
-/* Starts the call in `frame` (u32 id, {"i", "a", "h"?, "d"?}). */
+/* Starts the call in `frame` (a 'C' payload: fm_call_frame). */
 static void start_call(const char *frame, size_t len) {
-    json_t *r = fm_json_parse_value(frame + 4, len - 4);
-    json_t *args = json_object_get(r, "a"), *holes = json_object_get(r, "h");
-    json_int_t index = json_integer_value(json_object_get(r, "i"));
-    json_int_t left_ms = json_integer_value(json_object_get(r, "d"));
+    fm_call_frame f;
+    if (fm_call_frame_parse(frame, len, &f) != 0) return;
+    json_t *args = fm_json_parse_value(f.args, f.args_len);
     fm_job *job = fm_job_new(FM_JOB_CALL, NULL, NULL);
-    /* "x" comes while the node's telemetry is on: spans are recorded then */
-    fm_telemetry = fm_trace_ctx_unhex(json_string_value(json_object_get(r, "x")), &job->trace);
-    job->hops = (int)json_integer_value(json_object_get(r, "o"));
+    /* a traced call comes while the node's telemetry is on: spans are recorded then */
+    fm_telemetry = f.traced;
+    if (f.traced) job->trace = f.trace;
+    job->hops = (int)f.hops;
     job->argc = json_array_size(args);
     job->argv = calloc(job->argc ? job->argc : 1, sizeof(json_t *));
     for (size_t i = 0; i < job->argc; i++) job->argv[i] = json_incref(json_array_get(args, i));
-    size_t hi;
-    json_t *h;
-    json_array_foreach(holes, hi, h) {
-        json_int_t k = json_integer_value(h);
-        if (k < 0 || (size_t)k >= job->argc) continue;
+    for (uint32_t i = 0; i < f.nholes; i++) {
+        uint32_t k = fm_call_frame_hole(&f, i);
+        if (k >= job->argc) continue;
         json_decref(job->argv[k]);
         job->argv[k] = NULL; /* undefined: the parameter's default applies */
     }
-    json_decref(r);
+    json_decref(args);
+    uint32_t index = f.index;
+    int64_t left_ms = f.left_ms;
     job->started_us = fm_mono_us();
     if (left_ms > 0) job->deadline_us = job->started_us + left_ms * 1000;
     running *rc = calloc(1, sizeof(*rc));
     rc->job = job;
-    memcpy(rc->id, frame, 4);
+    memcpy(rc->id, f.id, 4);
     snprintf(job->request_id, sizeof(job->request_id), "%u", fm_get_u32(rc->id));
     rc->next = W.calls;
     W.calls = rc;
     job->ud = rc;
     job->on_done = call_done;
-    W.rt->call(W.ts, W.inst, (uint32_t)(index < 0 ? 0 : index), job);
+    W.rt->call(W.ts, W.inst, index, job);
 }
 
 /* Answers a finished call: 'R' with its JSON, or 'F' with its error. */
-static void answer(running *rc) {
+static void answer(running *rc, fm_usage_split *usage) {
     fm_job *job = rc->job;
     if (job->status == FM_OK) {
         const char *text = job->result ? job->result : "null";
-        queue_answer('R', rc->id, text, job->result ? job->result_len : 4);
+        queue_answer('R', rc->id, text, job->result ? job->result_len : 4, usage);
     } else {
         json_t *e = json_object();
         if (job->error) json_object_update(e, job->error);
         json_object_set_new(e, "code", json_string(fm_status_code(job->status)));
         size_t len = 0;
         char *text = fm_json_dump(e, &len);
-        queue_answer('F', rc->id, text, len);
+        queue_answer('F', rc->id, text, len, usage);
         free(text);
         json_decref(e);
     }
@@ -433,6 +435,10 @@ static void answer(running *rc) {
 
 static void answer_finished(void) {
     W.any_finished = false;
+    size_t n = 0;
+    for (running *rc = W.calls; rc; rc = rc->next) n += rc->finished;
+    fm_usage_split usage;
+    fm_worker_split_begin(&usage, n); /* one getrusage for the pass */
     for (running **pp = &W.calls; *pp;) {
         running *rc = *pp;
         if (!rc->finished) {
@@ -440,7 +446,7 @@ static void answer_finished(void) {
             continue;
         }
         *pp = rc->next;
-        answer(rc);
+        answer(rc, &usage);
     }
     /* above its memory after a call: it asks to be replaced ('Z'), answers
      * what was sent meanwhile, and exits when the node closes its socket */
@@ -480,7 +486,7 @@ static void read_frames(void) {
         const unsigned char *p = W.rbuf + off + 5;
         size_t plen = flen - 1;
         off += 4 + (size_t)flen;
-        if ((type == 'n' && plen >= 5) || (type == 'C' && plen >= 4)) {
+        if ((type == 'n' && plen >= 5) || (type == 'C' && plen >= FM_CALL_HEAD)) {
             queued *q = malloc(sizeof(*q));
             q->next = NULL;
             q->type = type;

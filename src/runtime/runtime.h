@@ -79,6 +79,11 @@ typedef struct fm_runtime {
     /* Runs due timers and expires async calls past their deadline. Returns
      * the number of microseconds until it wants to run again, or -1. */
     int64_t (*poll)(void *ts);
+
+    /* Optional: hands on what the calls of this pass left to send (worker
+     * processes get their call frames in one write). The executor calls it
+     * at the end of each pass, before it waits. */
+    void (*flush)(void *ts);
 } fm_runtime;
 
 /* The runtime table: the runtimes that files map to, then the process-

@@ -5,6 +5,7 @@
  * is borrowed from the version, which outlives its instances. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -52,6 +53,8 @@ typedef struct wp_exiting {
 typedef struct wp_thread {
     wp_inst *list;       /* instances on this thread */
     wp_exiting *exiting; /* workers stopped for being idle */
+    wp_worker **dirty;   /* workers with call frames not written yet (owned array, borrowed workers) */
+    int ndirty, cdirty;
 } wp_thread;
 
 /* One worker process. */
@@ -74,6 +77,9 @@ struct wp_worker {
     int64_t idle_since_us;    /* when it last became idle (ready, no call), 0 while busy */
     int64_t spawned_us, start_cost_us; /* when it was started; how long it took to be ready */
     struct wp_mesh_req *mesh; /* calls made by the running function */
+    char *obuf;               /* call frames not written yet: one write per executor pass (owned) */
+    size_t olen, ocap;
+    bool dirty;               /* in its thread's dirty list */
 };
 
 struct wp_inst {
@@ -158,6 +164,7 @@ void fm_wpool_thread_dispose(void *p) {
         waitpid(e->pid, NULL, 0);
         free(e);
     }
+    free(ts->dirty);
     free(ts);
 }
 
@@ -221,6 +228,16 @@ static uint64_t get_u64(const unsigned char *p) {
  * counts among its version's processes. */
 static void close_socket(wp_worker *w) {
     if (w->fd < 0) return;
+    w->olen = 0; /* what was not written is lost with the process: its calls fail */
+    if (w->dirty) {
+        wp_thread *ts = w->in->ts;
+        for (int i = 0; i < ts->ndirty; i++)
+            if (ts->dirty[i] == w) {
+                ts->dirty[i] = ts->dirty[--ts->ndirty];
+                break;
+            }
+        w->dirty = false;
+    }
     close(w->fd);
     w->fd = -1;
     atomic_fetch_sub_explicit(&w->in->health->live, 1, memory_order_relaxed);
@@ -322,6 +339,50 @@ static void refill_pending(void) {
     }
 }
 
+/* Room for `more` bytes at the end of the worker's unwritten frames. */
+static char *out_reserve(wp_worker *w, size_t more) {
+    if (w->olen + more > w->ocap) {
+        size_t cap = w->ocap ? w->ocap : 4096;
+        while (cap < w->olen + more) cap *= 2;
+        w->obuf = realloc(w->obuf, cap);
+        w->ocap = cap;
+    }
+    return w->obuf + w->olen;
+}
+
+static void out_put(wp_worker *w, const void *p, size_t n) {
+    memcpy(out_reserve(w, n), p, n);
+    w->olen += n;
+}
+
+/* Writes the worker's unwritten frames (blocking until all is written, as
+ * fm_py_send). A failure leaves the calls to the end of the worker, which
+ * its socket reports next. */
+static void out_flush(wp_worker *w) {
+    size_t off = 0;
+    while (off < w->olen && w->fd >= 0) {
+        ssize_t n = write(w->fd, w->obuf + off, w->olen - off);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = w->fd, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+        } else {
+            break;
+        }
+    }
+    w->olen = 0;
+}
+
+/* Frames sent outside the calls' batch go after the calls written before them. */
+static int send_now(wp_worker *w, char type, const void *a, size_t alen, const void *b,
+                    size_t blen) {
+    if (w->olen) out_flush(w);
+    return fm_py_send(w->fd, type, a, alen, b, blen);
+}
+
 /* Sends a started worker its deployment: its limits ('Q': the address-space
  * cap and memory_mb, in MiB), then the artifact ('I'). */
 static int send_deployment(wp_worker *w) {
@@ -329,8 +390,8 @@ static int send_deployment(wp_worker *w) {
     char q[320];
     int n = snprintf(q, sizeof(q), "%ld %ld %.255s", in->memory_mb,
                      in->memory_mb - FM_WORKER_AS_HEADROOM_MB, in->deployment);
-    if (fm_py_send(w->fd, 'Q', q, (size_t)n, NULL, 0) != 0) return -1;
-    return fm_py_send(w->fd, 'I', in->artifact, in->artifact_len, NULL, 0);
+    if (send_now(w, 'Q', q, (size_t)n, NULL, 0) != 0) return -1;
+    return send_now(w, 'I', in->artifact, in->artifact_len, NULL, 0);
 }
 
 /* Gives the worker a process (the spare, else a new one) and sends it the
@@ -477,34 +538,59 @@ static bool in_kind_traces(const wp_worker *w) {
     return w->in->kind->concurrency > 0;
 }
 
-/* Sends a call to an idle, live worker. */
+/* Appends value `v` (NULL: null) as JSON text to the worker's frames. */
+static void out_json(wp_worker *w, const json_t *v) {
+    if (!v) {
+        out_put(w, "null", 4);
+        return;
+    }
+    size_t room = w->ocap - w->olen;
+    size_t n = json_dumpb(v, room ? w->obuf + w->olen : NULL, room, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (n > room) { /* did not fit: again, with room for it */
+        out_reserve(w, n);
+        n = json_dumpb(v, w->obuf + w->olen, n, JSON_COMPACT | JSON_ENCODE_ANY);
+    }
+    if (n == 0) out_put(w, "null", 4); /* cannot be written (fm_json_dump does the same) */
+    w->olen += n;
+}
+
+/* Sends a call to an idle, live worker: the frame joins the worker's
+ * unwritten ones, written together at the end of the executor's pass
+ * (fm_wpool_flush). Its JSON is written straight into the frame. */
 static bool send_call(wp_worker *w, fm_job *job) {
-    json_t *args = json_array(), *holes = NULL; /* "h" only when some are missing */
-    for (size_t i = 0; i < job->argc; i++) {
-        json_array_append(args, job->argv[i] ? job->argv[i] : json_null());
-        if (job->argv[i]) continue;
-        if (!holes) holes = json_array();
-        json_array_append_new(holes, json_integer((json_int_t)i));
-    }
-    json_t *req = json_pack("{s:i, s:o, s:o*}", "i", (int)job->fn->index, "a", args, "h", holes);
-    if (job->deadline_us) { /* "d": ms left, for runtimes that stop code themselves */
+    size_t start = w->olen;
+    uint32_t nholes = 0; /* arguments not given: their defaults apply */
+    for (size_t i = 0; i < job->argc; i++) nholes += !job->argv[i];
+    uint32_t left_ms = 0; /* for runtimes that stop code themselves */
+    if (job->deadline_us) {
         int64_t left = (job->deadline_us - fm_mono_us()) / 1000;
-        json_object_set_new(req, "d", json_integer(left > 1 ? left : 1));
+        left_ms = left > 1 ? (uint32_t)(left < UINT32_MAX ? left : UINT32_MAX) : 1;
     }
-    if (job->hops) json_object_set_new(req, "o", json_integer(job->hops)); /* its calls' hops */
-    if (in_kind_traces(w) && fm_telemetry) { /* "x": the call's span, parent of what it calls there */
-        char x[67];
-        fm_trace_ctx_hex(&job->trace, x);
-        json_object_set_new(req, "x", json_string(x));
+    /* the call's span, parent of what it calls there */
+    bool traced = in_kind_traces(w) && fm_telemetry;
+    unsigned char *p = (unsigned char *)out_reserve(w, 5 + FM_CALL_HEAD + FM_CALL_TRACE + 4 * nholes);
+    p[4] = 'C';
+    size_t n = fm_call_frame_head(p + 5, ++w->next_id, job->fn->index, left_ms,
+                                  (uint32_t)job->hops, nholes, traced ? &job->trace : NULL);
+    for (size_t i = 0, k = 0; i < job->argc; i++)
+        if (!job->argv[i]) fm_put_u32(p + 5 + n + 4 * k++, (uint32_t)i);
+    w->olen += 5 + n + 4 * (size_t)nholes; /* the length (at p) is known at the end */
+    out_put(w, "[", 1);
+    for (size_t i = 0; i < job->argc; i++) {
+        if (i) out_put(w, ",", 1);
+        out_json(w, job->argv[i]);
     }
-    size_t len;
-    char *text = fm_json_dump(req, &len);
-    json_decref(req);
-    unsigned char id[4];
-    fm_put_u32(id, ++w->next_id);
-    int rc = fm_py_send(w->fd, 'C', id, 4, text, len);
-    free(text);
-    if (rc != 0) return false;
+    out_put(w, "]", 1);
+    fm_put_u32((unsigned char *)w->obuf + start, (uint32_t)(w->olen - start - 4));
+    if (!w->dirty) {
+        wp_thread *ts = w->in->ts;
+        if (ts->ndirty == ts->cdirty) {
+            ts->cdirty = ts->cdirty ? ts->cdirty * 2 : 16;
+            ts->dirty = realloc(ts->dirty, (size_t)ts->cdirty * sizeof(*ts->dirty));
+        }
+        ts->dirty[ts->ndirty++] = w;
+        w->dirty = true;
+    }
     if (w->fresh) { /* the first call of a new worker waited for its start */
         w->fresh = false;
         job->cold_start = true;
@@ -668,8 +754,8 @@ static void send_mesh_answer(wp_worker *w, const wp_mesh_req *mr, bool ok, const
     fm_put_u32(head, mr && mr->keyed ? mr->key : 0);
     head[4] = ok ? 1 : 0;
     if (w->fd < 0) return;
-    if (mr && mr->keyed) fm_py_send(w->fd, 'n', head, 5, text, len);
-    else fm_py_send(w->fd, 'm', head + 4, 1, text, len);
+    if (mr && mr->keyed) send_now(w, 'n', head, 5, text, len);
+    else send_now(w, 'm', head + 4, 1, text, len);
 }
 
 static void wp_mesh_done(fm_job *child, void *ud) {
@@ -1073,6 +1159,7 @@ void fm_wpool_instance_destroy(void *tsp, void *p) {
         reap(w, true);
         for (wp_mesh_req *mr = w->mesh; mr; mr = mr->next) mr->w = NULL;
         free(w->rbuf);
+        free(w->obuf);
     }
     while (in->qhead) { /* nothing should wait here (calls hold the version) */
         fm_job *j = pop_queued(in);
@@ -1092,6 +1179,15 @@ void fm_wpool_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
     else in->qhead = job;
     in->qtail = job;
     start_next(in);
+}
+
+void fm_wpool_flush(void *tsp) {
+    wp_thread *ts = tsp;
+    while (ts->ndirty > 0) {
+        wp_worker *w = ts->dirty[--ts->ndirty];
+        w->dirty = false;
+        out_flush(w);
+    }
 }
 
 /* Reaps workers stopped for being idle (never waiting: they exit on

@@ -55,5 +55,7 @@ fm_status fm_wpool_instance_create(const fm_wpool_kind *kind, void *ts, const ch
 void fm_wpool_instance_destroy(void *ts, void *instance);
 void fm_wpool_call(void *ts, void *instance, uint32_t index, fm_job *job);
 int64_t fm_wpool_poll(void *ts);
+/* Writes the call frames this thread's workers were given in this pass. */
+void fm_wpool_flush(void *ts);
 
 #endif

@@ -176,4 +176,5 @@ const fm_runtime fm_runtime_c = {
     .instance_destroy = fm_wpool_instance_destroy,
     .call = fm_wpool_call,
     .poll = fm_wpool_poll,
+    .flush = fm_wpool_flush,
 };

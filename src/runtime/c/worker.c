@@ -391,20 +391,20 @@ bad:
 
 /* ---------------------------------------------------------------- calls */
 
-/* Runs one call ('C' payload after the id); sends 'R' or 'F'. */
-static void serve(const unsigned char id[4], const char *req, size_t len, const c_fn *fns,
-                  size_t nfns) {
-    json_t *r = fm_json_parse_value(req, len);
-    json_int_t index = json_integer_value(json_object_get(r, "i"));
-    fm_ctx c = {.args = json_incref(json_object_get(r, "a")), .arena = json_array()};
+/* Runs one call (a 'C' payload); sends 'R' or 'F'. */
+static void serve(const char *req, size_t len, const c_fn *fns, size_t nfns) {
+    fm_call_frame f;
+    if (fm_call_frame_parse(req, len, &f) != 0) return;
+    const unsigned char *id = f.id;
+    size_t index = f.index;
+    fm_ctx c = {.args = fm_json_parse_value(f.args, f.args_len), .arena = json_array()};
     if (!json_is_array(c.args)) {
         json_decref(c.args);
         c.args = json_array();
     }
-    json_decref(r);
     char *text = NULL;
     char type = 'R';
-    if (index < 0 || (size_t)index >= nfns) {
+    if (index >= nfns) {
         api_error(&c, "no such export");
     } else {
         fm_val *v = fns[index].fn(&c);
@@ -465,7 +465,7 @@ int fm_c_worker_main(void) {
         size_t rlen = 0;
         int type = fm_py_recv_next(sock, &req, &rlen);
         if (type < 0) break; /* the node closed the socket */
-        if (type == 'C' && rlen >= 4) serve((const unsigned char *)req, req + 4, rlen - 4, fns, nfns);
+        if (type == 'C') serve(req, rlen, fns, nfns);
         free(req);
     }
     free(fns);

@@ -236,16 +236,16 @@ def _error(e):
     return json.dumps({"message": message, "name": name, "stack": stack})
 
 
-def call(payload):
-    """-> (ok, json text)"""
+def call(index, payload, holes):
+    """export number index, its arguments (JSON array text), the indices of those
+    not given (a tuple, or None) -> (ok, json text)"""
     try:
-        req = _loads(payload)
-        fn, kinds, npos = _functions[req["i"]]
-        args = req["a"]
-        if len(args) <= npos and "h" not in req:
+        fn, kinds, npos = _functions[index]
+        args = _loads(payload)
+        if len(args) <= npos and holes is None:
             result = fn(*args)
         else:
-            pos, kw = _bind(kinds, args, set(req.get("h", ())))
+            pos, kw = _bind(kinds, args, set(holes or ()))
             result = fn(*pos, **kw)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)

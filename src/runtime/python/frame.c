@@ -12,6 +12,50 @@
 #include "runtime/python/python_int.h"
 #include "runtime/sandbox.h"
 
+size_t fm_call_frame_head(unsigned char *out, uint32_t id, uint32_t index, uint32_t left_ms,
+                          uint32_t hops, uint32_t nholes, const fm_trace_ctx *trace) {
+    fm_put_u32(out, id);
+    fm_put_u32(out + 4, index);
+    fm_put_u32(out + 8, left_ms);
+    fm_put_u32(out + 12, hops);
+    fm_put_u32(out + 16, nholes);
+    out[20] = trace != NULL;
+    if (!trace) return FM_CALL_HEAD;
+    unsigned char *p = out + FM_CALL_HEAD;
+    memcpy(p, trace->trace_id, 16);
+    memcpy(p + 16, trace->span_id, 8);
+    memcpy(p + 24, trace->parent_span_id, 8);
+    p[32] = trace->flags;
+    return FM_CALL_HEAD + FM_CALL_TRACE;
+}
+
+int fm_call_frame_parse(const void *payload, size_t len, fm_call_frame *f) {
+    const unsigned char *p = payload;
+    memset(f, 0, sizeof(*f));
+    if (len < FM_CALL_HEAD) return -1;
+    memcpy(f->id, p, 4);
+    f->index = fm_get_u32(p + 4);
+    f->left_ms = fm_get_u32(p + 8);
+    f->hops = fm_get_u32(p + 12);
+    f->nholes = fm_get_u32(p + 16);
+    f->traced = p[20] != 0;
+    size_t off = FM_CALL_HEAD;
+    if (f->traced) {
+        if (len < off + FM_CALL_TRACE) return -1;
+        memcpy(f->trace.trace_id, p + off, 16);
+        memcpy(f->trace.span_id, p + off + 16, 8);
+        memcpy(f->trace.parent_span_id, p + off + 24, 8);
+        f->trace.flags = p[off + 32];
+        off += FM_CALL_TRACE;
+    }
+    if (f->nholes > (len - off) / 4) return -1;
+    f->holes = p + off;
+    off += 4 * (size_t)f->nholes;
+    f->args = (const char *)p + off;
+    f->args_len = len - off;
+    return 0;
+}
+
 int fm_py_send(int fd, char type, const void *a, size_t alen, const void *b, size_t blen) {
     /* one writev per frame: a reader on the same core wakes once, not thrice */
     unsigned char head[5];
@@ -211,18 +255,41 @@ static void put_u64(unsigned char *p, uint64_t v) {
     fm_put_u32(p + 4, (uint32_t)(v >> 32));
 }
 
+static uint64_t last_reported_cpu; /* the CPU figure of the worker's last report */
+
 int fm_worker_ready(int fd) {
     uint64_t rss = 0;
     unsigned char cpu[8];
-    put_u64(cpu, worker_usage(&rss));
+    last_reported_cpu = worker_usage(&rss);
+    put_u64(cpu, last_reported_cpu);
     return fm_py_send(fd, 'U', cpu, sizeof(cpu), NULL, 0);
+}
+
+static void put_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4],
+                     uint64_t cpu, uint64_t rss_kb) {
+    last_reported_cpu = cpu;
+    memcpy(head, id, 4);
+    put_u64(head + 4, cpu);
+    fm_put_u32(head + 12, rss_kb > UINT32_MAX ? UINT32_MAX : (uint32_t)rss_kb);
 }
 
 void fm_worker_reply_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4]) {
     uint64_t rss_kb = 0, cpu = worker_usage(&rss_kb);
-    memcpy(head, id, 4);
-    put_u64(head + 4, cpu);
-    fm_put_u32(head + 12, rss_kb > UINT32_MAX ? UINT32_MAX : (uint32_t)rss_kb);
+    put_head(head, id, cpu, rss_kb);
+}
+
+void fm_worker_split_begin(fm_usage_split *s, size_t n) {
+    s->base = last_reported_cpu;
+    s->now = worker_usage(&s->rss_kb);
+    if (s->now < s->base) s->now = s->base;
+    s->n = n ? n : 1;
+    s->k = 0;
+}
+
+void fm_worker_reply_head_split(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4],
+                                fm_usage_split *s) {
+    if (s->k < s->n) s->k++;
+    put_head(head, id, s->base + (s->now - s->base) * s->k / s->n, s->rss_kb);
 }
 
 int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *text, size_t len) {

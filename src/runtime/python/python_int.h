@@ -3,8 +3,9 @@
  *
  * Frames on a SOCK_STREAM socketpair: u32 length (little endian, of what
  * follows), u8 type, payload. Node to worker: 'I' init (payload: the
- * artifact), 'C' call (u32 id, JSON {"i": export index, "a": [args],
- * "h": [indices of arguments not given]}). Worker to node: 'E' exports (JSON
+ * artifact), 'C' call (a binary head, then the arguments as a JSON array:
+ * see fm_call_frame below; no JSON object to build or parse per call).
+ * Worker to node: 'E' exports (JSON
  * [{name, file, params}]), 'X' init failed (JSON {message, stack}), 'U' ready
  * (u64 CPU µs the worker has used since it started: its start-up), 'R'
  * result (u32 id, u64 CPU µs used since start, u32 peak RSS KiB, JSON of
@@ -17,8 +18,8 @@
  * n: {named}?, h: [holes]?}) answered by 'm' (u8 ok, JSON of the value or
  * of the error {message, code, name?, stack}). Workers of the in-process
  * runtimes under process isolation (runtime/isolated.c) run several calls
- * at once, so their frames name the call: the 'C' JSON also has "d" (ms
- * left), "o" (hops) and "x" (its trace context, while telemetry is on);
+ * at once, so their frames name the call: the 'C' head carries the ms
+ * left, the hops and the call's trace context (while telemetry is on);
  * 'M' has "k" (a key, answered by 'n': u32 key, u8 ok, JSON), "c" (the
  * call's id), "o" and "x" (the caller's hops and context inside the
  * worker); 'l' is a log line of call u32 id; 'S' a span recorded inside (an
@@ -35,6 +36,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "metrics/trace.h"
+
 #define FM_PY_MAGIC "FMPY1\n"
 #define FM_PY_MAX_FRAME (256u * 1024 * 1024)
 #define FM_PY_WORKER_FD 3
@@ -49,6 +52,32 @@ static inline void fm_put_u32(unsigned char *p, uint32_t v) {
 static inline uint32_t fm_get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
+
+/* The payload of a 'C' frame: u32 call id, u32 export index, u32 ms left
+ * (0: no deadline), u32 hops, u32 number of holes, u8 traced; when traced
+ * the call's trace context (16 + 8 + 8 bytes of ids, u8 flags); the holes
+ * (u32 indices of arguments not given: their parameters' defaults apply);
+ * then the JSON array of the arguments (a hole's entry is null). */
+#define FM_CALL_HEAD 21
+#define FM_CALL_TRACE 33
+typedef struct fm_call_frame {
+    unsigned char id[4];
+    uint32_t index, left_ms, hops, nholes;
+    const unsigned char *holes; /* nholes u32, in the payload */
+    bool traced;
+    fm_trace_ctx trace;
+    const char *args; /* the JSON array, in the payload (not NUL-terminated) */
+    size_t args_len;
+} fm_call_frame;
+/* Reads a 'C' payload (borrowed by *f); 0, or -1 when it is malformed. */
+int fm_call_frame_parse(const void *payload, size_t len, fm_call_frame *f);
+static inline uint32_t fm_call_frame_hole(const fm_call_frame *f, uint32_t i) {
+    return fm_get_u32(f->holes + 4 * (size_t)i);
+}
+/* Writes the head of a 'C' payload into `out` (FM_CALL_HEAD + FM_CALL_TRACE
+ * bytes at most; `trace` NULL: not traced); returns its length. */
+size_t fm_call_frame_head(unsigned char *out, uint32_t id, uint32_t index, uint32_t left_ms,
+                          uint32_t hops, uint32_t nholes, const fm_trace_ctx *trace);
 
 /* Writes one frame, blocking until all of it is written (EINTR/EAGAIN
  * retried with poll). Returns 0 or -1. */
@@ -86,6 +115,16 @@ int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *te
 /* The payload head of such a frame: the id, the CPU time so far, the peak RSS. */
 #define FM_WORKER_REPLY_HEAD 16
 void fm_worker_reply_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4]);
+/* Answers sent together (one pass of a worker that runs several calls at
+ * once) share the CPU used since the last report equally, from one
+ * getrusage: fm_worker_split_begin(s, n), then one head per answer. */
+typedef struct fm_usage_split {
+    uint64_t base, now, rss_kb;
+    size_t n, k;
+} fm_usage_split;
+void fm_worker_split_begin(fm_usage_split *s, size_t n);
+void fm_worker_reply_head_split(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4],
+                                fm_usage_split *s);
 /* Worker side: the 'U' frame, right after 'E' (start-up CPU is not billed
  * to the first call). Returns 0 or -1. */
 int fm_worker_ready(int fd);

@@ -216,13 +216,23 @@ int fm_python_worker_main(void) {
         size_t rlen = 0;
         int type = fm_py_recv_next(sock, &req, &rlen);
         if (type < 0) break; /* the node closed the socket */
-        if (type != 'C' || rlen < 4) {
+        fm_call_frame f;
+        if (type != 'C' || fm_call_frame_parse(req, rlen, &f) != 0) {
             free(req);
             continue;
         }
         unsigned char id[4];
-        memcpy(id, req, 4);
-        PyObject *r = PyObject_CallFunction(call, "s#", req + 4, (Py_ssize_t)(rlen - 4));
+        memcpy(id, f.id, 4);
+        PyObject *holes = Py_None; /* arguments not given: their defaults apply */
+        Py_INCREF(holes);
+        if (f.nholes) {
+            Py_DECREF(holes);
+            holes = PyTuple_New(f.nholes);
+            for (uint32_t i = 0; i < f.nholes; i++)
+                PyTuple_SET_ITEM(holes, i, PyLong_FromUnsignedLong(fm_call_frame_hole(&f, i)));
+        }
+        PyObject *r = PyObject_CallFunction(call, "Is#N", (unsigned)f.index, f.args,
+                                            (Py_ssize_t)f.args_len, holes);
         free(req);
         if (!r) { /* a KeyboardInterrupt outside the guarded call */
             PyErr_Clear();
