@@ -4,7 +4,8 @@
 # (concurrent), against JavaScript, Lua, Python and C callees (N/10 for the
 # worker-process runtimes), and calls fnmesh.callSync(...) 5N times in a row
 # (JavaScript and Lua callees); plus HTTP GET of each with wrk (server on
-# CPU 1, wrk on CPU 0).
+# CPU 1, wrk on CPU 0), side by side with nginx in the same run (ratio
+# column: the HTTP -> Python target is 0.4x nginx).
 #
 # usage: bench/mesh.sh [--calls N] [--duration S]
 set -uo pipefail
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --calls) CALLS=$2; shift 2;;
     --duration) DURATION=$2; shift 2;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -81,12 +82,19 @@ for t in mbjs mblua mbpy mbc; do
   esac
 done
 
-if command -v wrk >/dev/null; then
+if command -v wrk >/dev/null && command -v nginx >/dev/null; then
+  # HTTP side by side with nginx in this run: ratios, not absolute figures
+  CONNS=32
+  write_wrk_scripts
+  start_nginx
   echo
-  printf '%-34s %14s %8s\n' "HTTP (wrk -c32)" "req/s" "p99"
+  echo "HTTP GET, wrk -t1 -c$CONNS -d${DURATION}s (server on CPU 1, wrk on CPU 0):"
+  measure nginx "$NGINX_PID" "http://127.0.0.1:$NPORT/fn/add?a=1&b=2" "$TMP/report.lua"
   for t in mbjs mblua mbpy mbc; do
-    out=$(taskset -c 0 wrk -t1 -c32 -d"${DURATION}s" --latency "$URL/fn/$t/add?a=1&b=2")
-    printf '%-34s %14s %8s\n' "GET /fn/$t/add" "$(awk '/Requests\/sec/{print $2}' <<<"$out")" \
-      "$(awk '$1=="99%"{print $2}' <<<"$out")"
+    measure "GET-/fn/$t/add" "$PID_mesh" "$URL/fn/$t/add?a=1&b=2" "$TMP/report.lua"
   done
+  echo
+  summarise
+else
+  echo "(HTTP part skipped: needs wrk and nginx, scripts/deps.sh bench)"
 fi

@@ -985,7 +985,7 @@ static int usable_cpus(void) {
 
 /* Calls sent ahead to a busy worker: it reads the next one without waiting
  * for the node, so one wake-up serves several calls. */
-#define PIPE_DEPTH 4
+#define PIPE_DEPTH 8
 
 static wp_worker *free_worker(wp_inst *in) {
     int live = 0, waiting = 0, starting = 0;
