@@ -174,6 +174,8 @@ static struct {
     size_t rlen, rcap;
     unsigned char *out;     /* answers not yet written: one write for all those of a pass */
     size_t olen, ocap;
+    size_t *heads;          /* where the answers' usage heads are in `out` (filled at the write) */
+    size_t nheads, cheads;
     bool gone;              /* the node closed the socket */
     bool retiring;          /* above memory_mb: asked the node for a replacement */
     int64_t next_rss_check_us;
@@ -201,16 +203,35 @@ static void queue_frame(char type, const void *a, size_t alen, const void *b, si
     W.olen += need;
 }
 
-/* An answer ('R' or 'F'), with the worker's usage so far (its share of this pass's). */
-static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len,
-                         fm_usage_split *usage) {
-    unsigned char head[FM_WORKER_REPLY_HEAD];
-    fm_worker_reply_head_split(head, id, usage);
+/* An answer ('R' or 'F'); its usage head (the worker's CPU time so far) is
+ * filled when it is written, with the others of the pass (one getrusage). */
+static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len) {
+    unsigned char head[FM_WORKER_REPLY_HEAD] = {0};
+    memcpy(head, id, 4);
+    if (W.nheads == W.cheads) {
+        W.cheads = W.cheads ? W.cheads * 2 : 64;
+        W.heads = realloc(W.heads, W.cheads * sizeof(*W.heads));
+    }
+    W.heads[W.nheads++] = W.olen + 5;
     queue_frame(type, head, sizeof(head), text, len);
+}
+
+/* Fills the usage heads of the answers queued: they share the CPU used since the last report. */
+static void fill_heads(void) {
+    if (!W.nheads) return;
+    fm_usage_split usage;
+    fm_worker_split_begin(&usage, W.nheads);
+    for (size_t i = 0; i < W.nheads; i++) {
+        unsigned char *h = W.out + W.heads[i], id[4];
+        memcpy(id, h, 4);
+        fm_worker_reply_head_split(h, id, &usage);
+    }
+    W.nheads = 0;
 }
 
 /* Writes the queued frames (blocking until all is written). */
 static void flush_frames(void) {
+    fill_heads();
     size_t off = 0;
     while (off < W.olen) {
         ssize_t n = write(sock, W.out + off, W.olen - off);
@@ -414,18 +435,18 @@ static void start_call(const char *frame, size_t len) {
 }
 
 /* Answers a finished call: 'R' with its JSON, or 'F' with its error. */
-static void answer(running *rc, fm_usage_split *usage) {
+static void answer(running *rc) {
     fm_job *job = rc->job;
     if (job->status == FM_OK) {
         const char *text = job->result ? job->result : "null";
-        queue_answer('R', rc->id, text, job->result ? job->result_len : 4, usage);
+        queue_answer('R', rc->id, text, job->result ? job->result_len : 4);
     } else {
         json_t *e = json_object();
         if (job->error) json_object_update(e, job->error);
         json_object_set_new(e, "code", json_string(fm_status_code(job->status)));
         size_t len = 0;
         char *text = fm_json_dump(e, &len);
-        queue_answer('F', rc->id, text, len, usage);
+        queue_answer('F', rc->id, text, len);
         free(text);
         json_decref(e);
     }
@@ -435,10 +456,6 @@ static void answer(running *rc, fm_usage_split *usage) {
 
 static void answer_finished(void) {
     W.any_finished = false;
-    size_t n = 0;
-    for (running *rc = W.calls; rc; rc = rc->next) n += rc->finished;
-    fm_usage_split usage;
-    fm_worker_split_begin(&usage, n); /* one getrusage for the pass */
     for (running **pp = &W.calls; *pp;) {
         running *rc = *pp;
         if (!rc->finished) {
@@ -446,7 +463,7 @@ static void answer_finished(void) {
             continue;
         }
         *pp = rc->next;
-        answer(rc, &usage);
+        answer(rc);
     }
     /* above its memory after a call: it asks to be replaced ('Z'), answers
      * what was sent meanwhile, and exits when the node closes its socket */
@@ -694,6 +711,7 @@ int fm_isolated_worker_main(const char *verb) {
     }
     free(W.rbuf);
     free(W.out);
+    free(W.heads);
     free(artifact);
     return 0;
 }
