@@ -840,6 +840,9 @@ static void *thread_main(void *arg) {
                 flush_replies();
             }
         }
+        /* instances the batch made are given back before its answers leave:
+         * who reads the metrics after an answer finds the node within budget */
+        if (t->nheld && over_budget()) evict_over_budget(t);
         window_flush();
         flush_replies();
     }

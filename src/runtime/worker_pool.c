@@ -355,9 +355,12 @@ static void out_put(wp_worker *w, const void *p, size_t n) {
     w->olen += n;
 }
 
-/* Writes the worker's unwritten frames (blocking until all is written, as
- * fm_py_send). A failure leaves the calls to the end of the worker, which
- * its socket reports next. */
+/* Writes the worker's unwritten frames, blocking until all is written (as
+ * fm_py_send). A worker that takes none of it for OUT_STUCK_MS (it is
+ * stuck, or writing an answer this thread does not read meanwhile) is
+ * killed. A failure leaves the calls to the end of the worker, which its
+ * socket reports next (they are failed or sent again). */
+#define OUT_STUCK_MS 30000
 static void out_flush(wp_worker *w) {
     size_t off = 0;
     while (off < w->olen && w->fd >= 0) {
@@ -368,7 +371,10 @@ static void out_flush(wp_worker *w) {
             continue;
         } else if (n < 0 && errno == EAGAIN) {
             struct pollfd pfd = {.fd = w->fd, .events = POLLOUT};
-            poll(&pfd, 1, 1000);
+            if (poll(&pfd, 1, OUT_STUCK_MS) == 0) {
+                if (w->pid > 0) kill(w->pid, SIGKILL);
+                break;
+            }
         } else {
             break;
         }
@@ -434,6 +440,7 @@ static fm_status launch(wp_worker *w, fm_err *err) {
  * for a new instance (a deploy, whose answer needs the exports). */
 static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
     wp_inst *in = w->in;
+    fm_wpool_flush(in->ts); /* the calls handed to other workers do not wait for this start */
     fm_status lst = launch(w, err);
     if (lst != FM_OK) return lst;
     char *payload = NULL;
