@@ -147,6 +147,7 @@ typedef struct running {
     fm_job *job; /* owned; its request_id is the call id in decimal (for 'M' and 'l') */
     unsigned char id[4];
     bool finished;
+    int64_t busy_us; /* its time running here (its synchronous part): its share of the CPU */
 } running;
 
 /* A call of another function, sent to the node and not yet answered. */
@@ -174,7 +175,10 @@ static struct {
     size_t rlen, rcap;
     unsigned char *out;     /* answers not yet written: one write for all those of a pass */
     size_t olen, ocap;
-    size_t *heads;          /* where the answers' usage heads are in `out` (filled at the write) */
+    struct answer_head {
+        size_t at;       /* where an answer's usage head is in `out` (filled at the write) */
+        uint64_t weight; /* the call's time running here, µs */
+    } *heads;
     size_t nheads, cheads;
     bool gone;              /* the node closed the socket */
     bool retiring;          /* above memory_mb: asked the node for a replacement */
@@ -204,28 +208,30 @@ static void queue_frame(char type, const void *a, size_t alen, const void *b, si
 }
 
 /* An answer ('R' or 'F'); its usage head (the worker's CPU time so far) is
- * filled when it is written, with the others of the pass (one getrusage). */
-static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len) {
+ * filled when it is written, with the others of the pass (one getrusage),
+ * its share of the CPU in proportion to its time running here. */
+static void queue_answer(char type, const unsigned char id[4], const char *text, size_t len,
+                         int64_t busy_us) {
     unsigned char head[FM_WORKER_REPLY_HEAD] = {0};
     memcpy(head, id, 4);
     if (W.nheads == W.cheads) {
         W.cheads = W.cheads ? W.cheads * 2 : 64;
         W.heads = realloc(W.heads, W.cheads * sizeof(*W.heads));
     }
-    W.heads[W.nheads++] = W.olen + 5;
+    /* +1: calls too short to measure share what the pass used besides */
+    W.heads[W.nheads++] = (struct answer_head){W.olen + 5, (uint64_t)(busy_us > 0 ? busy_us : 0) + 1};
     queue_frame(type, head, sizeof(head), text, len);
 }
 
-/* Fills the usage heads of the answers queued: they share the CPU used since the last report. */
+/* Fills the usage heads of the answers queued. */
 static void fill_heads(void) {
     if (!W.nheads) return;
+    uint64_t total = 0;
+    for (size_t i = 0; i < W.nheads; i++) total += W.heads[i].weight;
     fm_usage_split usage;
-    fm_worker_split_begin(&usage, W.nheads);
-    for (size_t i = 0; i < W.nheads; i++) {
-        unsigned char *h = W.out + W.heads[i], id[4];
-        memcpy(id, h, 4);
-        fm_worker_reply_head_split(h, id, &usage);
-    }
+    fm_worker_split_begin(&usage, total);
+    for (size_t i = 0; i < W.nheads; i++)
+        fm_worker_split_fill(W.out + W.heads[i].at, &usage, W.heads[i].weight);
     W.nheads = 0;
 }
 
@@ -402,7 +408,11 @@ static void call_done(fm_job *job) {
 /* Starts the call in `frame` (a 'C' payload: fm_call_frame). */
 static void start_call(const char *frame, size_t len) {
     fm_call_frame f;
-    if (fm_call_frame_parse(frame, len, &f) != 0) return;
+    if (fm_call_frame_parse(frame, len, &f) != 0) {
+        flush_frames(); /* the answers before it go first */
+        fm_worker_reject_call(sock, frame, len);
+        return;
+    }
     json_t *args = fm_json_parse_value(f.args, f.args_len);
     fm_job *job = fm_job_new(FM_JOB_CALL, NULL, NULL);
     /* a traced call comes while the node's telemetry is on: spans are recorded then */
@@ -432,6 +442,7 @@ static void start_call(const char *frame, size_t len) {
     job->ud = rc;
     job->on_done = call_done;
     W.rt->call(W.ts, W.inst, index, job);
+    rc->busy_us = fm_mono_us() - job->started_us;
 }
 
 /* Answers a finished call: 'R' with its JSON, or 'F' with its error. */
@@ -439,14 +450,14 @@ static void answer(running *rc) {
     fm_job *job = rc->job;
     if (job->status == FM_OK) {
         const char *text = job->result ? job->result : "null";
-        queue_answer('R', rc->id, text, job->result ? job->result_len : 4);
+        queue_answer('R', rc->id, text, job->result ? job->result_len : 4, rc->busy_us);
     } else {
         json_t *e = json_object();
         if (job->error) json_object_update(e, job->error);
         json_object_set_new(e, "code", json_string(fm_status_code(job->status)));
         size_t len = 0;
         char *text = fm_json_dump(e, &len);
-        queue_answer('F', rc->id, text, len);
+        queue_answer('F', rc->id, text, len, rc->busy_us);
         free(text);
         json_decref(e);
     }

@@ -564,7 +564,7 @@ static void out_json(wp_worker *w, const json_t *v) {
 /* Sends a call to an idle, live worker: the frame joins the worker's
  * unwritten ones, written together at the end of the executor's pass
  * (fm_wpool_flush). Its JSON is written straight into the frame. */
-static bool send_call(wp_worker *w, fm_job *job) {
+static void send_call(wp_worker *w, fm_job *job) {
     size_t start = w->olen;
     uint32_t nholes = 0; /* arguments not given: their defaults apply */
     for (size_t i = 0; i < job->argc; i++) nholes += !job->argv[i];
@@ -615,7 +615,6 @@ static bool send_call(wp_worker *w, fm_job *job) {
     }
     w->sent_tail = job;
     w->depth++;
-    return true;
 }
 
 /* Takes call `id` out of the calls sent to the worker (NULL if it is not
@@ -1100,11 +1099,7 @@ static void start_next(wp_inst *in) {
             return;
         }
         pop_queued(in);
-        if (!send_call(w, job)) {
-            reap(w, true);
-            fm_job_fail(job, FM_INTERNAL, "cannot reach the worker", NULL, NULL);
-            fm_job_finish(job);
-        }
+        send_call(w, job); /* a worker that cannot take it fails it when its socket reports */
     }
 }
 

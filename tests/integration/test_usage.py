@@ -117,6 +117,29 @@ class UsageTest(FnTestCase):
             self.assertGreaterEqual(r["wall_us"], 290000, r)
             self.assertLess(r["cpu_us"], 60000, (nap, r))  # asleep: next to no CPU
 
+    def test_calls_run_together_are_billed_their_own_cpu(self):
+        """Calls that run in one pass (a JSON-RPC batch: under process isolation
+        one worker answers them in one write, from one reading of its usage)
+        each get the CPU of their own work: busy loops beside trivial calls do
+        not bill the trivial ones."""
+        node = self.start_node(extra_args=["--threads", "1"])
+        # one instance (in-process) or one worker process: the batch's calls run together
+        self.must_deploy(node, "mix", {"index.js": JS,
+                                       "fnmesh.json": json.dumps({"max_instances": 1})})
+        batch = []
+        for i in range(4):
+            batch.append({"jsonrpc": "2.0", "method": "mix.spin", "params": [60], "id": 2 * i})
+            batch.append({"jsonrpc": "2.0", "method": "mix.echo", "params": [i], "id": 2 * i + 1})
+        st, _, body = node.rpc(batch)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(sorted(r["id"] for r in body if "result" in r), list(range(8)), body)
+        st, usage = node.get("/system/v1/usage?deployment=mix")
+        self.assertEqual(st, 200, usage)
+        spin, echo = self.row(usage, "spin", "mix"), self.row(usage, "echo", "mix")
+        self.assertEqual((spin["invocations"], echo["invocations"]), (4, 4))
+        self.assertGreater(spin["cpu_us"], 4 * 30000, spin)  # ~4 x 60 ms of busy loop
+        self.assertLess(echo["cpu_us"], spin["cpu_us"] / 10, (echo, spin))
+
     def test_cpu_of_calls_stopped_at_their_deadline(self):
         """A C worker killed at the deadline and a Python worker interrupted
         there never answer normally: their CPU comes from the process's own

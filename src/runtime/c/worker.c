@@ -394,7 +394,10 @@ bad:
 /* Runs one call (a 'C' payload); sends 'R' or 'F'. */
 static void serve(const char *req, size_t len, const c_fn *fns, size_t nfns) {
     fm_call_frame f;
-    if (fm_call_frame_parse(req, len, &f) != 0) return;
+    if (fm_call_frame_parse(req, len, &f) != 0) {
+        fm_worker_reject_call(sock, req, len);
+        return;
+    }
     const unsigned char *id = f.id;
     size_t index = f.index;
     fm_ctx c = {.args = fm_json_parse_value(f.args, f.args_len), .arena = json_array()};

@@ -265,31 +265,38 @@ int fm_worker_ready(int fd) {
     return fm_py_send(fd, 'U', cpu, sizeof(cpu), NULL, 0);
 }
 
-static void put_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4],
-                     uint64_t cpu, uint64_t rss_kb) {
+/* The usage part of a reply head (after the id). */
+static void put_usage(unsigned char head[FM_WORKER_REPLY_HEAD], uint64_t cpu, uint64_t rss_kb) {
     last_reported_cpu = cpu;
-    memcpy(head, id, 4);
     put_u64(head + 4, cpu);
     fm_put_u32(head + 12, rss_kb > UINT32_MAX ? UINT32_MAX : (uint32_t)rss_kb);
 }
 
 void fm_worker_reply_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4]) {
     uint64_t rss_kb = 0, cpu = worker_usage(&rss_kb);
-    put_head(head, id, cpu, rss_kb);
+    memcpy(head, id, 4);
+    put_usage(head, cpu, rss_kb);
 }
 
-void fm_worker_split_begin(fm_usage_split *s, size_t n) {
+void fm_worker_split_begin(fm_usage_split *s, uint64_t total_weight) {
     s->base = last_reported_cpu;
     s->now = worker_usage(&s->rss_kb);
     if (s->now < s->base) s->now = s->base;
-    s->n = n ? n : 1;
-    s->k = 0;
+    s->total = total_weight ? total_weight : 1;
+    s->done = 0;
 }
 
-void fm_worker_reply_head_split(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4],
-                                fm_usage_split *s) {
-    if (s->k < s->n) s->k++;
-    put_head(head, id, s->base + (s->now - s->base) * s->k / s->n, s->rss_kb);
+void fm_worker_split_fill(unsigned char head[FM_WORKER_REPLY_HEAD], fm_usage_split *s,
+                          uint64_t weight) {
+    s->done = s->done + weight < s->total ? s->done + weight : s->total;
+    put_usage(head, s->base + (s->now - s->base) * s->done / s->total, s->rss_kb);
+}
+
+int fm_worker_reject_call(int fd, const void *payload, size_t len) {
+    if (len < 4) return -1; /* names no call: nothing to answer */
+    static const char e[] = "{\"message\":\"the worker cannot read the call's frame\",\"name\":"
+                            "\"InternalError\",\"code\":\"internal\"}";
+    return fm_worker_reply(fd, 'F', payload, e, sizeof(e) - 1);
 }
 
 int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *text, size_t len) {

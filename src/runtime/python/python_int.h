@@ -116,15 +116,21 @@ int fm_worker_reply(int fd, char type, const unsigned char id[4], const char *te
 #define FM_WORKER_REPLY_HEAD 16
 void fm_worker_reply_head(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4]);
 /* Answers sent together (one pass of a worker that runs several calls at
- * once) share the CPU used since the last report equally, from one
- * getrusage: fm_worker_split_begin(s, n), then one head per answer. */
+ * once) share the CPU used since the last report, from one getrusage, in
+ * proportion to their weights (each call's time running on the worker):
+ * fm_worker_split_begin(s, sum of the weights), then fm_worker_split_fill
+ * on each answer's head (its id already there), in the order they leave. */
 typedef struct fm_usage_split {
     uint64_t base, now, rss_kb;
-    size_t n, k;
+    uint64_t total, done; /* weights: all of them, those filled so far */
 } fm_usage_split;
-void fm_worker_split_begin(fm_usage_split *s, size_t n);
-void fm_worker_reply_head_split(unsigned char head[FM_WORKER_REPLY_HEAD], const unsigned char id[4],
-                                fm_usage_split *s);
+void fm_worker_split_begin(fm_usage_split *s, uint64_t total_weight);
+void fm_worker_split_fill(unsigned char head[FM_WORKER_REPLY_HEAD], fm_usage_split *s,
+                          uint64_t weight);
+/* Worker side: fails the call of a 'C' payload that fm_call_frame_parse
+ * refused ('F', an internal error), so that its caller does not wait for
+ * the deadline. -1 when the payload names no call. */
+int fm_worker_reject_call(int fd, const void *payload, size_t len);
 /* Worker side: the 'U' frame, right after 'E' (start-up CPU is not billed
  * to the first call). Returns 0 or -1. */
 int fm_worker_ready(int fd);

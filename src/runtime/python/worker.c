@@ -218,18 +218,19 @@ int fm_python_worker_main(void) {
         if (type < 0) break; /* the node closed the socket */
         fm_call_frame f;
         if (type != 'C' || fm_call_frame_parse(req, rlen, &f) != 0) {
+            if (type == 'C') fm_worker_reject_call(sock, req, rlen);
             free(req);
             continue;
         }
         unsigned char id[4];
         memcpy(id, f.id, 4);
         PyObject *holes = Py_None; /* arguments not given: their defaults apply */
-        Py_INCREF(holes);
         if (f.nholes) {
-            Py_DECREF(holes);
             holes = PyTuple_New(f.nholes);
             for (uint32_t i = 0; i < f.nholes; i++)
                 PyTuple_SET_ITEM(holes, i, PyLong_FromUnsignedLong(fm_call_frame_hole(&f, i)));
+        } else {
+            Py_INCREF(holes);
         }
         PyObject *r = PyObject_CallFunction(call, "Is#N", (unsigned)f.index, f.args,
                                             (Py_ssize_t)f.args_len, holes);
