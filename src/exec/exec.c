@@ -900,11 +900,28 @@ void fm_exec_destroy(fm_exec *ex) {
         ssize_t w = write(t->wakefd, &one, sizeof(one));
         (void)w;
         pthread_join(t->tid, NULL);
+    }
+    if (fm_exec_global == ex) fm_exec_global = NULL; /* a version released below is freed at once */
+    /* Jobs that reached a thread after it had stopped: a retirement sent by
+     * another thread's last job (releasing a version's last reference). The
+     * thread's runtime state is gone with its instances, so only the count
+     * of retirements left is kept, and the last one frees the version. */
+    for (int i = 0; i < ex->n; i++) {
+        exthread *t = &ex->t[i];
+        for (fm_job *j = t->head, *next; j; j = next) {
+            next = j->next;
+            if (j->kind == FM_JOB_RETIRE) {
+                if (atomic_fetch_sub(&j->version->retire_left, 1) == 1) fm_version_free(j->version);
+                free(j);
+            } else {
+                fm_job_free(j); /* nobody waits any more: the I/O threads have stopped */
+            }
+        }
+        t->head = t->tail = NULL;
         pthread_mutex_destroy(&t->mu);
         close(t->epfd);
         close(t->wakefd);
     }
-    if (fm_exec_global == ex) fm_exec_global = NULL;
     free(ex->t);
     free(ex);
 }

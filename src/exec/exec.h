@@ -136,7 +136,9 @@ void fm_exec_memory(int64_t *used, int64_t *budget, uint64_t *evictions);
  * take calls only while every regular thread is in a long call (so code
  * that computes for seconds on all of them does not hold up the others). */
 fm_status fm_exec_create(int nregular, int nreserve, fm_exec **out, fm_err *err);
-/* Stops the threads after their current jobs; fails queued jobs. */
+/* Stops the threads once they have run the jobs queued to them; jobs that
+ * arrive after a thread stopped (a retirement sent by another thread's
+ * last job) are disposed of here. */
 void fm_exec_destroy(fm_exec *ex);
 int fm_exec_threads(const fm_exec *ex); /* all of them, reserve included */
 int fm_exec_regular_threads(const fm_exec *ex);
