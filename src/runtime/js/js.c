@@ -276,7 +276,7 @@ typedef struct js_thread {
     js_timer *timers;
     size_t ntimers, timers_cap;
     uint32_t next_timer;
-    JSStringRef s_then, s_bundle, s_length;
+    JSStringRef s_then, s_bundle;
     struct js_span *spans; /* spans of direct calls whose promise has not settled */
     size_t nspans;
     uint64_t next_span;
@@ -395,7 +395,6 @@ static void *js_thread_init(int index) {
     set_limit(ts, DEFAULT_LIMIT_US);
     ts->s_then = JSStringCreateWithUTF8CString("then");
     ts->s_bundle = JSStringCreateWithUTF8CString("__fm_bundle");
-    ts->s_length = JSStringCreateWithUTF8CString("length");
     tls_ts = ts;
     return ts;
 }
@@ -408,7 +407,6 @@ static void js_thread_dispose(void *p) {
     js_instance_destroy(ts, ts->util);
     JSStringRelease(ts->s_then);
     JSStringRelease(ts->s_bundle);
-    JSStringRelease(ts->s_length);
     free(ts->timers);
     while (ts->spans) {
         js_span *s = ts->spans;
@@ -812,13 +810,6 @@ static void status_strings(JSContextRef ctx, fm_status st, const char *msg, JSVa
     JSStringRelease(m);
 }
 
-/* [code, message]: how the native call hook reports a refusal. */
-static JSValueRef error_pair(JSContextRef ctx, fm_status st, const char *msg) {
-    JSValueRef parts[2];
-    status_strings(ctx, st, msg, parts);
-    return JSObjectMakeArray(ctx, 2, parts, NULL);
-}
-
 /* Ends the open span `id` of a direct call (its promise settled, or could
  * not be followed): records it, with the error when !ok. */
 static void end_open_span(js_thread *ts, uint64_t id, bool ok, const char *msg, const char *code) {
@@ -967,120 +958,6 @@ static bool js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_f
     return false;
 }
 
-/* __fm_native_call(target, args, resolve, reject): null, or [code, message] */
-static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
-                              const JSValueRef argv[], JSValueRef *exc) {
-    js_thread *ts = tls_ts;
-    if (argc < 4 || !ts->cur_inst) return JSValueMakeNull(ctx);
-    char tbuf[512], *target = tbuf;
-    fm_version *resolved = NULL; /* a reference, handed to the call */
-    const fm_function *resolved_fn = NULL;
-    {
-        JSStringRef ts_ = JSValueToStringCopy(ctx, argv[0], NULL);
-        if (!ts_ || JSStringGetMaximumUTF8CStringSize(ts_) > sizeof(tbuf)) {
-            if (ts_) JSStringRelease(ts_);
-            return error_pair(ctx, FM_BAD_REQUEST, "function name too long");
-        }
-        JSStringGetUTF8CString(ts_, tbuf, sizeof(tbuf));
-        JSStringRelease(ts_);
-    }
-    {
-        /* JavaScript callee: call it directly */
-        int hops = (ts->cur_job ? ts->cur_job->hops : 0) + 1;
-        fm_err ferr = FM_ERR_INIT;
-        const fm_function *fn = NULL;
-        fm_version *v = fm_mesh_resolve(target, strlen(target), &fn, &ferr);
-        if (v && fn->rt == &fm_runtime_js) {
-            JSValueRef res = NULL;
-            js_instance *callee = NULL;
-            if (hops > FM_MESH_MAX_HOPS) {
-                char msg[300];
-                snprintf(msg, sizeof(msg),
-                         "call chain longer than %d hops calling %.200s (runaway recursion?)",
-                         FM_MESH_MAX_HOPS, target);
-                res = error_pair(ctx, FM_LOOP, msg);
-            } else if (!(callee = fm_exec_instance_here(v, fn->unit, &ferr))) {
-                res = error_pair(ctx, FM_INTERNAL, ferr.msg);
-            } else {
-                JSObjectRef arr = (JSObjectRef)argv[1];
-                size_t n = (size_t)JSValueToNumber(
-                    ctx, JSObjectGetProperty(ctx, arr, ts->s_length, NULL), NULL);
-                JSValueRef small[8] = {0}, *in = n <= 8 ? small : malloc(n * sizeof(JSValueRef));
-                for (size_t i = 0; i < n; i++) {
-                    in[i] = JSObjectGetPropertyAtIndex(ctx, arr, (unsigned)i, NULL);
-                    if (in != small) JSValueProtect(ctx, in[i]);
-                }
-                JSValueRef out;
-                bool ok = js_direct(ts, ctx, v, fn, callee, hops, in, n, &out);
-                if (in != small) {
-                    for (size_t i = 0; i < n; i++) JSValueUnprotect(ctx, in[i]);
-                    free(in);
-                }
-                JSObjectCallAsFunction(ctx, (JSObjectRef)(ok ? argv[2] : argv[3]), NULL, 1, &out,
-                                       NULL);
-                res = JSValueMakeNull(ctx);
-            }
-            fm_version_release(v);
-            fm_err_clear(&ferr);
-            return res;
-        }
-        fm_err_clear(&ferr);
-        resolved = v; /* another runtime's: called below */
-        resolved_fn = fn;
-    }
-    JSObjectRef arr = (JSObjectRef)argv[1];
-    JSStringRef ln = JSStringCreateWithUTF8CString("length");
-    size_t n = (size_t)JSValueToNumber(ctx, JSObjectGetProperty(ctx, arr, ln, NULL), NULL);
-    JSStringRelease(ln);
-    json_t **args = calloc(n ? n : 1, sizeof(json_t *));
-    char why[160] = "";
-    for (size_t i = 0; i < n && !why[0]; i++) /* undefined: NULL, a hole (the default applies) */
-        args[i] = js_to_json(ctx, JSObjectGetPropertyAtIndex(ctx, arr, (unsigned)i, NULL), why,
-                             sizeof(why));
-    fm_err err = FM_ERR_INIT;
-    mesh_rec *rec = calloc(1, sizeof(*rec));
-    rec->inst = ts->cur_inst;
-    rec->ts = ts;
-    rec->parent_id = ts->cur_job ? ts->cur_job->async_id : 0;
-    rec->resolve = (JSObjectRef)argv[2];
-    rec->reject = (JSObjectRef)argv[3];
-    if (why[0]) {
-        for (size_t i = 0; i < n; i++) json_decref(args[i]);
-        free(args);
-        fm_version_release(resolved);
-        free(rec);
-        fm_err_set(&err, FM_BAD_REQUEST, "argument cannot be passed on: %s", why);
-        JSValueRef pair = error_pair(ctx, err.status, err.msg);
-        fm_err_clear(&err);
-        return pair;
-    }
-    /* waiting before the call: an in-process callee (Lua) runs inside it
-     * and may settle the promise (mesh_done) before it returns, so that
-     * no job goes through the thread's queue and no entry into JavaScript
-     * is needed to settle it */
-    JSValueProtect(ctx, rec->resolve);
-    JSValueProtect(ctx, rec->reject);
-    rec->next = ts->mesh;
-    ts->mesh = rec;
-    js_instance *inst = ts->cur_inst;
-    fm_status st =
-        resolved ? fm_mesh_call_resolved(ts->cur_job, resolved, resolved_fn, args, n, true,
-                                         mesh_done, rec, &err)
-                 : fm_mesh_call(ts->cur_job, target, strlen(target), args, n, mesh_done, rec, &err);
-    tls_ts = ts; /* the callee may have run another runtime's half on this thread */
-    ts->cur_inst = inst;
-    if (st != FM_OK) { /* not called: mesh_done will not run */
-        mesh_unlink(ts, rec);
-        JSValueUnprotect(ctx, rec->resolve);
-        JSValueUnprotect(ctx, rec->reject);
-        free(rec);
-        JSValueRef pair = error_pair(ctx, st, err.msg);
-        fm_err_clear(&err);
-        return pair;
-    }
-    return JSValueMakeNull(ctx);
-}
-
 /* Throws an Error {code, message} of this realm from a native hook. */
 static JSValueRef throw_error(JSContextRef ctx, fm_status st, const char *msg, JSValueRef *exc) {
     JSValueRef parts[4] = {NULL, NULL, JSValueMakeUndefined(ctx), JSValueMakeUndefined(ctx)};
@@ -1091,13 +968,17 @@ static JSValueRef throw_error(JSContextRef ctx, fm_status st, const char *msg, J
     return NULL;
 }
 
-/* __fm_native_call_sync(target, ...args): fnmesh.callSync. A JavaScript
+/* A mesh call from JavaScript, (target, ...args): fnmesh.callSync when
+ * `sync`, the native half of fnmesh.call otherwise (which makes a promise of
+ * what this returns, and a rejected one of what it throws). A JavaScript
  * callee runs directly and its result is returned (a promise when it is
  * async); a Lua callee runs inside this call and its result is returned
  * when it finished without waiting; any other callee is an ordinary mesh
- * call and a promise of its result is returned. A failure is thrown. */
-static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
-                                   const JSValueRef argv[], JSValueRef *exc) {
+ * call and a promise of its result is returned. A failure is thrown.
+ * `sync` matters in a worker process only: a call the worker forwards to
+ * the node is sent at once (callSync), or with the others of this pass. */
+static JSValueRef mesh_call_js(JSContextRef ctx, size_t argc, const JSValueRef argv[],
+                               JSValueRef *exc, bool sync) {
     js_thread *ts = tls_ts;
     if (!ts || !ts->cur_inst)
         return throw_error(ctx, FM_INTERNAL, "function calls are only possible inside a function",
@@ -1166,7 +1047,8 @@ static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef 
     rec->inline_ = true;
     js_instance *inst = ts->cur_inst;
     fm_status st = v ? fm_mesh_call_resolved(ts->cur_job, v, fn, args, n, true, mesh_done, rec, &err)
-                     : fm_mesh_call_sync(ts->cur_job, target, tlen, args, n, mesh_done, rec, &err);
+                 : sync ? fm_mesh_call_sync(ts->cur_job, target, tlen, args, n, mesh_done, rec, &err)
+                        : fm_mesh_call(ts->cur_job, target, tlen, args, n, mesh_done, rec, &err);
     tls_ts = ts; /* the callee may have run another runtime's half on this thread */
     ts->cur_inst = inst;
     if (st != FM_OK) {
@@ -1195,6 +1077,19 @@ static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef 
     rec->next = ts->mesh;
     ts->mesh = rec;
     return promise;
+}
+
+/* __fm_native_call(target, ...args): fnmesh.call's, see mesh_call_js. Its
+ * name marks where a directly called function's stack meets its caller's. */
+static JSValueRef native_call(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                              const JSValueRef argv[], JSValueRef *exc) {
+    return mesh_call_js(ctx, argc, argv, exc, false);
+}
+
+/* __fm_native_call_sync(target, ...args): fnmesh.callSync */
+static JSValueRef native_call_sync(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                                   const JSValueRef argv[], JSValueRef *exc) {
+    return mesh_call_js(ctx, argc, argv, exc, true);
 }
 
 static JSValueRef native_log(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,

@@ -124,11 +124,11 @@
   // fnmesh.call("dep/fn", ...args) returns a Promise of the result; a
   // callee's error rejects it with an Error carrying code and the callee's
   // stack (one line per hop).
+  // (The callee runs at once when it can: its result, or a promise of it,
+  // is what the native call returns.)
   function call(target, ...args) {
-    return new Promise((resolve, reject) => {
-      const err = ncall(String(target), args, resolve, reject);
-      if (err) reject(mkerror(err[0], err[1], "", ""));
-    });
+    try { return Promise.resolve(ncall(String(target), ...args)); }
+    catch (e) { return Promise.reject(e); }
   }
   function mkerror(code, message, name, stack) {
     const e = new Error(message);
