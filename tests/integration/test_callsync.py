@@ -116,7 +116,12 @@ class CallSyncTest(FnTestCase):
         self.assertEqual(body["name"], "RangeError")
         self.assertEqual(body["code"], "function_error")
         self.assertTrue(body["isError"])
-        self.assertIn("sjs/boom (js)", body["stack"])
+        # the callee's frames, then the hop: the caller's own frames (and the
+        # native call between them) are not the callee's stack
+        self.assertEqual(body["stack"].split("\n")[-2:], ["boom@index.js:5:37", "sjs/boom (js)"],
+                         body["stack"])
+        self.assertNotIn("catches@", body["stack"])
+        self.assertNotIn("__fm_native_call", body["stack"])
         st, body = self.call("catches", "slua/fail", 2)
         self.assertEqual(st, 200, body)
         self.assertEqual(body["message"], "lua says no 2")
@@ -125,6 +130,7 @@ class CallSyncTest(FnTestCase):
         st, body = self.call("uncaught")
         self.assertEqual(st, 500, body)
         self.assertEqual(body["error"]["message"], "sync boom 7")
+        self.assertEqual(body["error"]["stack"], "boom@index.js:5:37\nsjs/boom (js)")
 
     def test_unknown_function_and_hop_limit(self):
         st, body = self.call("missing")

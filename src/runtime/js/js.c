@@ -565,7 +565,9 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
             char *eol = strchr(line, '\n');
             size_t n = eol ? (size_t)(eol - line) : strlen(line);
             /* frames below a direct call belong to the callers (other hops) */
-            if (n == 30 && memcmp(line, "__fm_native_call@[native code]", 30) == 0) break;
+            if ((n == 30 && memcmp(line, "__fm_native_call@[native code]", 30) == 0) ||
+                (n == 35 && memcmp(line, "__fm_native_call_sync@[native code]", 35) == 0))
+                break;
             bool host = memmem(line, n, "@fnmesh:prelude", 15) != NULL ||
                         (n == 21 && memcmp(line, "Promise@[native code]", 21) == 0);
             if (!host) {
