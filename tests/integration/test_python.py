@@ -16,7 +16,7 @@ import fnmesh
 
 __all__ = ["add", "greet", "kw_only", "varargs", "boom", "spin", "sleepy", "crash", "segv",
            "big", "uses", "later", "unicode", "echo", "log", "to_js", "rec", "named_call",
-           "catch_missing", "js_error", "nan", "hog"]
+           "catch_missing", "js_error", "nan", "hog", "circular", "unserializable"]
 
 def add(a, b):
     return a + b
@@ -90,6 +90,14 @@ def js_error():
 
 def nan():
     return float("nan")
+
+def circular(deep):
+    a = [1, {"k": []}]
+    (a[1]["k"] if deep else a).append(a)
+    return a
+
+def unserializable():
+    return {"ok": [1], "bad": {1, 2}}
 
 def hog():
     x = []
@@ -179,6 +187,22 @@ class PythonTest(FnTestCase):
         self.assertNotIn("/tmp/", e["stack"])
         st, body = self.call("nan")  # not JSON: an error, not a crash
         self.assertEqual(st, 500, body)
+
+    def test_results_that_are_not_json(self):
+        for deep in (False, True):
+            st, body = self.call("circular", deep)
+            self.assertEqual(st, 500, body)
+            self.assertEqual(body["error"]["name"], "ValueError", body)
+            self.assertIn("Circular reference", body["error"]["message"])
+        st, body = self.call("unserializable")
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body["error"]["name"], "TypeError", body)
+        self.assertIn("set is not JSON serializable", body["error"]["message"])
+        # a failed encoding leaves nothing behind: the same nested values encode
+        # again, in every worker, many times
+        for _ in range(20):
+            st, body = self.call("echo", [[1, {"k": [[2]]}], {"a": {"b": [3]}}])
+            self.assertEqual((st, body), (200, [[1, {"k": [[2]]}], {"a": {"b": [3]}}]))
 
     def test_deadline_interrupts_a_loop(self):
         t0 = time.monotonic()

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import traceback
+import types
 
 import _fnmesh
 
@@ -101,13 +102,53 @@ def _loads(text):
     return json.loads(text, object_hook=_bytes_hook) if "$bytes" in text else json.loads(text)
 
 
+# A call's arguments and a called function's result are JSON text the node
+# wrote (compact, nothing around it): json's C scanner, where json.loads ends
+# up, reads it without json.loads's Python layers.
+_scan = json.decoder.JSONDecoder().scan_once
+
+
+def _from_node(payload):
+    if "$bytes" not in payload:
+        try:
+            return _scan(payload, 0)[0]
+        except StopIteration:
+            pass
+    return _loads(payload)  # raises the decoder's own error if it is not JSON
+
+
 # built once: json.dumps() with options would build an encoder per call
 _encoders = [json.JSONEncoder(ensure_ascii=a, allow_nan=False, separators=(",", ":"),
                               default=_bytes_default) for a in (False, True)]
+_quote = [json.encoder.encode_basestring, json.encoder.encode_basestring_ascii]
+
+
+def _c_encoder(ascii_only):
+    """JSONEncoder.encode without its Python layers (which build the C encoder
+    anew for every value): the C encoder, built once, with its circular-reference
+    markers (empty between calls)."""
+    make = json.encoder.c_make_encoder
+    if make is None:
+        return None
+    markers = {}
+    return make(markers, _bytes_default, _quote[ascii_only], None, ":", ",",
+                False, False, False), markers
+
+
+_c_encoders = [_c_encoder(False), _c_encoder(True)]
 
 
 def _dumps(value, ascii_only=False):
-    return _encoders[ascii_only].encode(value)
+    if value.__class__ is str:
+        return _quote[ascii_only](value)
+    c = _c_encoders[ascii_only]
+    if c is None or c[1]:  # no C encoder, or in use (user code while encoding)
+        return _encoders[ascii_only].encode(value)
+    try:
+        return "".join(c[0](value, 0))
+    except BaseException:
+        c[1].clear()  # what a failed encoding left behind
+        raise
 
 
 def _mesh_call(target, *args, **kwargs):
@@ -115,7 +156,7 @@ def _mesh_call(target, *args, **kwargs):
     payload = _dumps({"t": str(target), "a": list(args), "n": kwargs})
     ok, text = _fnmesh.mesh(payload)
     if ok:
-        return _loads(text)
+        return _from_node(text)
     e = json.loads(text)
     raise FnmeshError(e.get("message", "error"), e.get("code", "function_error"),
                       e.get("name", "Error"), e.get("stack", ""))
@@ -241,13 +282,13 @@ def call(index, payload, holes):
     not given (a tuple, or None) -> (ok, json text)"""
     try:
         fn, kinds, npos = _functions[index]
-        args = _loads(payload)
+        args = _from_node(payload)
         if len(args) <= npos and holes is None:
             result = fn(*args)
         else:
             pos, kw = _bind(kinds, args, set(holes or ()))
             result = fn(*pos, **kw)
-        if inspect.iscoroutine(result):
+        if isinstance(result, types.CoroutineType):
             result = asyncio.run(result)
         text = _dumps(result)
         if not text.isascii():
