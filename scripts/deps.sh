@@ -6,7 +6,7 @@ set -eu
 BUILD="build-essential cmake pkg-config esbuild libh2o-evloop-dev libssl-dev libwslay-dev
 libjavascriptcoregtk-4.1-dev libjansson-dev libsqlite3-dev libarchive-dev
 libcurl4-openssl-dev libluajit2-5.1-dev libjs-mustache
-libpython3.11-dev libnats-dev libseccomp-dev"
+libpython3.11-dev libnats-dev libseccomp-dev libmimalloc-dev"
 TEST="libcmocka-dev curl python3 valgrind prometheus nats-server"
 BENCH="wrk nginx-light"
 
