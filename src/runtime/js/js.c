@@ -395,6 +395,10 @@ static void *js_thread_init(int index) {
     set_limit(ts, DEFAULT_LIMIT_US);
     ts->s_then = JSStringCreateWithUTF8CString("then");
     ts->s_bundle = JSStringCreateWithUTF8CString("__fm_bundle");
+    /* a prepared context for the first instance made here, made when the
+     * thread is first idle (js_poll): the reserve thread's first call, made
+     * while every other thread computes, finds the VM warm and the prelude run */
+    ts->want_spare = true;
     tls_ts = ts;
     return ts;
 }
