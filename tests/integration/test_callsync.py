@@ -56,6 +56,19 @@ export async function asyncFailure() {
   catch (e) { return { message: e.message, stack: e.stack }; }
 }
 export function missing() { return fnmesh.callSync("sjs/nope"); }
+export function alternate(n, suffix) {
+  // literal targets, one built anew each time and a String object: each call
+  // must reach the function it names, whatever the call before it named
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    out.push(fnmesh.callSync("sjs/add", i, 1));
+    out.push(fnmesh.callSync("slua/echo", i));
+    out.push(fnmesh.callSync("sjs/" + suffix, i));
+    out.push(fnmesh.callSync(new String("slua/add"), i, 2));
+    out.push(fnmesh.callSync(i % 2 ? "sjs/echo" : "slua/add", i, 3));
+  }
+  return out;
+}
 export function recurse(n) { return fnmesh.callSync("scaller/recurse", n + 1); }
 export function spinJs() { return fnmesh.callSync("sjs/spin"); }
 export function spinLua() { return fnmesh.callSync("slua/spin"); }
@@ -87,6 +100,12 @@ class CallSyncTest(FnTestCase):
         self.assertEqual(self.call("lua", 2, 3), (200, [5, "number"]))
         self.assertEqual(self.call("lua", 0.5, 0.25), (200, [0.75, "number"]))
         self.assertEqual(self.call("bound", 1000), (200, 1000))
+
+    def test_each_call_reaches_the_function_it_names(self):
+        want = []
+        for i in range(50):
+            want += [i + 1, i, i, i + 2, i if i % 2 else i + 3]
+        self.assertEqual(self.call("alternate", 50, "echo"), (200, want))
 
     def test_values_keep_their_types_both_ways(self):
         value = {"a": [1, 2.5, "x", None, True, False], "n": {"deep": [[[]]]},

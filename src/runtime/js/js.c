@@ -290,6 +290,14 @@ typedef struct js_thread {
      * thread, where exported functions' parameter names are read (js_params).
      * Owned; NULL until then. */
     struct js_instance *util;
+    /* The last string callSync / call was given as its target, with its
+     * UTF-8 text: a loop calling one function passes the same string cell
+     * every time, which then needs no conversion. Protected (kept alive, so
+     * no other string can take its address) until another target replaces
+     * it; the group's end frees it. */
+    JSValueRef target_val;
+    size_t target_len;
+    char target[512];
 } js_thread;
 
 /* The span of a direct call to a JavaScript callee that returned a
@@ -836,9 +844,10 @@ static void end_open_span(js_thread *ts, uint64_t id, bool ok, const char *msg, 
 }
 
 /* A result or argument of another realm as this realm sees it, without
- * calling into JavaScript for primitives (the copy rules of __fm_copy). */
-static JSValueRef pass_primitive(JSContextRef ctx, JSValueRef r) {
-    switch (JSValueGetType(ctx, r)) {
+ * calling into JavaScript for primitives (the copy rules of __fm_copy).
+ * `type` is JSValueGetType's (every API call takes the VM's lock: once). */
+static JSValueRef pass_primitive(JSContextRef ctx, JSValueRef r, JSType type) {
+    switch (type) {
     case kJSTypeNumber: {
         double d = JSValueToNumber(ctx, r, NULL);
         return isfinite(d) ? r : JSValueMakeNull(ctx);
@@ -864,7 +873,8 @@ static bool js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_f
     JSObjectRef ccopy = callee->copy_fn;
     for (size_t i = 0; i < n; i++) {
         JSValueRef a = in[i];
-        if (JSValueIsObject(ctx, a) && ccopy) {
+        JSType type = JSValueGetType(ctx, a);
+        if (type == kJSTypeObject && ccopy) {
             JSValueRef cexc = NULL;
             JSValueRef c = JSObjectCallAsFunction(cctx, ccopy, NULL, 1, &a, &cexc);
             if (!c) { /* cannot be passed on (too deep, cyclic): the call fails */
@@ -875,7 +885,7 @@ static bool js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_f
             }
             a = c;
         } else {
-            a = pass_primitive(ctx, a);
+            a = pass_primitive(ctx, a, type);
         }
         args[i] = a;
         if (args != small) JSValueProtect(cctx, a); /* heap-held: keep it from the GC */
@@ -909,9 +919,10 @@ static bool js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_f
     }
     if (r && !ts->fired) {
         js_instance *caller = ts->cur_inst;
-        if (!JSValueIsObject(ctx, r)) { /* a primitive: no copy, and the call is over */
+        JSType type = JSValueGetType(ctx, r);
+        if (type != kJSTypeObject) { /* a primitive: no copy, and the call is over */
             if (fm_telemetry) fm_job_record_span(&frame);
-            *out = pass_primitive(ctx, r);
+            *out = pass_primitive(ctx, r, type);
             return true;
         }
         double span = 0; /* a promise's span stays open until it settles */
@@ -992,7 +1003,10 @@ static JSValueRef mesh_call_js(JSContextRef ctx, size_t argc, const JSValueRef a
     if (argc < 1) return throw_error(ctx, FM_BAD_REQUEST, "callSync(target, ...args)", exc);
     char target[512];
     size_t tlen;
-    {
+    if (argv[0] == ts->target_val) { /* the same string cell as last time */
+        tlen = ts->target_len;
+        memcpy(target, ts->target, tlen + 1); /* a callee may replace the cache */
+    } else {
         JSStringRef js = JSValueToStringCopy(ctx, argv[0], exc);
         if (!js) return NULL;
         size_t max = JSStringGetMaximumUTF8CStringSize(js);
@@ -1002,6 +1016,13 @@ static JSValueRef mesh_call_js(JSContextRef ctx, size_t argc, const JSValueRef a
         }
         tlen = JSStringGetUTF8CString(js, target, sizeof(target)) - 1;
         JSStringRelease(js);
+        if (JSValueIsString(ctx, argv[0])) { /* not for objects: their toString may differ */
+            if (ts->target_val) JSValueUnprotect(ctx, ts->target_val);
+            JSValueProtect(ctx, argv[0]);
+            ts->target_val = argv[0];
+            ts->target_len = tlen;
+            memcpy(ts->target, target, tlen + 1);
+        }
     }
     int hops = (ts->cur_job ? ts->cur_job->hops : 0) + 1;
     if (hops > FM_MESH_MAX_HOPS) {
