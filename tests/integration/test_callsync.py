@@ -57,14 +57,17 @@ export async function asyncFailure() {
 }
 export function missing() { return fnmesh.callSync("sjs/nope"); }
 export function alternate(n, suffix) {
-  // literal targets, one built anew each time and a String object: each call
-  // must reach the function it names, whatever the call before it named
+  // literal targets (each repeated, so that it is kept), one built anew each
+  // time and an object: each call must reach the function it names,
+  // whatever the calls before it named
   const out = [];
   for (let i = 0; i < n; i++) {
-    out.push(fnmesh.callSync("sjs/add", i, 1));
-    out.push(fnmesh.callSync("slua/echo", i));
+    for (let j = 0; j < 3; j++) out.push(fnmesh.callSync("sjs/add", i, j));
+    for (let j = 0; j < 3; j++) out.push(fnmesh.callSync("slua/echo", i + j));
     out.push(fnmesh.callSync("sjs/" + suffix, i));
-    out.push(fnmesh.callSync(new String("slua/add"), i, 2));
+    let k = 0; // an object target is converted each time: its name may change
+    const named = { toString: () => (k++ % 2 ? "sjs/echo" : "slua/add") };
+    for (let j = 0; j < 3; j++) out.push(fnmesh.callSync(named, i, j));
     out.push(fnmesh.callSync(i % 2 ? "sjs/echo" : "slua/add", i, 3));
   }
   return out;
@@ -104,7 +107,7 @@ class CallSyncTest(FnTestCase):
     def test_each_call_reaches_the_function_it_names(self):
         want = []
         for i in range(50):
-            want += [i + 1, i, i, i + 2, i if i % 2 else i + 3]
+            want += [i, i + 1, i + 2, i, i + 1, i + 2, i, i, i, i + 2, i if i % 2 else i + 3]
         self.assertEqual(self.call("alternate", 50, "echo"), (200, want))
 
     def test_values_keep_their_types_both_ways(self):

@@ -198,8 +198,7 @@ class PythonTest(FnTestCase):
         self.assertEqual(st, 500, body)
         self.assertEqual(body["error"]["name"], "TypeError", body)
         self.assertIn("set is not JSON serializable", body["error"]["message"])
-        # a failed encoding leaves nothing behind: the same nested values encode
-        # again, in every worker, many times
+        # after a failed encoding, nested values still encode, many times over
         for _ in range(20):
             st, body = self.call("echo", [[1, {"k": [[2]]}], {"a": {"b": [3]}}])
             self.assertEqual((st, body), (200, [[1, {"k": [[2]]}], {"a": {"b": [3]}}]))

@@ -290,12 +290,14 @@ typedef struct js_thread {
      * thread, where exported functions' parameter names are read (js_params).
      * Owned; NULL until then. */
     struct js_instance *util;
-    /* The last string callSync / call was given as its target, with its
-     * UTF-8 text: a loop calling one function passes the same string cell
-     * every time, which then needs no conversion. Protected (kept alive, so
-     * no other string can take its address) until another target replaces
-     * it; the group's end frees it. */
-    JSValueRef target_val;
+    /* A string fnmesh.call / callSync was given as its target twice in a
+     * row, with its UTF-8 text: a loop calling one function passes the same
+     * string cell every time, which then needs no conversion. Protected
+     * (kept alive, so no other string can take its address) until another
+     * one replaces it; the group's end frees it. `target_seen` is the last
+     * target converted, only compared (never used): a string built anew
+     * for each call is never kept, and costs no more than its conversion. */
+    JSValueRef target_val, target_seen;
     size_t target_len;
     char target[512];
 } js_thread;
@@ -403,10 +405,6 @@ static void *js_thread_init(int index) {
     set_limit(ts, DEFAULT_LIMIT_US);
     ts->s_then = JSStringCreateWithUTF8CString("then");
     ts->s_bundle = JSStringCreateWithUTF8CString("__fm_bundle");
-    /* a prepared context for the first instance made here, made when the
-     * thread is first idle (js_poll): the reserve thread's first call, made
-     * while every other thread computes, finds the VM warm and the prelude run */
-    ts->want_spare = true;
     tls_ts = ts;
     return ts;
 }
@@ -1016,13 +1014,15 @@ static JSValueRef mesh_call_js(JSContextRef ctx, size_t argc, const JSValueRef a
         }
         tlen = JSStringGetUTF8CString(js, target, sizeof(target)) - 1;
         JSStringRelease(js);
-        if (JSValueIsString(ctx, argv[0])) { /* not for objects: their toString may differ */
+        /* (not for objects: their toString may differ) */
+        if (argv[0] == ts->target_seen && JSValueIsString(ctx, argv[0])) {
             if (ts->target_val) JSValueUnprotect(ctx, ts->target_val);
             JSValueProtect(ctx, argv[0]);
             ts->target_val = argv[0];
             ts->target_len = tlen;
             memcpy(ts->target, target, tlen + 1);
         }
+        ts->target_seen = argv[0];
     }
     int hops = (ts->cur_job ? ts->cur_job->hops : 0) + 1;
     if (hops > FM_MESH_MAX_HOPS) {
