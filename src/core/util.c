@@ -335,6 +335,90 @@ json_t *fm_json_parse_value(const char *buf, size_t len) {
     return v;
 }
 
+/* Bytes JSON.stringify writes for the unit c (not part of a surrogate pair). */
+static size_t quote_unit_len(uint16_t c) {
+    if (c < 0x20) return c == '\b' || c == '\t' || c == '\n' || c == '\f' || c == '\r' ? 2 : 6;
+    if (c == '"' || c == '\\') return 2;
+    if (c < 0x80) return 1;
+    if (c < 0x800) return 2;
+    if (c >= 0xd800 && c <= 0xdfff) return 6; /* lone surrogate: \udxxx */
+    return 3;
+}
+
+static bool high_surrogate(uint16_t c) { return c >= 0xd800 && c <= 0xdbff; }
+static bool low_surrogate(uint16_t c) { return c >= 0xdc00 && c <= 0xdfff; }
+
+char *fm_json_quote_utf16(const uint16_t *u, size_t n, size_t *len_out) {
+    static const char hex[] = "0123456789abcdef";
+    size_t len = 2;
+    for (size_t i = 0; i < n; i++) {
+        if (high_surrogate(u[i]) && i + 1 < n && low_surrogate(u[i + 1])) {
+            len += 4;
+            i++;
+        } else {
+            len += quote_unit_len(u[i]);
+        }
+    }
+    char *out = malloc(len + 1), *o = out;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+        } else if (c < 0x20 || c == '"' || c == '\\') {
+            *o++ = '\\';
+            switch (c) {
+            case '\b': *o++ = 'b'; break;
+            case '\t': *o++ = 't'; break;
+            case '\n': *o++ = 'n'; break;
+            case '\f': *o++ = 'f'; break;
+            case '\r': *o++ = 'r'; break;
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            default:
+                memcpy(o, "u00", 3);
+                o[3] = hex[c >> 4];
+                o[4] = hex[c & 15];
+                o += 5;
+            }
+        } else if (c < 0x800) {
+            *o++ = (char)(0xc0 | (c >> 6));
+            *o++ = (char)(0x80 | (c & 0x3f));
+        } else if (high_surrogate((uint16_t)c) && i + 1 < n && low_surrogate(u[i + 1])) {
+            uint32_t cp = 0x10000 + ((c - 0xd800) << 10) + (u[++i] - 0xdc00u);
+            *o++ = (char)(0xf0 | (cp >> 18));
+            *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+            *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+            *o++ = (char)(0x80 | (cp & 0x3f));
+        } else if (c >= 0xd800 && c <= 0xdfff) {
+            *o++ = '\\';
+            *o++ = 'u';
+            for (int k = 12; k >= 0; k -= 4) *o++ = hex[(c >> k) & 15];
+        } else {
+            *o++ = (char)(0xe0 | (c >> 12));
+            *o++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *o++ = (char)(0x80 | (c & 0x3f));
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    *len_out = (size_t)(o - out);
+    return out;
+}
+
+size_t fm_i64_to_dec(int64_t v, char *out) {
+    char tmp[20];
+    uint64_t m = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    size_t k = 0, n = 0;
+    do {
+        tmp[k++] = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (v < 0) out[n++] = '-';
+    while (k) out[n++] = tmp[--k];
+    return n;
+}
+
 char *fm_json_dump(const json_t *v, size_t *len_out) {
     char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!s) s = strdup("null");

@@ -58,6 +58,13 @@ json_t *fm_json_parse(const char *buf, size_t len, fm_err *err);
 json_t *fm_json_parse_value(const char *buf, size_t len);
 /* Serialises compactly (JSON_COMPACT|JSON_ENCODE_ANY); owned malloc'd string. */
 char *fm_json_dump(const json_t *v, size_t *len_out);
+/* JSON text (UTF-8, owned malloc'd, NUL-terminated, *len_out its length) of
+ * the UTF-16 string u[0..n), byte for byte as ECMAScript's JSON.stringify
+ * writes it: \b \t \n \f \r \" \\ escaped, other controls as \u00xx,
+ * a lone surrogate as \udxxx (lowercase hex), everything else as UTF-8. */
+char *fm_json_quote_utf16(const uint16_t *u, size_t n, size_t *len_out);
+/* Writes the decimal digits of v at out (at least 21 bytes); returns their count. */
+size_t fm_i64_to_dec(int64_t v, char *out);
 
 /* Bytes in the value model. JSON has no binary type, so a bytes value is
  * the object {"$bytes": "<standard base64>"} everywhere values are JSON or

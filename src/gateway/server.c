@@ -151,6 +151,8 @@ typedef struct reqinfo {
     fm_trace_ctx trace;
     h2o_iovec_t tracestate; /* incoming, bounded, in the request's pool; base NULL = none */
 } reqinfo;
+_Static_assert(sizeof(((reqinfo *)0)->id) == sizeof(((fm_job *)0)->request_id),
+               "a request id is copied whole into its job");
 
 /* Adds traceparent (and tracestate) naming the call that served the request. */
 static void add_trace_headers(h2o_req_t *req, const reqinfo *ri) {
@@ -432,7 +434,7 @@ static pend *submit_call(io_thread *io, fm_version *v, const fm_function *fn, js
     }
     int64_t now = fm_mono_us();
     job->deadline_us = now + fn->timeout_ms * 1000;
-    snprintf(job->request_id, sizeof(job->request_id), "%s", ri->id);
+    memcpy(job->request_id, ri->id, sizeof(job->request_id)); /* both hold at most 71 + NUL */
     job->trace = ri->trace;
     fm_trace_random(job->trace.span_id, 8);
     if (ri->tracestate.base) job->tracestate = strndup(ri->tracestate.base, ri->tracestate.len);
@@ -729,7 +731,7 @@ static void forward_call(io_thread *io, h2o_req_t *req, const reqinfo *ri, const
     int64_t timeout_ms = fn ? fn->timeout_ms : FM_DEFAULT_TIMEOUT_MS;
     fm_job *job = fm_job_new(FM_JOB_CALL, NULL, NULL);
     job->deadline_us = fm_mono_us() + timeout_ms * 1000;
-    snprintf(job->request_id, sizeof(job->request_id), "%s", ri->id);
+    memcpy(job->request_id, ri->id, sizeof(job->request_id)); /* both hold at most 71 + NUL */
     job->trace = tri.trace;
     fm_trace_random(job->trace.span_id, 8);
     if (tri.tracestate.base) job->tracestate = strndup(tri.tracestate.base, tri.tracestate.len);

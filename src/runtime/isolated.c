@@ -413,22 +413,31 @@ static void start_call(const char *frame, size_t len) {
         fm_worker_reject_call(sock, frame, len);
         return;
     }
-    json_t *args = fm_json_parse_value(f.args, f.args_len);
     fm_job *job = fm_job_new(FM_JOB_CALL, NULL, NULL);
     /* a traced call comes while the node's telemetry is on: spans are recorded then */
     fm_telemetry = f.traced;
     if (f.traced) job->trace = f.trace;
     job->hops = (int)f.hops;
-    job->argc = json_array_size(args);
-    job->argv = calloc(job->argc ? job->argc : 1, sizeof(json_t *));
-    for (size_t i = 0; i < job->argc; i++) job->argv[i] = json_incref(json_array_get(args, i));
-    for (uint32_t i = 0; i < f.nholes; i++) {
-        uint32_t k = fm_call_frame_hole(&f, i);
-        if (k >= job->argc) continue;
-        json_decref(job->argv[k]);
-        job->argv[k] = NULL; /* undefined: the parameter's default applies */
+    /* Nested arrays and objects: the runtime reads the JSON text itself
+     * (JSON.parse: one call into the engine, not one per value); bytes
+     * values, which only jansson's reading turns into the runtime's binary
+     * type, never. Flat argument lists stay cheaper through jansson. */
+    bool as_text = W.rt->call_json && f.nholes <= 64 && f.args_len > 2 &&
+                   (memchr(f.args + 1, '[', f.args_len - 1) || memchr(f.args + 1, '{', f.args_len - 1)) &&
+                   !memmem(f.args, f.args_len, "\"$bytes\"", 8);
+    if (!as_text) {
+        json_t *args = fm_json_parse_value(f.args, f.args_len);
+        job->argc = json_array_size(args);
+        job->argv = calloc(job->argc ? job->argc : 1, sizeof(json_t *));
+        for (size_t i = 0; i < job->argc; i++) job->argv[i] = json_incref(json_array_get(args, i));
+        for (uint32_t i = 0; i < f.nholes; i++) {
+            uint32_t k = fm_call_frame_hole(&f, i);
+            if (k >= job->argc) continue;
+            json_decref(job->argv[k]);
+            job->argv[k] = NULL; /* undefined: the parameter's default applies */
+        }
+        json_decref(args);
     }
-    json_decref(args);
     uint32_t index = f.index;
     int64_t left_ms = f.left_ms;
     job->started_us = fm_mono_us();
@@ -436,12 +445,18 @@ static void start_call(const char *frame, size_t len) {
     running *rc = calloc(1, sizeof(*rc));
     rc->job = job;
     memcpy(rc->id, f.id, 4);
-    snprintf(job->request_id, sizeof(job->request_id), "%u", fm_get_u32(rc->id));
+    job->request_id[fm_i64_to_dec(fm_get_u32(rc->id), job->request_id)] = '\0';
     rc->next = W.calls;
     W.calls = rc;
     job->ud = rc;
     job->on_done = call_done;
-    W.rt->call(W.ts, W.inst, index, job);
+    if (as_text) {
+        uint32_t holes[64];
+        for (uint32_t i = 0; i < f.nholes; i++) holes[i] = fm_call_frame_hole(&f, i);
+        W.rt->call_json(W.ts, W.inst, index, job, f.args, holes, f.nholes);
+    } else {
+        W.rt->call(W.ts, W.inst, index, job);
+    }
     rc->busy_us = fm_mono_us() - job->started_us;
 }
 

@@ -75,6 +75,13 @@ typedef struct fm_runtime {
 
     /* Calls export number `index` with the job's arguments. */
     void (*call)(void *ts, void *instance, uint32_t index, fm_job *job);
+    /* Optional: like `call`, with the arguments given as JSON text made by
+     * the node (a NUL-terminated array, borrowed for the length of this
+     * call, without bytes values: those come through `call`) in place of
+     * job->argv; arguments at holes[0..nholes) are undefined. Workers use
+     * it to skip building jansson values only to convert them again. */
+    void (*call_json)(void *ts, void *instance, uint32_t index, fm_job *job, const char *args,
+                      const uint32_t *holes, uint32_t nholes);
 
     /* Runs due timers and expires async calls past their deadline. Returns
      * the number of microseconds until it wants to run again, or -1. */

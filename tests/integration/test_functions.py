@@ -177,6 +177,61 @@ class FunctionsTest(FnTestCase):
 
     # ---- parameter names
 
+    def test_results_are_written_as_json_stringify_writes_them(self):
+        """A string, integral number or boolean result is written by the
+        node itself (not through JSON.stringify): the body must be the very
+        text JSON.stringify gives, escapes, lone surrogates (\\udxxx),
+        astral characters, -0 and numbers past 2^53 included."""
+        self.deploy_ok("stringify", {"index.js": (
+            "const CASES = ['', 'plain', 'q\\\"b\\\\s/', '\\b\\t\\n\\f\\r\\u0000\\u0001\\u001f\\u007f',\n"
+            "  '\\u00e9\\u07ff\\u0800\\u20ac\\u2028\\u2029\\ufffe\\uffff', '\\ud83d\\ude00\\udbff\\udfff',\n"
+            "  'a\\ud800b', '\\udc00', '\\ud800', 'x\\udbff', '\\udfff\\ud800', 'ab'.repeat(5000) + '\\u0007',\n"
+            "  0, -0, 1, -1, 2 ** 53, -(2 ** 53), 2 ** 53 + 2, 2 ** 63, 1.5, 1e21, -1e-7, NaN, Infinity,\n"
+            "  true, false, null, undefined];\n"
+            "let seed = 7;\n"
+            "const rnd = n => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;\n"
+            "const UNITS = [0, 9, 10, 31, 32, 34, 47, 92, 127, 128, 0x7ff, 0x800, 0xd7ff, 0xd800,\n"
+            "  0xdbff, 0xdc00, 0xdfff, 0xe000, 0xfffd, 0xffff];\n"
+            "for (let k = 0; k < 60; k++) {\n"
+            "  let s = 'r';\n"
+            "  for (let i = rnd(12); i > 0; i--) s += String.fromCharCode(rnd(3) ? UNITS[rnd(UNITS.length)] : rnd(65536));\n"
+            "  CASES.push(s);\n"
+            "}\n"
+            "exports.count = () => CASES.length;\n"
+            "exports.value = i => CASES[i];\n"
+            "exports.text = i => JSON.stringify(CASES[i]) ?? 'null';\n")})
+        st, n = self.node.call("stringify", "count")
+        self.assertEqual(st, 200, n)
+        self.assertGreater(n, 80)
+        conn = self.node.connection()
+        try:
+            for i in range(n):
+                st, _, want = self.node.req_json("POST", "/fn/stringify/text", [i], conn=conn)
+                self.assertEqual(st, 200, want)
+                st, _, got = self.node.request("POST", "/fn/stringify/value", b"[%d]" % i,
+                                               {"Content-Type": "application/json"}, conn=conn)
+                self.assertEqual(st, 200, got)
+                self.assertEqual(got.decode("utf-8"), want, "case %d" % i)
+        finally:
+            conn.close()
+
+    def test_a_key_named___proto___is_an_own_property(self):
+        """As JSON.parse makes it: {"__proto__": ...} in the arguments is an
+        own property, in key order, and the object's prototype stays
+        Object.prototype (whichever way the arguments are read: as JSON
+        text, or as values when bytes are among them)."""
+        self.deploy_ok("proto", {"index.js": (
+            "exports.f = (o, b) => [Object.keys(o), o.__proto__ === undefined ? 'none' : o.__proto__,\n"
+            "  Object.getPrototypeOf(o) === Object.prototype, o.x === undefined,\n"
+            "  b instanceof Uint8Array ? b.length : null];\n")})
+        want = [["a", "__proto__", "y"], {"x": 1}, True, True]
+        body = b'[{"a": 1, "__proto__": {"x": 1}, "y": [2]}, null]'
+        self.assertEqual(self.node.call_body("proto", "f", body), (200, want + [None]))
+        body = b'[{"a": 1, "__proto__": {"x": 1}, "y": [2]}, {"$bytes": "AAE="}]'
+        self.assertEqual(self.node.call_body("proto", "f", body), (200, want + [2]))
+        body = b'{"o": {"a": 1, "__proto__": {"x": 1}, "y": [2]}}'
+        self.assertEqual(self.node.call_body("proto", "f", body), (200, want + [None]))
+
     def test_parameter_names_from_source(self):
         fns = self.deploy_ok("params", {"index.js": (
             "exports.none = function () { return 0; };\n"

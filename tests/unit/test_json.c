@@ -408,6 +408,42 @@ static void test_str_null_and_terminated(void **state) {
     json_decref(v);
 }
 
+static void assert_quoted(const uint16_t *u, size_t n, const char *want) {
+    size_t len = 0;
+    char *s = fm_json_quote_utf16(u, n, &len);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(s, want, len);
+    assert_int_equal(s[len], '\0');
+    free(s);
+}
+
+static void test_quote_utf16_as_json_stringify(void **state) {
+    (void)state;
+    assert_quoted(NULL, 0, "\"\"");
+    const uint16_t esc[] = {'"', '\\', '/', 8, 9, 10, 12, 13, 0, 1, 0x1f, 0x7f, 'a'};
+    assert_quoted(esc, 13, "\"\\\"\\\\/\\b\\t\\n\\f\\r\\u0000\\u0001\\u001f\x7f" "a\"");
+    const uint16_t utf8[] = {0xe9, 0x7ff, 0x800, 0x20ac, 0x2028, 0xffff};
+    assert_quoted(utf8, 6, "\"\xc3\xa9\xdf\xbf\xe0\xa0\x80\xe2\x82\xac\xe2\x80\xa8\xef\xbf\xbf\"");
+    const uint16_t pairs[] = {0xd83d, 0xde00, 0xdbff, 0xdfff};
+    assert_quoted(pairs, 4, "\"\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\"");
+    /* lone surrogates: escaped, the text around them kept */
+    const uint16_t lone[] = {'a', 0xd800, 'b', 0xdc00, 0xdfff, 0xd800, 0xdbff};
+    assert_quoted(lone, 7, "\"a\\ud800b\\udc00\\udfff\\ud800\\udbff\"");
+}
+
+static void test_i64_to_dec(void **state) {
+    (void)state;
+    char b[24];
+    const struct { int64_t v; const char *s; } cases[] = {
+        {0, "0"}, {7, "7"}, {-1, "-1"}, {9007199254740992LL, "9007199254740992"},
+        {INT64_MAX, "9223372036854775807"}, {INT64_MIN, "-9223372036854775808"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = fm_i64_to_dec(cases[i].v, b);
+        assert_int_equal(n, strlen(cases[i].s));
+        assert_memory_equal(b, cases[i].s, n);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unicode_round_trip),
@@ -423,6 +459,8 @@ int main(void) {
         cmocka_unit_test(test_strn_valid_input_kept),
         cmocka_unit_test(test_strn_invalid_utf8_becomes_fffd),
         cmocka_unit_test(test_str_null_and_terminated),
+        cmocka_unit_test(test_quote_utf16_as_json_stringify),
+        cmocka_unit_test(test_i64_to_dec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -276,7 +276,7 @@ typedef struct js_thread {
     js_timer *timers;
     size_t ntimers, timers_cap;
     uint32_t next_timer;
-    JSStringRef s_then, s_bundle;
+    JSStringRef s_then, s_bundle, s_length;
     struct js_span *spans; /* spans of direct calls whose promise has not settled */
     size_t nspans;
     uint64_t next_span;
@@ -405,6 +405,7 @@ static void *js_thread_init(int index) {
     set_limit(ts, DEFAULT_LIMIT_US);
     ts->s_then = JSStringCreateWithUTF8CString("then");
     ts->s_bundle = JSStringCreateWithUTF8CString("__fm_bundle");
+    ts->s_length = JSStringCreateWithUTF8CString("length");
     tls_ts = ts;
     return ts;
 }
@@ -417,6 +418,7 @@ static void js_thread_dispose(void *p) {
     js_instance_destroy(ts, ts->util);
     JSStringRelease(ts->s_then);
     JSStringRelease(ts->s_bundle);
+    JSStringRelease(ts->s_length);
     free(ts->timers);
     while (ts->spans) {
         js_span *s = ts->spans;
@@ -481,6 +483,25 @@ static void ensure_bytes(JSContextRef ctx) {
     if (f) JSObjectCallAsFunction(ctx, f, NULL, 0, NULL, NULL);
 }
 
+/* An object with j's keys, in j's order, as own properties (null): what
+ * JSON.parse makes. Setting "__proto__" on an object from JSObjectMake
+ * would call Object.prototype's setter and change its prototype instead;
+ * on this one it sets the own property. NULL if it cannot be made. */
+static JSObjectRef proto_shell(JSContextRef ctx, const json_t *j) {
+    json_t *shell = json_object();
+    const char *key;
+    size_t klen;
+    json_t *v;
+    json_object_keylen_foreach((json_t *)j, key, klen, v) json_object_setn_nocheck(shell, key, klen, json_null());
+    char *text = fm_json_dump(shell, NULL);
+    json_decref(shell);
+    JSStringRef s = JSStringCreateWithUTF8CString(text);
+    free(text);
+    JSValueRef o = JSValueMakeFromJSONString(ctx, s);
+    JSStringRelease(s);
+    return o && JSValueIsObject(ctx, o) ? (JSObjectRef)o : NULL;
+}
+
 static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
     switch (json_typeof(j)) {
     case JSON_NULL:
@@ -525,11 +546,13 @@ static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
             free(bytes);
             if (u) return u;
         }
-        JSObjectRef o = JSObjectMake(ctx, NULL, NULL);
         const char *key;
         size_t klen;
         json_t *v;
         void *tmp;
+        JSObjectRef o = NULL;
+        if (json_object_get(j, "__proto__")) o = proto_shell(ctx, j);
+        if (!o) o = JSObjectMake(ctx, NULL, NULL);
         json_object_keylen_foreach_safe((json_t *)j, tmp, key, klen, v) {
             JSStringRef k = js_str(key, klen);
             JSObjectSetProperty(ctx, o, k, json_to_js(ctx, v), kJSPropertyAttributeNone, NULL);
@@ -618,7 +641,39 @@ static char *js_json(JSContextRef ctx, JSValueRef v, size_t *len, JSValueRef *ex
     return text;
 }
 
-static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
+/* JSON text of a string, an integral number or a boolean, written here
+ * exactly as JSON.stringify would (it sets up a holder object and a
+ * builder for every value); NULL for any other value. */
+static char *scalar_json(JSContextRef ctx, JSValueRef v, JSType type, size_t *len) {
+    switch (type) {
+    case kJSTypeString: {
+        JSStringRef s = JSValueToStringCopy(ctx, v, NULL);
+        if (!s) return NULL;
+        char *out = fm_json_quote_utf16(JSStringGetCharactersPtr(s), JSStringGetLength(s), len);
+        JSStringRelease(s);
+        return out;
+    }
+    case kJSTypeNumber: {
+        double d = JSValueToNumber(ctx, v, NULL);
+        if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || d != (double)(int64_t)d)
+            return NULL; /* fractions, NaN and infinities: JSON.stringify's own formatting */
+        char *out = malloc(24);
+        *len = fm_i64_to_dec((int64_t)d, out); /* -0 is written "0", as JSON.stringify does */
+        out[*len] = '\0';
+        return out;
+    }
+    case kJSTypeBoolean: {
+        bool b = JSValueToBoolean(ctx, v);
+        *len = b ? 4 : 5;
+        return strdup(b ? "true" : "false");
+    }
+    default: return NULL;
+    }
+}
+
+/* Completes job with the value v, of JSValueGetType `type` (read by the
+ * caller: every API call takes the VM's lock; not used for want_value). */
+static void complete_typed(js_instance *inst, fm_job *job, JSValueRef v, JSType type) {
     if (job->want_value) { /* a mesh call: hand over a value, no JSON text */
         char why[160] = "";
         json_t *j = js_to_json(inst->ctx, v, why, sizeof(why));
@@ -633,7 +688,8 @@ static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
     }
     JSValueRef exc = NULL;
     size_t len;
-    char *out = js_json(inst->ctx, v, &len, &exc);
+    char *out = scalar_json(inst->ctx, v, type, &len);
+    if (!out) out = js_json(inst->ctx, v, &len, &exc);
     if (!out) {
         if (exc) {
             fail_from_exception(inst, job, exc);
@@ -650,6 +706,10 @@ static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
         return;
     }
     fm_job_succeed(job, out, len);
+}
+
+static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
+    complete_typed(inst, job, v, job->want_value ? kJSTypeUndefined : JSValueGetType(inst->ctx, v));
 }
 
 /* After code was terminated during a microtask drain, JSC reports the
@@ -1477,15 +1537,21 @@ static void leave(js_thread *ts, js_instance *inst) {
     ts->deadline_us = INT64_MAX;
 }
 
+static void invoke(js_thread *ts, js_instance *inst, uint32_t index, fm_job *job, size_t argc,
+                   JSValueRef *args, JSValueRef *small);
+
+static bool check_index(js_instance *inst, uint32_t index, fm_job *job) {
+    if (index < inst->nfns) return true;
+    fm_job_fail(job, FM_INTERNAL, "function index out of range", NULL, NULL);
+    fm_job_finish(job);
+    return false;
+}
+
 static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
     js_thread *ts = tsp;
     js_instance *inst = ip;
     JSContextRef ctx = inst->ctx;
-    if (index >= inst->nfns) {
-        fm_job_fail(job, FM_INTERNAL, "function index out of range", NULL, NULL);
-        fm_job_finish(job);
-        return;
-    }
+    if (!check_index(inst, index, job)) return;
     enter(ts, inst, job, job->deadline_us);
     job->async_id = ++ts->next_async; /* mesh calls made now find their parent by it */
     JSValueRef small[8] = {0};
@@ -1494,10 +1560,54 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
         args[i] = job->argv[i] ? json_to_js(ctx, job->argv[i]) : JSValueMakeUndefined(ctx);
         if (args != small) JSValueProtect(ctx, args[i]); /* heap-held: keep it from the GC */
     }
+    invoke(ts, inst, index, job, job->argc, args, small);
+}
+
+/* The arguments as JSON text (a worker's call frame): JSON.parse makes
+ * them in one go, with no jansson values in between. */
+static void js_call_json(void *tsp, void *ip, uint32_t index, fm_job *job, const char *text,
+                         const uint32_t *holes, uint32_t nholes) {
+    js_thread *ts = tsp;
+    js_instance *inst = ip;
+    JSContextRef ctx = inst->ctx;
+    if (!check_index(inst, index, job)) return;
+    JSStringRef s = JSStringCreateWithUTF8CString(text);
+    JSValueRef arr = JSValueMakeFromJSONString(ctx, s);
+    JSStringRelease(s);
+    if (!arr || !JSValueIsObject(ctx, arr)) {
+        fm_job_fail(job, FM_INTERNAL, "the call's arguments are not a JSON array", NULL, NULL);
+        fm_job_finish(job);
+        return;
+    }
+    JSObjectRef a = (JSObjectRef)arr;
+    double n = JSValueToNumber(ctx, JSObjectGetProperty(ctx, a, ts->s_length, NULL), NULL);
+    size_t argc = n > 0 && n < 1e6 ? (size_t)n : 0;
+    enter(ts, inst, job, job->deadline_us);
+    job->async_id = ++ts->next_async;
+    JSValueRef small[8] = {0};
+    JSValueRef *args = argc <= 8 ? small : malloc(argc * sizeof(JSValueRef));
+    for (size_t i = 0; i < argc; i++) {
+        args[i] = JSObjectGetPropertyAtIndex(ctx, a, (unsigned)i, NULL);
+        if (args != small) JSValueProtect(ctx, args[i]);
+    }
+    for (uint32_t i = 0; i < nholes; i++) {
+        if (holes[i] >= argc) continue;
+        if (args != small) JSValueUnprotect(ctx, args[holes[i]]);
+        args[holes[i]] = JSValueMakeUndefined(ctx); /* its parameter's default applies */
+        if (args != small) JSValueProtect(ctx, args[holes[i]]);
+    }
+    invoke(ts, inst, index, job, argc, args, small);
+}
+
+/* Calls the function with args (argc of them; heap-held and protected
+ * unless args == small), then completes the job or leaves it pending. */
+static void invoke(js_thread *ts, js_instance *inst, uint32_t index, fm_job *job, size_t argc,
+                   JSValueRef *args, JSValueRef *small) {
+    JSContextRef ctx = inst->ctx;
     JSValueRef exc = NULL;
-    JSValueRef r = JSObjectCallAsFunction(ctx, inst->fns[index], NULL, job->argc, args, &exc);
+    JSValueRef r = JSObjectCallAsFunction(ctx, inst->fns[index], NULL, argc, args, &exc);
     if (args != small) {
-        for (size_t i = 0; i < job->argc; i++) JSValueUnprotect(ctx, args[i]);
+        for (size_t i = 0; i < argc; i++) JSValueUnprotect(ctx, args[i]);
         free(args);
     }
     if (!r || ts->fired) {
@@ -1508,7 +1618,8 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
         fm_job_finish(job);
         return;
     }
-    if (JSValueIsObject(ctx, r)) {
+    JSType type = JSValueGetType(ctx, r);
+    if (type == kJSTypeObject) {
         JSValueRef then = JSObjectGetProperty(ctx, (JSObjectRef)r, ts->s_then, NULL);
         if (then && JSValueIsObject(ctx, then) && JSObjectIsFunction(ctx, (JSObjectRef)then)) {
             job->next = ts->pending;
@@ -1529,7 +1640,7 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
             return;
         }
     }
-    complete_value(inst, job, r);
+    complete_typed(inst, job, r, type);
     leave(ts, inst);
     fm_job_finish(job);
 }
@@ -1606,5 +1717,6 @@ const fm_runtime fm_runtime_js = {
     .instance_create = js_instance_create,
     .instance_destroy = js_instance_destroy,
     .call = js_call,
+    .call_json = js_call_json,
     .poll = js_poll,
 };
