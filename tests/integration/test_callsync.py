@@ -75,6 +75,18 @@ export function alternate(n, suffix) {
 export function recurse(n) { return fnmesh.callSync("scaller/recurse", n + 1); }
 export function spinJs() { return fnmesh.callSync("sjs/spin"); }
 export function spinLua() { return fnmesh.callSync("slua/spin"); }
+export function primitives() {
+  // numbers at the int32 and double edges, booleans, null and undefined,
+  // through JS and Lua callees and back, described exactly (-0 included)
+  const vals = [0, -0, 1, -1, 2 ** 31 - 1, -(2 ** 31), 2 ** 31, -(2 ** 31) - 1, 0.1, -2.5,
+    2 ** 53, 2 ** 53 + 2, 1e300, 5e-324, -1e-300, NaN, Infinity, -Infinity, true, false, null,
+    undefined];
+  const show = (r) => typeof r + ":" + (Object.is(r, -0) ? "-0" : String(r));
+  return vals.map((v) => [show(v), show(fnmesh.callSync("sjs/echo", v)),
+    show(fnmesh.callSync("sjs/add", v, 1)), show(fnmesh.callSync("slua/echo", v)),
+    Number.isFinite(v) && Math.abs(v) < 2 ** 53 ? show(fnmesh.callSync("slua/add", v, 1)) : "",
+    show(fnmesh.callSync("sjs/echo", [v])[0]), show(fnmesh.callSync("slua/echo", {v}).v)]);
+}
 export function types() {
   return [undefined, null, 1, 2.5, "s", [1], {a: 1}, true, NaN]
     .map((v) => fnmesh.callSync("sjs/typeOf", v));
@@ -122,6 +134,31 @@ class CallSyncTest(FnTestCase):
         self.assertEqual(self.call("types"),
                          (200, ["undefined", "null", "number", "number", "string", "object",
                                 "object", "boolean", "null"]))
+
+    def test_primitives_are_the_same_read_from_the_engine_or_through_its_api(self):
+        """Numbers, booleans, null and undefined are read and made from
+        JavaScriptCore's value encoding (no API call, no lock); a node told
+        to use the API for them (FNMESH_JS_API_VALUES) must give the very
+        same answers, and this one must not have fallen back."""
+        st, fast = self.call("primitives")
+        self.assertEqual(st, 200, fast)
+        self.assertNotIn("value encoding", self.node.log_text())
+        api = self.start_node(env={"FNMESH_JS_API_VALUES": "1"})
+        for name, files in (("sjs", {"index.js": JS_CALLEE}), ("slua", {"index.lua": LUA_CALLEE}),
+                            ("scaller", {"index.js": CALLER})):
+            self.must_deploy(api, name, files)
+        st, slow = api.call("scaller", "primitives")
+        self.assertEqual(st, 200, slow)
+        self.assertEqual(fast, slow)
+        by_value = {row[0]: row for row in fast}
+        self.assertEqual(by_value["number:-0"][1:3], ["number:-0", "number:1"])
+        self.assertEqual(by_value["number:2147483647"][2], "number:2147483648")
+        self.assertEqual(by_value["number:NaN"][1], "object:null")  # not JSON: null
+        self.assertEqual(by_value["boolean:true"][1], "boolean:true")
+        self.assertEqual(by_value["undefined:undefined"][1], "undefined:undefined")
+        for target, v in (("sjs/echo", -0.0), ("sjs/echo", 2 ** 31), ("sjs/echo", True),
+                          ("sjs/echo", 0.1), ("sjs/echo", None)):
+            self.assertEqual(self.call("roundTrip", target, v), api.call("scaller", "roundTrip", target, v))
 
     def test_arguments_and_results_are_copies(self):
         st, body = self.call("isolated")

@@ -19,8 +19,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
-#include <stdint.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,145 @@ __asm__(".section .rodata\n"
  * the previous call's: a short periodic tick makes JSC stop the thread with
  * signals at every tick, which costs milliseconds of latency under load. */
 #define DEFAULT_LIMIT_US 10000000
+
+/* ------------------------------------------------- primitives, lock-free
+ *
+ * On 64-bit platforms JavaScriptCore's C API hands out a JSValueRef that is
+ * the engine's own encoded value (toRef/toJS in its APICast.h are bit
+ * casts): numbers are NaN-boxed (an int32 under the tag 0xfffe<<48, a
+ * double offset by 2^49), null, undefined, false and true are the
+ * constants 0x2, 0xa, 0x6 and 0x7, and anything else is a cell pointer or
+ * an encoding left to the API. Reading and making those primitives from
+ * the bits saves an API call each, and every API call takes the VM's whole
+ * lock (inside a native function, where JSC has dropped it: 30-50 ns). The
+ * encoding is checked against the API with the first context a process
+ * makes (fast_values_check); when anything differs, the API is used. */
+#define V_NUMBER_TAG 0xfffe000000000000ull
+#define V_DOUBLE_OFFSET 0x0002000000000000ull
+#define V_NULL 0x2ull
+#define V_UNDEFINED 0xaull
+#define V_FALSE 0x6ull
+#define V_TRUE 0x7ull
+#define V_PURE_NAN 0x7ff8000000000000ull
+
+static atomic_int fast_state; /* 0: not checked, 1: the bits are used, 2: the API is */
+
+static inline bool fast_values(void) {
+    return atomic_load_explicit(&fast_state, memory_order_relaxed) == 1;
+}
+
+static inline uint64_t vbits(JSValueRef v) {
+    uint64_t b = 0;
+    memcpy(&b, &v, sizeof(v) < sizeof(b) ? sizeof(v) : sizeof(b));
+    return b;
+}
+
+static inline JSValueRef vfrom(uint64_t b) {
+    JSValueRef v;
+    memcpy(&v, &b, sizeof(v));
+    return v;
+}
+
+/* The encoding of d, as JSValueMakeNumber makes it (int32 when exact, -0 excepted). */
+static inline uint64_t vencode_number(double d) {
+    if (d >= -2147483648.0 && d <= 2147483647.0 && d == (double)(int32_t)d && !(d == 0 && signbit(d)))
+        return V_NUMBER_TAG | (uint32_t)(int32_t)d;
+    uint64_t b;
+    memcpy(&b, &d, sizeof(b));
+    if (isnan(d)) b = V_PURE_NAN;
+    return b + V_DOUBLE_OFFSET;
+}
+
+static inline double vdecode_number(uint64_t b) {
+    if ((b & V_NUMBER_TAG) == V_NUMBER_TAG) return (double)(int32_t)(uint32_t)b;
+    b -= V_DOUBLE_OFFSET;
+    double d;
+    memcpy(&d, &b, sizeof(d));
+    return d;
+}
+
+/* JSValueGetType, without the lock for numbers, booleans, null and undefined. */
+static inline JSType vtype(JSContextRef ctx, JSValueRef v) {
+    if (fast_values()) {
+        uint64_t b = vbits(v);
+        if (b & V_NUMBER_TAG) return kJSTypeNumber;
+        if (b == V_NULL) return kJSTypeNull;
+        if (b == V_UNDEFINED) return kJSTypeUndefined;
+        if (b == V_FALSE || b == V_TRUE) return kJSTypeBoolean;
+    }
+    return JSValueGetType(ctx, v);
+}
+
+/* JSValueToNumber of a value vtype called a number. */
+static inline double vnumber(JSContextRef ctx, JSValueRef v) {
+    return fast_values() ? vdecode_number(vbits(v)) : JSValueToNumber(ctx, v, NULL);
+}
+
+/* JSValueToBoolean of a value vtype called a boolean. */
+static inline bool vboolean(JSContextRef ctx, JSValueRef v) {
+    return fast_values() ? vbits(v) == V_TRUE : JSValueToBoolean(ctx, v);
+}
+
+static inline JSValueRef vmake_number(JSContextRef ctx, double d) {
+    return fast_values() ? vfrom(vencode_number(d)) : JSValueMakeNumber(ctx, d);
+}
+
+static inline JSValueRef vmake_null(JSContextRef ctx) {
+    return fast_values() ? vfrom(V_NULL) : JSValueMakeNull(ctx);
+}
+
+static inline JSValueRef vmake_undefined(JSContextRef ctx) {
+    return fast_values() ? vfrom(V_UNDEFINED) : JSValueMakeUndefined(ctx);
+}
+
+static inline JSValueRef vmake_boolean(JSContextRef ctx, bool b) {
+    return fast_values() ? vfrom(b ? V_TRUE : V_FALSE) : JSValueMakeBoolean(ctx, b);
+}
+
+/* Does this library encode values as above? Compared both ways with the
+ * API, in ctx. */
+static bool fast_values_check(JSContextRef ctx) {
+    if (sizeof(JSValueRef) != sizeof(uint64_t)) return false;
+    static const double nums[] = {0.0, -0.0, 1.0, -1.0, 2147483647.0, -2147483648.0, 2147483648.0,
+                                  -2147483649.0, 0.5, -1.5, 9007199254740993.0, 1e300, -1e-300,
+                                  5e-324, INFINITY, -INFINITY, NAN};
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        double d = nums[i];
+        JSValueRef api = JSValueMakeNumber(ctx, d);
+        uint64_t b = vbits(api);
+        if (b != vencode_number(d) || !(b & V_NUMBER_TAG)) return false;
+        double back = vdecode_number(b);
+        if (isnan(d) ? !isnan(back) : memcmp(&back, &d, sizeof(d)) != 0) return false;
+        JSValueRef mine = vfrom(vencode_number(d));
+        if (JSValueGetType(ctx, mine) != kJSTypeNumber) return false;
+        double via = JSValueToNumber(ctx, mine, NULL);
+        if (isnan(d) ? !isnan(via) : memcmp(&via, &d, sizeof(d)) != 0) return false;
+    }
+    if (vbits(JSValueMakeNull(ctx)) != V_NULL || vbits(JSValueMakeUndefined(ctx)) != V_UNDEFINED ||
+        vbits(JSValueMakeBoolean(ctx, false)) != V_FALSE ||
+        vbits(JSValueMakeBoolean(ctx, true)) != V_TRUE)
+        return false;
+    if (JSValueGetType(ctx, vfrom(V_NULL)) != kJSTypeNull ||
+        JSValueGetType(ctx, vfrom(V_UNDEFINED)) != kJSTypeUndefined ||
+        !JSValueToBoolean(ctx, vfrom(V_TRUE)) || JSValueToBoolean(ctx, vfrom(V_FALSE)))
+        return false;
+    /* a string and an object: neither may look like a primitive */
+    JSStringRef s = JSStringCreateWithUTF8CString("x");
+    JSValueRef str = JSValueMakeString(ctx, s);
+    JSStringRelease(s);
+    JSValueRef obj = JSObjectMake(ctx, NULL, NULL);
+    uint64_t sb = vbits(str), ob = vbits(obj);
+    return !(sb & V_NUMBER_TAG) && !(ob & V_NUMBER_TAG) && sb > V_TRUE && ob > V_TRUE;
+}
+
+static void fast_values_init(JSContextRef ctx) {
+    if (atomic_load_explicit(&fast_state, memory_order_relaxed) != 0) return;
+    bool api = getenv("FNMESH_JS_API_VALUES") != NULL, ok = !api && fast_values_check(ctx);
+    if (!api && !ok)
+        fm_log(FM_LOG_WARN, NULL, "JavaScriptCore's value encoding is not the one expected: "
+                                  "numbers and booleans go through its API (slower)");
+    atomic_store_explicit(&fast_state, ok ? 1 : 2, memory_order_relaxed);
+}
 
 /* ---------------------------------------------------------------- compile */
 
@@ -505,15 +645,15 @@ static JSObjectRef proto_shell(JSContextRef ctx, const json_t *j) {
 static JSValueRef json_to_js(JSContextRef ctx, const json_t *j) {
     switch (json_typeof(j)) {
     case JSON_NULL:
-        return JSValueMakeNull(ctx);
+        return vmake_null(ctx);
     case JSON_TRUE:
-        return JSValueMakeBoolean(ctx, true);
+        return vmake_boolean(ctx, true);
     case JSON_FALSE:
-        return JSValueMakeBoolean(ctx, false);
+        return vmake_boolean(ctx, false);
     case JSON_INTEGER:
-        return JSValueMakeNumber(ctx, (double)json_integer_value(j));
+        return vmake_number(ctx, (double)json_integer_value(j));
     case JSON_REAL:
-        return JSValueMakeNumber(ctx, json_real_value(j));
+        return vmake_number(ctx, json_real_value(j));
     case JSON_STRING: {
         JSStringRef s = js_str(json_string_value(j), json_string_length(j));
         JSValueRef v = JSValueMakeString(ctx, s);
@@ -654,7 +794,7 @@ static char *scalar_json(JSContextRef ctx, JSValueRef v, JSType type, size_t *le
         return out;
     }
     case kJSTypeNumber: {
-        double d = JSValueToNumber(ctx, v, NULL);
+        double d = vnumber(ctx, v);
         if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || d != (double)(int64_t)d)
             return NULL; /* fractions, NaN and infinities: JSON.stringify's own formatting */
         char *out = malloc(24);
@@ -663,7 +803,7 @@ static char *scalar_json(JSContextRef ctx, JSValueRef v, JSType type, size_t *le
         return out;
     }
     case kJSTypeBoolean: {
-        bool b = JSValueToBoolean(ctx, v);
+        bool b = vboolean(ctx, v);
         *len = b ? 4 : 5;
         return strdup(b ? "true" : "false");
     }
@@ -709,7 +849,7 @@ static void complete_typed(js_instance *inst, fm_job *job, JSValueRef v, JSType 
 }
 
 static void complete_value(js_instance *inst, fm_job *job, JSValueRef v) {
-    complete_typed(inst, job, v, job->want_value ? kJSTypeUndefined : JSValueGetType(inst->ctx, v));
+    complete_typed(inst, job, v, job->want_value ? kJSTypeUndefined : vtype(inst->ctx, v));
 }
 
 /* After code was terminated during a microtask drain, JSC reports the
@@ -743,12 +883,12 @@ static fm_job *pending_take(js_thread *ts, uint64_t id) {
  * surrogates become U+FFFD. `why` is set on failure (cycles, BigInt,
  * nesting beyond the JSON parser's bound). */
 static json_t *js_to_json(JSContextRef ctx, JSValueRef v, char *why, size_t whylen) {
-    switch (JSValueGetType(ctx, v)) { /* scalars without a trip through JSON text */
+    switch (vtype(ctx, v)) { /* scalars without a trip through JSON text */
     case kJSTypeUndefined: return NULL;
     case kJSTypeNull: return json_null();
-    case kJSTypeBoolean: return json_boolean(JSValueToBoolean(ctx, v));
+    case kJSTypeBoolean: return json_boolean(vboolean(ctx, v));
     case kJSTypeNumber: {
-        double d = JSValueToNumber(ctx, v, NULL);
+        double d = vnumber(ctx, v);
         if (!isfinite(d)) return json_null(); /* as JSON.stringify */
         if (d >= -9007199254740992.0 && d <= 9007199254740992.0 && d == (double)(json_int_t)d)
             return json_integer((json_int_t)d); /* -0 too, as JSON.stringify writes it */
@@ -907,10 +1047,10 @@ static void end_open_span(js_thread *ts, uint64_t id, bool ok, const char *msg, 
 static JSValueRef pass_primitive(JSContextRef ctx, JSValueRef r, JSType type) {
     switch (type) {
     case kJSTypeNumber: {
-        double d = JSValueToNumber(ctx, r, NULL);
-        return isfinite(d) ? r : JSValueMakeNull(ctx);
+        double d = vnumber(ctx, r);
+        return isfinite(d) ? r : vmake_null(ctx);
     }
-    case kJSTypeSymbol: return JSValueMakeUndefined(ctx);
+    case kJSTypeSymbol: return vmake_undefined(ctx);
     default: return r;
     }
 }
@@ -931,7 +1071,7 @@ static bool js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_f
     JSObjectRef ccopy = callee->copy_fn;
     for (size_t i = 0; i < n; i++) {
         JSValueRef a = in[i];
-        JSType type = JSValueGetType(ctx, a);
+        JSType type = vtype(ctx, a);
         if (type == kJSTypeObject && ccopy) {
             JSValueRef cexc = NULL;
             JSValueRef c = JSObjectCallAsFunction(cctx, ccopy, NULL, 1, &a, &cexc);
@@ -977,7 +1117,7 @@ static bool js_direct(js_thread *ts, JSContextRef ctx, fm_version *v, const fm_f
     }
     if (r && !ts->fired) {
         js_instance *caller = ts->cur_inst;
-        JSType type = JSValueGetType(ctx, r);
+        JSType type = vtype(ctx, r);
         if (type != kJSTypeObject) { /* a primitive: no copy, and the call is over */
             if (fm_telemetry) fm_job_record_span(&frame);
             *out = pass_primitive(ctx, r, type);
@@ -1148,7 +1288,7 @@ static JSValueRef mesh_call_js(JSContextRef ctx, size_t argc, const JSValueRef a
     if (rec->done) { /* finished inside this call */
         JSValueRef out = NULL;
         if (rec->error) *exc = mesh_error_value(ctx, inst->mkerror_fn, rec->error);
-        else out = rec->value ? json_to_js(ctx, rec->value) : JSValueMakeNull(ctx);
+        else out = rec->value ? json_to_js(ctx, rec->value) : vmake_null(ctx);
         json_decref(rec->value);
         json_decref(rec->error);
         free(rec);
@@ -1374,6 +1514,7 @@ static js_instance *js_prepare(js_thread *ts, fm_err *err) {
     js_instance *inst = calloc(1, sizeof(*inst));
     inst->ts = ts;
     inst->ctx = JSGlobalContextCreateInGroup(ts->group, NULL);
+    fast_values_init(inst->ctx);
     top_level top;
     top_enter(ts, inst, &top);
 
@@ -1557,7 +1698,7 @@ static void js_call(void *tsp, void *ip, uint32_t index, fm_job *job) {
     JSValueRef small[8] = {0};
     JSValueRef *args = job->argc <= 8 ? small : malloc(job->argc * sizeof(JSValueRef));
     for (size_t i = 0; i < job->argc; i++) {
-        args[i] = job->argv[i] ? json_to_js(ctx, job->argv[i]) : JSValueMakeUndefined(ctx);
+        args[i] = job->argv[i] ? json_to_js(ctx, job->argv[i]) : vmake_undefined(ctx);
         if (args != small) JSValueProtect(ctx, args[i]); /* heap-held: keep it from the GC */
     }
     invoke(ts, inst, index, job, job->argc, args, small);
@@ -1593,7 +1734,7 @@ static void js_call_json(void *tsp, void *ip, uint32_t index, fm_job *job, const
     for (uint32_t i = 0; i < nholes; i++) {
         if (holes[i] >= argc) continue;
         if (args != small) JSValueUnprotect(ctx, args[holes[i]]);
-        args[holes[i]] = JSValueMakeUndefined(ctx); /* its parameter's default applies */
+        args[holes[i]] = vmake_undefined(ctx); /* its parameter's default applies */
         if (args != small) JSValueProtect(ctx, args[holes[i]]);
     }
     invoke(ts, inst, index, job, argc, args, small);
@@ -1618,7 +1759,7 @@ static void invoke(js_thread *ts, js_instance *inst, uint32_t index, fm_job *job
         fm_job_finish(job);
         return;
     }
-    JSType type = JSValueGetType(ctx, r);
+    JSType type = vtype(ctx, r);
     if (type == kJSTypeObject) {
         JSValueRef then = JSObjectGetProperty(ctx, (JSObjectRef)r, ts->s_then, NULL);
         if (then && JSValueIsObject(ctx, then) && JSObjectIsFunction(ctx, (JSObjectRef)then)) {
