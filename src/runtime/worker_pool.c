@@ -28,6 +28,7 @@
 #include "registry/registry.h"
 #include "runtime/python/python_int.h"
 #include "runtime/worker_pool.h"
+#include "runtime/cgroup.h"
 
 extern char **environ;
 
@@ -72,6 +73,7 @@ struct wp_worker {
     int64_t interrupted_at;
     uint64_t cpu_us;          /* the worker's CPU time at its last report ('U', 'R', 'F') */
     bool starting;            /* started without waiting: not ready before its 'U' frame */
+    bool oom_killed;          /* set when reaped: the kernel killed it in its cgroup for memory */
     bool fresh;               /* ready, and no call sent yet (the next one is a cold start) */
     bool retiring;            /* it asked to be replaced ('Z'): no more calls; stopped when idle */
     int64_t idle_since_us;    /* when it last became idle (ready, no call), 0 while busy */
@@ -162,6 +164,7 @@ void fm_wpool_thread_dispose(void *p) {
         ts->exiting = e->next;
         kill(e->pid, SIGKILL);
         waitpid(e->pid, NULL, 0);
+        fm_cgroup_leave(e->pid);
         free(e);
     }
     free(ts->dirty);
@@ -411,6 +414,8 @@ static int attach_process(wp_worker *w, bool spare_ok, fm_err *err) {
         return -1;
     w->pid = pid;
     w->fd = fd;
+    /* its deployment's memory from now on (a spare started before it had one) */
+    fm_cgroup_enter(pid, in->memory_mb - FM_WORKER_AS_HEADROOM_MB);
     atomic_fetch_add_explicit(&in->health->live, 1, memory_order_relaxed);
     w->spawned_us = fm_mono_us();
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1, memory_order_relaxed);
@@ -418,6 +423,7 @@ static int attach_process(wp_worker *w, bool spare_ok, fm_err *err) {
     close_socket(w);
     kill(w->pid, SIGKILL);
     waitpid(w->pid, NULL, 0);
+    fm_cgroup_leave(w->pid);
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1, memory_order_relaxed);
     w->pid = 0;
     fm_err_set(err, FM_INTERNAL, "the %s worker did not start (it exited)", in->kind->label);
@@ -477,6 +483,7 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
         close_socket(w);
         kill(w->pid, SIGKILL);
         waitpid(w->pid, NULL, 0);
+        fm_cgroup_leave(w->pid);
         w->pid = 0;
         return st;
     }
@@ -524,6 +531,7 @@ static int reap_usage(wp_worker *w, bool force, uint64_t *cpu_us) {
         struct rusage ru;
         while (wait4(w->pid, &status, 0, &ru) < 0 && errno == EINTR) {
         }
+        w->oom_killed = fm_cgroup_leave(w->pid);
         if (cpu_us)
             *cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec +
                       (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
@@ -690,14 +698,22 @@ static void worker_died(wp_worker *w) {
         if (w->interrupted_at || (job->deadline_us && fm_mono_us() >= job->deadline_us)) {
             fm_job_fail_timeout(job);
         } else {
-            char msg[160];
-            if (WIFSIGNALED(status))
+            char msg[240];
+            if (w->oom_killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+                snprintf(msg, sizeof(msg),
+                         "memory limit exceeded (%ld MiB): the kernel stopped the %s worker at "
+                         "%ld MiB running %s", w->in->memory_mb - FM_WORKER_AS_HEADROOM_MB,
+                         w->in->kind->label,
+                         w->in->memory_mb - FM_WORKER_AS_HEADROOM_MB + FM_CGROUP_HEADROOM_MB,
+                         job->fn->name);
+            else if (WIFSIGNALED(status))
                 snprintf(msg, sizeof(msg), "the %s worker crashed (signal %d) running %s",
                          w->in->kind->label, WTERMSIG(status), job->fn->name);
             else
                 snprintf(msg, sizeof(msg), "the %s worker exited (status %d) running %s",
                          w->in->kind->label, WEXITSTATUS(status), job->fn->name);
-            fm_job_fail(job, FM_FUNCTION_ERROR, msg, "WorkerCrash", NULL);
+            fm_job_fail(job, FM_FUNCTION_ERROR, msg, w->oom_killed ? "MemoryError" : "WorkerCrash",
+                        NULL);
         }
         fm_job_finish(job);
         job = w->busy ? pop_busy(w) : NULL; /* the others it was running: the same end */
@@ -1202,6 +1218,7 @@ static int64_t reap_exiting(wp_thread *ts, int64_t now) {
         int st;
         pid_t r = waitpid(e->pid, &st, WNOHANG);
         if (r == e->pid || (r < 0 && errno == ECHILD)) {
+            fm_cgroup_leave(e->pid);
             *pp = e->next;
             free(e);
             continue;

@@ -1,0 +1,295 @@
+/* cgroup.c - a control group per worker process (see cgroup.h).
+ *
+ * Found once, at the first worker: the node's own cgroup (from
+ * /proc/self/cgroup) under the mount of its hierarchy (/proc/self/mountinfo).
+ * cgroup v2 is used when the node's cgroup offers the memory controller and
+ * lets it be enabled for children (a cgroup that holds processes may not:
+ * when the node is alone in it, it moves into a child, fnmesh-<pid>-node,
+ * first); else the v1 memory hierarchy (and the pids one when there is one)
+ * when the node may make a cgroup there. Worker cgroups left by a node that
+ * was killed are removed (only empty ones: rmdir refuses the others). */
+#include "runtime/cgroup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "metrics/logs.h"
+
+static struct {
+    int version;           /* 2, 1, or 0: none */
+    char mem[PATH_MAX];    /* the directory worker cgroups go in (v2: all controllers) */
+    char pids[PATH_MAX];   /* v1: the pids hierarchy's ("" = none); v2: unused */
+    bool v2_pids;          /* v2: pids.max can be set */
+    char describe[PATH_MAX + 64];
+} cg;
+static pthread_once_t cg_once = PTHREAD_ONCE_INIT;
+
+/* snprintf's result: the whole text fit in cap bytes. */
+static bool fits(int r, size_t cap) { return r >= 0 && (size_t)r < cap; }
+
+static int write_text(const char *dir, const char *file, const char *text) {
+    char path[PATH_MAX + 64];
+    if (!fits(snprintf(path, sizeof(path), "%s/%s", dir, file), sizeof(path))) return -1;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t n = strlen(text);
+    ssize_t w = write(fd, text, n);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return w == (ssize_t)n ? 0 : -1;
+}
+
+/* The value of `key` in a "key value" file (memory.events, memory.oom_control); -1 if none. */
+static long long read_key(const char *dir, const char *file, const char *key) {
+    char path[PATH_MAX + 64];
+    if (!fits(snprintf(path, sizeof(path), "%s/%s", dir, file), sizeof(path))) return -1;
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    char line[256];
+    long long v = -1;
+    size_t klen = strlen(key);
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
+            v = strtoll(line + klen + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+static bool has_word(const char *list, const char *word, const char *seps) {
+    size_t n = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p += n) {
+        bool start = p == list || strchr(seps, p[-1]);
+        bool end = p[n] == '\0' || strchr(seps, p[n]) || p[n] == '\n';
+        if (start && end) return true;
+    }
+    return false;
+}
+
+/* The node's path in hierarchy `want` ("" = v2, else a v1 controller), or false. */
+static bool own_path(const char *want, char *out, size_t cap) {
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f) return false;
+    char line[PATH_MAX + 128];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b) continue;
+        *a = *b = '\0';
+        const char *ctrls = a + 1;
+        bool match = want[0] ? has_word(ctrls, want, ",") : (strcmp(line, "0") == 0 && !*ctrls);
+        if (!match) continue;
+        b[1 + strcspn(b + 1, "\n")] = '\0';
+        snprintf(out, cap, "%s", b + 1);
+        found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+/* The mount point (and the mounted subtree's root) of hierarchy `want`. */
+static bool mount_of(const char *want, char *mnt, size_t mcap, char *root, size_t rcap) {
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) return false;
+    char line[4 * PATH_MAX];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        char *sep = strstr(line, " - ");
+        if (!sep) continue;
+        *sep = '\0';
+        char fstype[32] = "", opts[512] = "";
+        if (sscanf(sep + 3, "%31s %*s %511s", fstype, opts) < 2) continue;
+        bool match = want[0] ? strcmp(fstype, "cgroup") == 0 && has_word(opts, want, ",")
+                             : strcmp(fstype, "cgroup2") == 0;
+        if (!match) continue;
+        char r[PATH_MAX], m[PATH_MAX];
+        if (sscanf(line, "%*s %*s %*s %4095s %4095s", r, m) != 2) continue;
+        snprintf(mnt, mcap, "%s", m);
+        snprintf(root, rcap, "%s", r);
+        found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+/* mount + (path seen from the mounted root) of hierarchy `want`, if the node may make cgroups there. */
+static bool usable_dir(const char *want, char *out, size_t cap) {
+    char path[PATH_MAX], mnt[PATH_MAX], root[PATH_MAX];
+    if (!own_path(want, path, sizeof(path)) || !mount_of(want, mnt, sizeof(mnt), root, sizeof(root)))
+        return false;
+    const char *rel = path;
+    size_t rl = strlen(root);
+    if (strcmp(root, "/") != 0 && strncmp(path, root, rl) == 0) rel = path + rl;
+    if (!fits(snprintf(out, cap, "%s%s", mnt, strcmp(rel, "/") == 0 ? "" : rel), cap)) return false;
+    char probe[PATH_MAX + 64];
+    if (!fits(snprintf(probe, sizeof(probe), "%s/fnmesh-%d-probe", out, (int)getpid()), sizeof(probe)))
+        return false;
+    if (mkdir(probe, 0755) != 0 && errno != EEXIST) return false;
+    rmdir(probe);
+    return true;
+}
+
+/* v2: the memory (and pids) controllers enabled for the node's children. */
+static bool v2_enable(const char *dir, const char *controllers) {
+    bool pids = has_word(controllers, "pids", " \n");
+    if (pids && write_text(dir, "cgroup.subtree_control", "+memory +pids") == 0) {
+        cg.v2_pids = true;
+        return true;
+    }
+    return write_text(dir, "cgroup.subtree_control", "+memory") == 0;
+}
+
+/* Removes empty worker cgroups of nodes that are gone. */
+static void sweep(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int node = 0;
+        if (sscanf(e->d_name, "fnmesh-%d-", &node) != 1 || node <= 0) continue;
+        if (node == (int)getpid() || kill(node, 0) == 0 || errno != ESRCH) continue;
+        char p[PATH_MAX + 300];
+        if (fits(snprintf(p, sizeof(p), "%s/%s", dir, e->d_name), sizeof(p))) rmdir(p);
+    }
+    closedir(d);
+}
+
+static void setup(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    snprintf(cg.describe, sizeof(cg.describe), "none: sanitizer build");
+    return;
+#endif
+    char dir[PATH_MAX];
+    char why[160] = "no cgroup hierarchy the node may write";
+    if (usable_dir("", dir, sizeof(dir))) {
+        char ctl[512] = "", path[PATH_MAX + 64];
+        char *text = fits(snprintf(path, sizeof(path), "%s/cgroup.controllers", dir), sizeof(path))
+                         ? fm_read_file(path, NULL) : NULL;
+        if (text) snprintf(ctl, sizeof(ctl), "%s", text);
+        free(text);
+        if (!has_word(ctl, "memory", " \n")) {
+            snprintf(why, sizeof(why), "cgroup v2 here offers no memory controller (%.60s)", ctl);
+        } else {
+            bool ok = v2_enable(dir, ctl);
+            if (!ok && errno == EBUSY) { /* processes here: the node moves into a child, if alone */
+                char self[PATH_MAX + 64], pid[24];
+                bool named = fits(snprintf(self, sizeof(self), "%s/fnmesh-%d-node", dir, (int)getpid()), sizeof(self));
+                snprintf(pid, sizeof(pid), "%d", (int)getpid());
+                snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+                char *procs = fm_read_file(path, NULL);
+                char *nl = procs ? strchr(procs, '\n') : NULL;
+                bool alone = procs && strtol(procs, NULL, 10) == (long)getpid() && (!nl || !nl[1]);
+                free(procs);
+                if (alone && named && (mkdir(self, 0755) == 0 || errno == EEXIST) &&
+                    write_text(self, "cgroup.procs", pid) == 0)
+                    ok = v2_enable(dir, ctl);
+                if (!ok) snprintf(why, sizeof(why), "the node's cgroup v2 holds other processes");
+            } else if (!ok) {
+                snprintf(why, sizeof(why), "cannot enable the memory controller: %s", strerror(errno));
+            }
+            if (ok) {
+                cg.version = 2;
+                snprintf(cg.mem, sizeof(cg.mem), "%s", dir);
+            }
+        }
+    }
+    if (!cg.version && usable_dir("memory", dir, sizeof(dir))) {
+        cg.version = 1;
+        snprintf(cg.mem, sizeof(cg.mem), "%s", dir);
+        if (usable_dir("pids", dir, sizeof(dir))) snprintf(cg.pids, sizeof(cg.pids), "%s", dir);
+    }
+    if (!cg.version) {
+        snprintf(cg.describe, sizeof(cg.describe), "none: %s", why);
+        fm_log(FM_LOG_INFO, NULL, "worker processes run without cgroups (%s): their memory is "
+                                  "capped by their runtimes only", why);
+        return;
+    }
+    sweep(cg.mem);
+    if (cg.pids[0]) sweep(cg.pids);
+    snprintf(cg.describe, sizeof(cg.describe), "v%d %s%s", cg.version, cg.mem,
+             cg.version == 1 ? (cg.pids[0] ? " (+pids)" : "") : cg.v2_pids ? " (memory, pids)" : " (memory)");
+    fm_log(FM_LOG_INFO, NULL, "worker processes get cgroups: %s", cg.describe);
+}
+
+const char *fm_cgroup_describe(void) {
+    pthread_once(&cg_once, setup);
+    return cg.describe;
+}
+
+static bool name_of(char *out, size_t cap, const char *dir, pid_t pid) {
+    return fits(snprintf(out, cap, "%s/fnmesh-%d-%d", dir, (int)getpid(), (int)pid), cap);
+}
+
+/* Makes dir's cgroup for pid with `limits` (file, value pairs) and moves pid in. */
+static bool make_one(const char *base, pid_t pid, const char *limits[][2], size_t n) {
+    char dir[PATH_MAX + 64], p[24];
+    if (!name_of(dir, sizeof(dir), base, pid)) return false;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return false;
+    for (size_t i = 0; i < n; i++) {
+        if (write_text(dir, limits[i][0], limits[i][1]) != 0) {
+            rmdir(dir);
+            return false;
+        }
+    }
+    snprintf(p, sizeof(p), "%d", (int)pid);
+    if (write_text(dir, "cgroup.procs", p) != 0) {
+        rmdir(dir);
+        return false;
+    }
+    return true;
+}
+
+/* A limit file exists in this hierarchy (swap accounting may be off). */
+static bool has_file(const char *dir, const char *file) {
+    char p[PATH_MAX + 64];
+    return fits(snprintf(p, sizeof(p), "%s/%s", dir, file), sizeof(p)) && access(p, F_OK) == 0;
+}
+
+bool fm_cgroup_enter(pid_t pid, long memory_mb) {
+    pthread_once(&cg_once, setup);
+    if (!cg.version || pid <= 0) return false;
+    char mem[32], pids[16];
+    snprintf(mem, sizeof(mem), "%lld", (long long)(memory_mb + FM_CGROUP_HEADROOM_MB) << 20);
+    snprintf(pids, sizeof(pids), "%d", FM_CGROUP_MAX_PIDS);
+    const char *lim[3][2];
+    size_t n = 0;
+    if (cg.version == 2) {
+        lim[n][0] = "memory.max", lim[n++][1] = mem;
+        if (has_file(cg.mem, "memory.swap.max")) lim[n][0] = "memory.swap.max", lim[n++][1] = "0";
+        if (cg.v2_pids) lim[n][0] = "pids.max", lim[n++][1] = pids;
+        return make_one(cg.mem, pid, lim, n);
+    }
+    lim[n][0] = "memory.limit_in_bytes", lim[n++][1] = mem; /* then memory+swap, no more */
+    if (has_file(cg.mem, "memory.memsw.limit_in_bytes"))
+        lim[n][0] = "memory.memsw.limit_in_bytes", lim[n++][1] = mem;
+    if (!make_one(cg.mem, pid, lim, n)) return false;
+    const char *plim[1][2] = {{"pids.max", pids}};
+    if (cg.pids[0]) make_one(cg.pids, pid, plim, 1); /* best effort: memory is what matters */
+    return true;
+}
+
+bool fm_cgroup_leave(pid_t pid) {
+    pthread_once(&cg_once, setup);
+    if (!cg.version || pid <= 0) return false;
+    char dir[PATH_MAX + 64];
+    if (!name_of(dir, sizeof(dir), cg.mem, pid)) return false;
+    long long kills = read_key(dir, cg.version == 2 ? "memory.events" : "memory.oom_control", "oom_kill");
+    rmdir(dir);
+    if (cg.pids[0]) {
+        if (name_of(dir, sizeof(dir), cg.pids, pid)) rmdir(dir);
+    }
+    return kills > 0;
+}
