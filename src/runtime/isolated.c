@@ -611,6 +611,36 @@ static json_t *exports_json(const fm_export *ex, size_t n) {
     return list;
 }
 
+/* The next queued frame is a call the runtime may run in a batch. (A mesh
+ * answer resumes a waiting call, whose continuation must run under its own
+ * deadline: those are handled one by one, as are calls of functions that
+ * may leave work for microtasks.) */
+static bool next_batchable(void) {
+    const queued *q = W.qhead;
+    return q && q->type == 'C' && W.rt->batch_ok(W.ts, W.inst, fm_get_u32((const unsigned char *)q->frame + 4));
+}
+
+/* Two calls or more that may run together at the head of the queue. */
+static bool batchable(void) {
+    if (!W.qhead || !W.qhead->next || W.lhead || W.qhead->next->type != 'C') return false;
+    if (!W.rt->batch_ok(W.ts, W.inst, fm_get_u32((const unsigned char *)W.qhead->next->frame + 4)))
+        return false;
+    return next_batchable();
+}
+
+/* Inside the runtime's one entry: the queued calls, until one that may not
+ * run so, or the runtime or a call of this unit's own (W.lhead, run by the
+ * main loop) says stop. */
+static void run_batch(void *ud) {
+    (void)ud;
+    while (!W.gone && !W.lhead && W.rt->batch_more(W.ts) && next_batchable()) {
+        queued *q = take_queued('C', 0);
+        start_call(q->frame, q->len);
+        free(q->frame);
+        free(q);
+    }
+}
+
 int fm_isolated_worker_main(const char *verb) {
     const fm_runtime *rt = NULL;
     for (size_t i = 0; i < NFORMS; i++)
@@ -677,6 +707,10 @@ int fm_isolated_worker_main(const char *verb) {
             free(lc);
             child->started_us = fm_mono_us();
             W.rt->call(W.ts, W.inst, index, child);
+            continue;
+        }
+        if (rt->run_batch && batchable()) { /* several calls sent together: one VM entry */
+            rt->run_batch(W.ts, W.inst, run_batch, NULL);
             continue;
         }
         queued *q = take_queued('n', 0);

@@ -82,6 +82,15 @@ typedef struct fm_runtime {
      * it to skip building jansson values only to convert them again. */
     void (*call_json)(void *ts, void *instance, uint32_t index, fm_job *job, const char *args,
                       const uint32_t *holes, uint32_t nholes);
+    /* Optional: runs fn(ud) inside one entry into the engine, so that the
+     * calls fn makes through `call`/`call_json` are nested entries, which
+     * cost less. fn asks batch_more before each call: false once a call
+     * left work to be finished when the entry ends (an async call), or was
+     * stopped. Isolated workers run the calls they were sent together so. */
+    void (*run_batch)(void *ts, void *instance, void (*fn)(void *ud), void *ud);
+    bool (*batch_more)(void *ts);
+    /* With run_batch: may calls of export `index` run in a batch? */
+    bool (*batch_ok)(void *ts, void *instance, uint32_t index);
 
     /* Runs due timers and expires async calls past their deadline. Returns
      * the number of microseconds until it wants to run again, or -1. */

@@ -418,6 +418,13 @@ typedef struct js_thread {
     uint32_t next_timer;
     JSStringRef s_then, s_bundle, s_length;
     struct js_span *spans; /* spans of direct calls whose promise has not settled */
+    /* js_run_batch: calls running nested in one VM entry */
+    bool batching, batch_stop;
+    uint64_t batch_async_id;  /* the async call that ended the batch (0: none) */
+    js_instance *batch_inst;  /* the instance of the batch's last call */
+    int64_t batch_deadline_us;
+    void (*batch_fn)(void *ud);
+    void *batch_ud;
     size_t nspans;
     uint64_t next_span;
     /* A context made ahead, with the prelude evaluated, for the next
@@ -466,6 +473,8 @@ struct js_instance {
     size_t nfns;
     JSObjectRef *fns; /* protected */
     JSObjectRef await_fn, errinfo_fn;
+    JSObjectRef batch_fn; /* __fm_native_batch, made at the first batch (protected) */
+    unsigned char *batch_ok; /* per export, once asked: 1 may run in a batch, 2 may not */
     JSObjectRef copy_fn, adopt_fn, mkerror_fn; /* prelude helpers, protected */
 };
 
@@ -739,7 +748,8 @@ static void fail_from_exception(js_instance *inst, fm_job *job, JSValueRef exc) 
             size_t n = eol ? (size_t)(eol - line) : strlen(line);
             /* frames below a direct call belong to the callers (other hops) */
             if ((n == 30 && memcmp(line, "__fm_native_call@[native code]", 30) == 0) ||
-                (n == 35 && memcmp(line, "__fm_native_call_sync@[native code]", 35) == 0))
+                (n == 35 && memcmp(line, "__fm_native_call_sync@[native code]", 35) == 0) ||
+                (n == 31 && memcmp(line, "__fm_native_batch@[native code]", 31) == 0))
                 break;
             bool host = memmem(line, n, "@fnmesh:prelude", 15) != NULL ||
                         (n == 21 && memcmp(line, "Promise@[native code]", 21) == 0);
@@ -1646,6 +1656,8 @@ static void js_instance_destroy(void *tsp, void *p) {
     }
     for (size_t i = 0; i < inst->nfns; i++) JSValueUnprotect(inst->ctx, inst->fns[i]);
     if (inst->await_fn) JSValueUnprotect(inst->ctx, inst->await_fn);
+    if (inst->batch_fn) JSValueUnprotect(inst->ctx, inst->batch_fn);
+    free(inst->batch_ok);
     if (inst->errinfo_fn) JSValueUnprotect(inst->ctx, inst->errinfo_fn);
     if (inst->copy_fn) JSValueUnprotect(inst->ctx, inst->copy_fn);
     if (inst->adopt_fn) JSValueUnprotect(inst->ctx, inst->adopt_fn);
@@ -1672,7 +1684,8 @@ static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadlin
 }
 
 static void leave(js_thread *ts, js_instance *inst) {
-    absorb_termination(inst);
+    if (ts->batching && ts->fired) ts->batch_stop = true; /* absorbed once the batch is over */
+    else absorb_termination(inst);
     ts->cur_inst = NULL;
     ts->cur_job = NULL;
     ts->deadline_us = INT64_MAX;
@@ -1745,6 +1758,10 @@ static void js_call_json(void *tsp, void *ip, uint32_t index, fm_job *job, const
 static void invoke(js_thread *ts, js_instance *inst, uint32_t index, fm_job *job, size_t argc,
                    JSValueRef *args, JSValueRef *small) {
     JSContextRef ctx = inst->ctx;
+    if (ts->batching) {
+        ts->batch_inst = inst;
+        ts->batch_deadline_us = job->deadline_us;
+    }
     JSValueRef exc = NULL;
     JSValueRef r = JSObjectCallAsFunction(ctx, inst->fns[index], NULL, argc, args, &exc);
     if (args != small) {
@@ -1776,6 +1793,12 @@ static void invoke(js_thread *ts, js_instance *inst, uint32_t index, fm_job *job
                     if (ts->fired && !ts->over_memory) still->status = FM_TIMEOUT;
                 }
             }
+            if (ts->batching && !still) { /* its continuation runs when the batch ends */
+                ts->batch_stop = true;
+                ts->batch_async_id = job->async_id;
+                ts->batch_inst = inst;
+                return; /* enter()'s state stays: js_run_batch leaves */
+            }
             leave(ts, inst);
             if (still) fm_job_finish(still);
             return;
@@ -1784,6 +1807,93 @@ static void invoke(js_thread *ts, js_instance *inst, uint32_t index, fm_job *job
     complete_typed(inst, job, r, type);
     leave(ts, inst);
     fm_job_finish(job);
+}
+
+/* ---- batches: the calls a worker was sent together, in one VM entry
+ *
+ * An entry into JavaScript from C at the top level costs about 0.4 us
+ * more than one made inside it: the watchdog reads the thread's CPU clock
+ * (a system call) for the time limit, and the date cache is checked. A
+ * worker given several calls at once runs them inside one native
+ * function (__fm_native_batch), so each call is a nested entry. Microtasks
+ * run when that outer entry ends, so a batch ends after a call that
+ * leaves work for them (an async call: its enter() state, deadline and
+ * job, stays for the drain, as for a call alone), and after a call the
+ * watchdog stopped (the termination is absorbed at the top level). Work a
+ * synchronous call leaves for microtasks runs at the end of the batch,
+ * under the last call's deadline. */
+static JSValueRef native_batch(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
+                               const JSValueRef argv[], JSValueRef *exc) {
+    js_thread *ts = tls_ts;
+    ts->batch_fn(ts->batch_ud);
+    if (!ts->batch_async_id && ts->batch_inst) {
+        /* the drain that ends the batch runs under the last call's deadline
+         * (the watchdog's budget is already a call's timeout; a call stopped
+         * in the batch stays `fired`, to be absorbed after it) */
+        ts->cur_inst = ts->batch_inst;
+        ts->cur_job = NULL;
+        ts->heap_cap = ts->batch_inst->mem_cap;
+        ts->deadline_us = ts->batch_deadline_us ? ts->batch_deadline_us : fm_mono_us() + DEFAULT_LIMIT_US;
+    }
+    return vmake_undefined(ctx);
+}
+
+/* Calls of export `index` may run in a batch: its source names nothing
+ * that leaves work for microtasks (__fm_settles; code reached only through
+ * other functions is not looked at: work it leaves runs at the batch's
+ * end). All exports are looked at, at the top level, the first time. */
+static bool js_batch_ok(void *tsp, void *ip, uint32_t index) {
+    js_thread *ts = tsp;
+    js_instance *inst = ip;
+    if (index >= inst->nfns) return false;
+    if (!inst->batch_ok) {
+        inst->batch_ok = calloc(inst->nfns, 1);
+        JSObjectRef settles = get_fn(inst->ctx, "__fm_settles");
+        enter(ts, inst, NULL, fm_mono_us() + 1000000);
+        for (size_t i = 0; i < inst->nfns; i++) {
+            JSValueRef a = inst->fns[i], exc = NULL;
+            JSValueRef r = settles ? JSObjectCallAsFunction(inst->ctx, settles, NULL, 1, &a, &exc) : NULL;
+            inst->batch_ok[i] = r && vtype(inst->ctx, r) == kJSTypeBoolean && !vboolean(inst->ctx, r) ? 1 : 2;
+        }
+        leave(ts, inst);
+    }
+    return inst->batch_ok[index] == 1;
+}
+
+static bool js_batch_more(void *tsp) {
+    js_thread *ts = tsp;
+    return !ts->batch_stop;
+}
+
+static void js_run_batch(void *tsp, void *ip, void (*fn)(void *ud), void *ud) {
+    js_thread *ts = tsp;
+    js_instance *inst = ip;
+    if (!inst->batch_fn) {
+        JSStringRef n = JSStringCreateWithUTF8CString("__fm_native_batch");
+        inst->batch_fn = JSObjectMakeFunctionWithCallback(inst->ctx, n, native_batch);
+        JSStringRelease(n);
+        JSValueProtect(inst->ctx, inst->batch_fn);
+    }
+    tls_ts = ts;
+    ts->batching = true;
+    ts->batch_stop = false;
+    ts->batch_async_id = 0;
+    ts->batch_inst = NULL;
+    ts->batch_deadline_us = 0;
+    ts->batch_fn = fn;
+    ts->batch_ud = ud;
+    JSObjectCallAsFunction(inst->ctx, inst->batch_fn, NULL, 0, NULL, NULL); /* then the drain */
+    ts->batching = false;
+    js_instance *last = ts->batch_inst ? ts->batch_inst : inst;
+    fm_job *still = ts->batch_async_id && ts->fired ? pending_take(ts, ts->batch_async_id) : NULL;
+    if (still) { /* its code ran past its deadline (or memory) in the drain */
+        fail_from_exception(last, still, NULL);
+        if (!ts->over_memory) still->status = FM_TIMEOUT;
+    }
+    ts->batch_async_id = 0;
+    ts->batch_inst = NULL;
+    leave(ts, last);
+    if (still) fm_job_finish(still);
 }
 
 static int64_t js_poll(void *tsp) {
@@ -1859,5 +1969,8 @@ const fm_runtime fm_runtime_js = {
     .instance_destroy = js_instance_destroy,
     .call = js_call,
     .call_json = js_call_json,
+    .run_batch = js_run_batch,
+    .batch_more = js_batch_more,
+    .batch_ok = js_batch_ok,
     .poll = js_poll,
 };

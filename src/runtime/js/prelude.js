@@ -101,6 +101,10 @@
   // Called by the host in a context of its own, never in an instance: the
   // compiled code of this parser would cost every instance 40 KB.
   g.__fm_params = params;
+  // May a call of fn leave work for microtasks (its source names promises,
+  // async code, timers or other functions)? Such calls end a worker's batch.
+  const settles = /\b(async|await|then|Promise|queueMicrotask|setTimeout|setInterval|setImmediate|fnmesh|WebAssembly|import)\b/;
+  g.__fm_settles = (fn) => settles.test(Function.prototype.toString.call(fn));
 
   const NAME = /^[A-Za-z_$][\w$]*$/;
   // [[name, file, fn], ...] for every function exported by an entry file.
