@@ -847,6 +847,9 @@ static void *thread_main(void *arg) {
         flush_replies();
     }
     window_flush();
+    /* this thread's instances go with its runtimes' state: a retirement that
+     * comes after it stopped (fm_exec_destroy) finds their slots empty */
+    while (t->nheld) evict(t, t->nheld - 1);
     for (size_t i = 0; i < fm_runtime_count; i++) fm_runtimes[i]->thread_dispose(t->rt_state[i]);
     free_dead_watches();
     free(t->held);
@@ -904,8 +907,8 @@ void fm_exec_destroy(fm_exec *ex) {
     if (fm_exec_global == ex) fm_exec_global = NULL; /* a version released below is freed at once */
     /* Jobs that reached a thread after it had stopped: a retirement sent by
      * another thread's last job (releasing a version's last reference). The
-     * thread's runtime state is gone with its instances, so only the count
-     * of retirements left is kept, and the last one frees the version. */
+     * thread destroyed its instances as it stopped, so only the count of
+     * retirements left is kept, and the last one frees the version. */
     for (int i = 0; i < ex->n; i++) {
         exthread *t = &ex->t[i];
         for (fm_job *j = t->head, *next; j; j = next) {

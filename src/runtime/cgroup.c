@@ -170,6 +170,8 @@ static void sweep(const char *dir) {
 static void setup(void) {
 #if defined(__SANITIZE_ADDRESS__)
     snprintf(cg.describe, sizeof(cg.describe), "none: sanitizer build");
+    fm_log(FM_LOG_INFO, NULL, "worker processes run without cgroups (sanitizer build): their "
+                              "memory is capped by their runtimes only");
     return;
 #endif
     char dir[PATH_MAX];
