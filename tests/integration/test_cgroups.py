@@ -23,6 +23,14 @@ def me():
 '''
 
 
+JS = r"""
+// one native call touches 512 MiB: no JavaScript runs meanwhile, so the
+// worker's own memory watch cannot see it; the cgroup's limit does
+export function touch(mb) { return new Uint8Array(mb << 20).fill(1).length >> 20; }
+export function ok() { return "ok"; }
+"""
+
+
 class CgroupTest(FnTestCase):
     @classmethod
     def setUpClass(cls):
@@ -33,6 +41,8 @@ class CgroupTest(FnTestCase):
         cls.node = cls.class_node()
         cls.must_deploy(cls.node, "cgsmall", {"index.py": PY, "fnmesh.json": '{"memory_mb": 16}'})
         cls.must_deploy(cls.node, "cgbig", {"index.py": PY})
+        cls.must_deploy(cls.node, "cgjs", {"index.js": JS, "fnmesh.json":
+                                           '{"memory_mb": 64, "isolation": "process"}'})
         m = re.search(r"worker processes get cgroups: v(\d) (\S+)", cls.node.log_text())
         cls.version, cls.base = (int(m.group(1)), m.group(2)) if m else (0, None)
 
@@ -88,6 +98,15 @@ class CgroupTest(FnTestCase):
                 break
             time.sleep(0.05)
         self.assertEqual(left, set(), "cgroups of workers that are gone")
+
+    def test_memory_a_javascript_worker_cannot_watch_is_stopped_too(self):
+        self.assertEqual(self.node.call("cgjs", "touch", 16), (200, 16))
+        st, body = self.node.call("cgjs", "touch", 512)
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body["error"]["name"], "MemoryError", body)
+        self.assertIn("memory limit exceeded (64 MiB): the kernel stopped the JavaScript worker "
+                      "at 128 MiB running touch", body["error"]["message"])
+        self.assertEqual(self.node.call("cgjs", "ok"), (200, "ok"))
 
     def test_cgroups_of_gone_nodes_are_swept_and_own_ones_removed_at_stop(self):
         stale = os.path.join(self.base, "fnmesh-%d-1" % self.dead_pid)
