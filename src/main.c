@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "gateway/server.h"
 #include "runtime/c/c_int.h"
+#include "runtime/cgroup.h"
 #include "runtime/python/python_int.h"
 #include "runtime/runtime.h"
 
@@ -16,7 +17,9 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0)
         return fm_serve_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "dev") == 0) return fm_cli_dev_main(argc - 1, argv + 1);
-    /* worker processes, started by a node (not a user command) */
+    /* worker processes, started by a node (not a user command): first into
+     * the cgroup the node made for them */
+    if (argc == 2 && strncmp(argv[1], "worker-", 7) == 0) fm_cgroup_join_self();
     if (argc == 2 && (strcmp(argv[1], "worker-python") == 0 || strcmp(argv[1], "worker-c") == 0)) {
         int rc = argv[1][7] == 'p' ? fm_python_worker_main() : fm_c_worker_main();
         fm_py_frame_release();

@@ -2081,6 +2081,7 @@ int fm_serve_main(int argc, char **argv) {
     fm_cluster_close(node->cluster); /* every call from another node is answered */
     fm_registry_destroy(node->registry);
     fm_exec_destroy(node->exec);
+    fm_wpool_stop_spares();
     fm_control_flush_usage(&node->control); /* every call has finished */
     fm_trace_export_stop(); /* after the executors: every span is in the ring */
     fm_trace_shutdown();

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,27 +232,12 @@ const char *fm_cgroup_describe(void) {
     return cg.describe;
 }
 
-static bool name_of(char *out, size_t cap, const char *dir, pid_t pid) {
-    return fits(snprintf(out, cap, "%s/fnmesh-%d-%d", dir, (int)getpid(), (int)pid), cap);
-}
+#define CG_ENV "FNMESH_CGROUP"
 
-/* Makes dir's cgroup for pid with `limits` (file, value pairs) and moves pid in. */
-static bool make_one(const char *base, pid_t pid, const char *limits[][2], size_t n) {
-    char dir[PATH_MAX + 64], p[24];
-    if (!name_of(dir, sizeof(dir), base, pid)) return false;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return false;
-    for (size_t i = 0; i < n; i++) {
-        if (write_text(dir, limits[i][0], limits[i][1]) != 0) {
-            rmdir(dir);
-            return false;
-        }
-    }
-    snprintf(p, sizeof(p), "%d", (int)pid);
-    if (write_text(dir, "cgroup.procs", p) != 0) {
-        rmdir(dir);
-        return false;
-    }
-    return true;
+static atomic_int next_id;
+
+static bool name_of(char *out, size_t cap, const char *dir, int id) {
+    return fits(snprintf(out, cap, "%s/fnmesh-%d-%d", dir, (int)getpid(), id), cap);
 }
 
 /* A limit file exists in this hierarchy (swap accounting may be off). */
@@ -260,38 +246,61 @@ static bool has_file(const char *dir, const char *file) {
     return fits(snprintf(p, sizeof(p), "%s/%s", dir, file), sizeof(p)) && access(p, F_OK) == 0;
 }
 
-bool fm_cgroup_enter(pid_t pid, long memory_mb) {
+int fm_cgroup_make(char *env, size_t cap) {
     pthread_once(&cg_once, setup);
-    if (!cg.version || pid <= 0) return false;
-    char mem[32], pids[16];
-    snprintf(mem, sizeof(mem), "%lld", (long long)(memory_mb + FM_CGROUP_HEADROOM_MB) << 20);
-    snprintf(pids, sizeof(pids), "%d", FM_CGROUP_MAX_PIDS);
-    const char *lim[3][2];
-    size_t n = 0;
-    if (cg.version == 2) {
-        lim[n][0] = "memory.max", lim[n++][1] = mem;
-        if (has_file(cg.mem, "memory.swap.max")) lim[n][0] = "memory.swap.max", lim[n++][1] = "0";
-        if (cg.v2_pids) lim[n][0] = "pids.max", lim[n++][1] = pids;
-        return make_one(cg.mem, pid, lim, n);
+    if (!cg.version) return 0;
+    int id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
+    char mem[PATH_MAX + 64], pids[PATH_MAX + 64] = "";
+    if (!name_of(mem, sizeof(mem), cg.mem, id) || mkdir(mem, 0755) != 0) return 0;
+    if (cg.pids[0] && (!name_of(pids, sizeof(pids), cg.pids, id) || mkdir(pids, 0755) != 0))
+        pids[0] = '\0'; /* best effort: memory is what matters */
+    if (!fits(snprintf(env, cap, CG_ENV "=%s%s%s", mem, pids[0] ? ":" : "", pids), cap)) {
+        fm_cgroup_release(id);
+        return 0;
     }
-    lim[n][0] = "memory.limit_in_bytes", lim[n++][1] = mem; /* then memory+swap, no more */
-    if (has_file(cg.mem, "memory.memsw.limit_in_bytes"))
-        lim[n][0] = "memory.memsw.limit_in_bytes", lim[n++][1] = mem;
-    if (!make_one(cg.mem, pid, lim, n)) return false;
-    const char *plim[1][2] = {{"pids.max", pids}};
-    if (cg.pids[0]) make_one(cg.pids, pid, plim, 1); /* best effort: memory is what matters */
-    return true;
+    return id;
 }
 
-bool fm_cgroup_leave(pid_t pid) {
-    pthread_once(&cg_once, setup);
-    if (!cg.version || pid <= 0) return false;
+bool fm_cgroup_limit(int id, long memory_mb) {
+    if (id <= 0 || !cg.version) return false;
+    char dir[PATH_MAX + 64], mem[32], pids[16];
+    snprintf(mem, sizeof(mem), "%lld", (long long)(memory_mb + FM_CGROUP_HEADROOM_MB) << 20);
+    snprintf(pids, sizeof(pids), "%d", FM_CGROUP_MAX_PIDS);
+    if (!name_of(dir, sizeof(dir), cg.mem, id)) return false;
+    bool ok;
+    if (cg.version == 2) {
+        ok = write_text(dir, "memory.max", mem) == 0;
+        if (ok && has_file(dir, "memory.swap.max")) ok = write_text(dir, "memory.swap.max", "0") == 0;
+        if (ok && cg.v2_pids) ok = write_text(dir, "pids.max", pids) == 0;
+        return ok;
+    }
+    ok = write_text(dir, "memory.limit_in_bytes", mem) == 0; /* then memory+swap, no more */
+    if (ok && has_file(dir, "memory.memsw.limit_in_bytes"))
+        ok = write_text(dir, "memory.memsw.limit_in_bytes", mem) == 0;
+    if (ok && cg.pids[0] && name_of(dir, sizeof(dir), cg.pids, id))
+        write_text(dir, "pids.max", pids); /* best effort */
+    return ok;
+}
+
+bool fm_cgroup_release(int id) {
+    if (id <= 0 || !cg.version) return false;
     char dir[PATH_MAX + 64];
-    if (!name_of(dir, sizeof(dir), cg.mem, pid)) return false;
+    if (!name_of(dir, sizeof(dir), cg.mem, id)) return false;
     long long kills = read_key(dir, cg.version == 2 ? "memory.events" : "memory.oom_control", "oom_kill");
     rmdir(dir);
-    if (cg.pids[0]) {
-        if (name_of(dir, sizeof(dir), cg.pids, pid)) rmdir(dir);
-    }
+    if (cg.pids[0] && name_of(dir, sizeof(dir), cg.pids, id)) rmdir(dir);
     return kills > 0;
+}
+
+void fm_cgroup_join_self(void) {
+    const char *v = getenv(CG_ENV);
+    if (!v) return;
+    char list[2 * (PATH_MAX + 64) + 2];
+    snprintf(list, sizeof(list), "%s", v);
+    unsetenv(CG_ENV); /* nothing the worker runs sees it */
+    for (char *save = NULL, *dir = strtok_r(list, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        if (write_text(dir, "cgroup.procs", "0") != 0) /* "0": the writing process */
+            fprintf(stderr, "fnmesh worker %d: cannot join its cgroup %s: %s\n", (int)getpid(), dir,
+                    strerror(errno));
+    }
 }

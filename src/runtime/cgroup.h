@@ -21,14 +21,23 @@
 #define FM_CGROUP_HEADROOM_MB 64
 #define FM_CGROUP_MAX_PIDS 512
 
-/* Puts process `pid` into a new cgroup of its own limited to
- * memory_mb + FM_CGROUP_HEADROOM_MB. false when the host offers none (or
- * this one could not be made: the worker then runs without). */
-bool fm_cgroup_enter(pid_t pid, long memory_mb);
+/* A new, empty cgroup for a worker about to be started: its id (> 0), and
+ * in env (cap bytes) the environment entry that makes the worker join it
+ * as it starts (fm_cgroup_join_self); 0 when the host offers none. Moving
+ * a process between cgroups can wait for an RCU grace period (ms): the
+ * worker does it at its own start, not the node while a call waits. */
+int fm_cgroup_make(char *env, size_t cap);
 
-/* After `pid` was reaped: removes its cgroup. True when the kernel killed a
- * process there for going over memory.max (its OOM killer). */
-bool fm_cgroup_leave(pid_t pid);
+/* The worker of cgroup `id` got its deployment: memory.max = memory_mb +
+ * FM_CGROUP_HEADROOM_MB (no swap), pids.max. false if it could not be set. */
+bool fm_cgroup_limit(int id, long memory_mb);
+
+/* After the worker of cgroup `id` was reaped: removes the cgroup (id 0:
+ * nothing). True when the kernel killed a process there for memory. */
+bool fm_cgroup_release(int id);
+
+/* Worker side, first thing at start: joins the cgroups named by the node. */
+void fm_cgroup_join_self(void);
 
 /* "v2 /sys/fs/cgroup/...", "v1 /sys/fs/cgroup/memory/...", or "none: <why>". */
 const char *fm_cgroup_describe(void);

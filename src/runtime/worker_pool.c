@@ -4,6 +4,7 @@
  * Ownership: an instance owns its processes, sockets and queue; the artifact
  * is borrowed from the version, which outlives its instances. */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -48,6 +49,7 @@ typedef struct wp_worker wp_worker;
 typedef struct wp_exiting {
     struct wp_exiting *next;
     pid_t pid;
+    int cg; /* its cgroup (fm_cgroup_make; 0: none) */
     int64_t kill_at_us; /* SIGKILL if it is still there then */
 } wp_exiting;
 
@@ -74,6 +76,7 @@ struct wp_worker {
     uint64_t cpu_us;          /* the worker's CPU time at its last report ('U', 'R', 'F') */
     bool starting;            /* started without waiting: not ready before its 'U' frame */
     bool oom_killed;          /* set when reaped: the kernel killed it in its cgroup for memory */
+    int cg;                   /* its cgroup (fm_cgroup_make; 0: none) */
     bool fresh;               /* ready, and no call sent yet (the next one is a cold start) */
     bool retiring;            /* it asked to be replaced ('Z'): no more calls; stopped when idle */
     int64_t idle_since_us;    /* when it last became idle (ready, no call), 0 while busy */
@@ -164,7 +167,7 @@ void fm_wpool_thread_dispose(void *p) {
         ts->exiting = e->next;
         kill(e->pid, SIGKILL);
         waitpid(e->pid, NULL, 0);
-        fm_cgroup_leave(e->pid);
+        fm_cgroup_release(e->cg);
         free(e);
     }
     free(ts->dirty);
@@ -248,7 +251,8 @@ static void close_socket(wp_worker *w) {
 
 /* Starts a worker process of `kind` (it initialises its runtime and waits
  * for its deployment): *pid and *fd (the node's end of its socket). */
-static fm_status start_process(const fm_wpool_kind *kind, pid_t *pid, int *fd, fm_err *err) {
+static fm_status start_process(const fm_wpool_kind *kind, pid_t *pid, int *fd, int *cg,
+                               fm_err *err) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return fm_err_set(err, FM_INTERNAL, "socketpair: %s", strerror(errno));
@@ -267,12 +271,24 @@ static fm_status start_process(const fm_wpool_kind *kind, pid_t *pid, int *fd, f
     posix_spawnattr_setsigdefault(&at, &defs);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     char *argv[] = {"fnmesh", (char *)kind->verb, NULL};
-    int rc = posix_spawn(pid, self_exe(), &fa, &at, argv, environ);
+    /* its cgroup, which it joins as it starts (the environment says which) */
+    char cgenv[2 * PATH_MAX + 160];
+    *cg = fm_cgroup_make(cgenv, sizeof(cgenv));
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **envp = malloc((n + 2) * sizeof(char *));
+    memcpy(envp, environ, n * sizeof(char *));
+    envp[n] = *cg ? cgenv : NULL;
+    envp[n + 1] = NULL;
+    int rc = posix_spawn(pid, self_exe(), &fa, &at, argv, envp);
+    free(envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(sv[1]);
     if (rc != 0) {
         close(sv[0]);
+        fm_cgroup_release(*cg);
+        *cg = 0;
         *pid = 0;
         return fm_err_set(err, FM_INTERNAL, "cannot start the %s worker: %s", kind->label,
                           strerror(rc));
@@ -290,19 +306,35 @@ static struct spare_worker {
     const fm_wpool_kind *kind;
     pid_t pid;
     int fd;
+    int cg;
 } spares[MAX_KINDS] = {
-#define NO_SPARE {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1}
+#define NO_SPARE {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1, 0}
     NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE, NO_SPARE};
 #undef NO_SPARE
 
 /* Takes the spare worker of `kind` (false when there is none). */
-static bool take_spare(const fm_wpool_kind *kind, pid_t *pid, int *fd) {
+static bool take_spare(const fm_wpool_kind *kind, pid_t *pid, int *fd, int *cg) {
     struct spare_worker *sp = &spares[kind_slot(kind)];
     pthread_mutex_lock(&sp->mu);
     bool ok = sp->pid > 0 && sp->kind == kind;
-    if (ok) *pid = sp->pid, *fd = sp->fd, sp->pid = 0, sp->fd = -1;
+    if (ok) *pid = sp->pid, *fd = sp->fd, *cg = sp->cg, sp->pid = 0, sp->fd = -1, sp->cg = 0;
     pthread_mutex_unlock(&sp->mu);
     return ok;
+}
+
+void fm_wpool_stop_spares(void) {
+    for (int i = 0; i < MAX_KINDS; i++) {
+        struct spare_worker *sp = &spares[i];
+        pthread_mutex_lock(&sp->mu);
+        if (sp->pid > 0) {
+            close(sp->fd);
+            kill(sp->pid, SIGKILL);
+            waitpid(sp->pid, NULL, 0);
+            fm_cgroup_release(sp->cg);
+            sp->pid = 0, sp->fd = -1, sp->cg = 0;
+        }
+        pthread_mutex_unlock(&sp->mu);
+    }
 }
 
 /* Starts the next spare worker of `kind` when there is none. */
@@ -312,9 +344,9 @@ static void refill_spare(const fm_wpool_kind *kind) {
     if (sp->pid <= 0) {
         fm_err err = FM_ERR_INIT;
         pid_t pid;
-        int fd;
-        if (start_process(kind, &pid, &fd, &err) == FM_OK)
-            sp->kind = kind, sp->pid = pid, sp->fd = fd;
+        int fd, cg;
+        if (start_process(kind, &pid, &fd, &cg, &err) == FM_OK)
+            sp->kind = kind, sp->pid = pid, sp->fd = fd, sp->cg = cg;
         fm_err_clear(&err);
     }
     pthread_mutex_unlock(&sp->mu);
@@ -408,14 +440,15 @@ static int send_deployment(wp_worker *w) {
 static int attach_process(wp_worker *w, bool spare_ok, fm_err *err) {
     wp_inst *in = w->in;
     pid_t pid = 0;
-    int fd = -1;
-    if (!(spare_ok && take_spare(in->kind, &pid, &fd)) &&
-        start_process(in->kind, &pid, &fd, err) != FM_OK)
+    int fd = -1, cg = 0;
+    if (!(spare_ok && take_spare(in->kind, &pid, &fd, &cg)) &&
+        start_process(in->kind, &pid, &fd, &cg, err) != FM_OK)
         return -1;
     w->pid = pid;
     w->fd = fd;
+    w->cg = cg;
     /* its deployment's memory from now on (a spare started before it had one) */
-    fm_cgroup_enter(pid, in->memory_mb - FM_WORKER_AS_HEADROOM_MB);
+    fm_cgroup_limit(cg, in->memory_mb - FM_WORKER_AS_HEADROOM_MB);
     atomic_fetch_add_explicit(&in->health->live, 1, memory_order_relaxed);
     w->spawned_us = fm_mono_us();
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].started, 1, memory_order_relaxed);
@@ -423,7 +456,8 @@ static int attach_process(wp_worker *w, bool spare_ok, fm_err *err) {
     close_socket(w);
     kill(w->pid, SIGKILL);
     waitpid(w->pid, NULL, 0);
-    fm_cgroup_leave(w->pid);
+    fm_cgroup_release(w->cg);
+    w->cg = 0;
     atomic_fetch_add_explicit(&kind_stats[kind_slot(in->kind)].exited, 1, memory_order_relaxed);
     w->pid = 0;
     fm_err_set(err, FM_INTERNAL, "the %s worker did not start (it exited)", in->kind->label);
@@ -483,7 +517,8 @@ static fm_status spawn(wp_worker *w, char **exports_json, fm_err *err) {
         close_socket(w);
         kill(w->pid, SIGKILL);
         waitpid(w->pid, NULL, 0);
-        fm_cgroup_leave(w->pid);
+        fm_cgroup_release(w->cg);
+        w->cg = 0;
         w->pid = 0;
         return st;
     }
@@ -531,7 +566,8 @@ static int reap_usage(wp_worker *w, bool force, uint64_t *cpu_us) {
         struct rusage ru;
         while (wait4(w->pid, &status, 0, &ru) < 0 && errno == EINTR) {
         }
-        w->oom_killed = fm_cgroup_leave(w->pid);
+        w->oom_killed = fm_cgroup_release(w->cg);
+        w->cg = 0;
         if (cpu_us)
             *cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec +
                       (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
@@ -1218,7 +1254,7 @@ static int64_t reap_exiting(wp_thread *ts, int64_t now) {
         int st;
         pid_t r = waitpid(e->pid, &st, WNOHANG);
         if (r == e->pid || (r < 0 && errno == ECHILD)) {
-            fm_cgroup_leave(e->pid);
+            fm_cgroup_release(e->cg);
             *pp = e->next;
             free(e);
             continue;
@@ -1239,6 +1275,8 @@ static void stop_worker(wp_worker *w, int64_t now) {
     wp_thread *ts = w->in->ts;
     wp_exiting *e = calloc(1, sizeof(*e));
     e->pid = w->pid;
+    e->cg = w->cg;
+    w->cg = 0;
     e->kill_at_us = now + 5000000;
     e->next = ts->exiting;
     ts->exiting = e;

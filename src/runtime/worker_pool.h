@@ -41,6 +41,9 @@ typedef struct fm_wpool_stat {
 /* Fills up to `max` entries (one per runtime that started a worker); any thread. */
 size_t fm_wpool_stats(fm_wpool_stat *out, size_t max);
 
+/* At the node's end, after the executor threads stopped: ends the workers
+ * started ahead of need (and removes their cgroups). */
+void fm_wpool_stop_spares(void);
 void *fm_wpool_thread_init(int index);
 void fm_wpool_thread_dispose(void *ts);
 /* The artifact is borrowed: it must outlive the instance. */

@@ -1,6 +1,7 @@
 """Each worker process in a cgroup of its own, where the host lets the node
 make cgroups (cgroup v2 with the memory controller delegated to it, or the
-v1 memory hierarchy): memory.max = memory_mb + 64 MiB, so the kernel stops a
+v1 memory hierarchy), which the worker joins as it starts (the node makes it
+ahead, so no call waits for the move): memory.max = memory_mb + 64 MiB, so the kernel stops a
 worker whose memory its runtime's own cap does not see, that call fails with
 a clear error, the next one gets a new worker, and the cgroups go away with
 their workers (docs/operations.md, "Worker sandbox"). Where the host offers
@@ -54,10 +55,24 @@ class CgroupTest(FnTestCase):
             self.skipTest("this host lets the node make no cgroups: " + m.group(1))
 
     def node_cgroups(self, node):
-        """{worker pid: its cgroup directory} of the node's cgroups now."""
+        """{cgroup directory: [pids in it]} of the node's cgroups now."""
         pre = "fnmesh-%d-" % node.pid
-        return {int(d[len(pre):]): os.path.join(self.base, d)
-                for d in os.listdir(self.base) if d.startswith(pre)}
+        out = {}
+        for d in os.listdir(self.base):
+            if d.startswith(pre):
+                path = os.path.join(self.base, d)
+                try:
+                    with open(os.path.join(path, "cgroup.procs")) as f:
+                        out[path] = [int(p) for p in f.read().split()]
+                except FileNotFoundError:
+                    pass
+        return out
+
+    def cgroup_of(self, groups):
+        """The directory of the node's cgroup named in a /proc/<pid>/cgroup text."""
+        m = re.search(r"/(fnmesh-%d-\d+)\n" % self.node.pid, groups)
+        self.assertIsNotNone(m, groups)
+        return os.path.join(self.base, m.group(1))
 
     def workers(self, node):
         out = subprocess.run(["ps", "--ppid", str(node.pid), "-o", "pid="],
@@ -70,9 +85,7 @@ class CgroupTest(FnTestCase):
             with self.subTest(deployment=dep):
                 st, (wpid, groups) = self.node.call(dep, "me")
                 self.assertEqual(st, 200, groups)
-                name = "fnmesh-%d-%d" % (self.node.pid, wpid)
-                self.assertIn("/%s\n" % name, groups)
-                path = os.path.join(self.base, name)
+                path = self.cgroup_of(groups)
                 with open(os.path.join(path, limit_file)) as f:
                     self.assertEqual(int(f.read()), (mb + 64) << 20)
                 with open(os.path.join(path, "cgroup.procs")) as f:
@@ -90,14 +103,17 @@ class CgroupTest(FnTestCase):
         for _ in range(4):  # whichever worker serves it now
             self.assertEqual(self.node.call("cgsmall", "grab", 40), (200, 40))
         self.assertEqual(self.node.call("cgbig", "grab", 100), (200, 100))
-        # a cgroup for live workers only: the dead one's is gone
+        # a cgroup for live workers only: the dead one's is gone (a new
+        # one may be empty for a moment, until its worker has joined it)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            left = set(self.node_cgroups(self.node)) - self.workers(self.node)
+            groups = self.node_cgroups(self.node)
+            live = self.workers(self.node)
+            left = {d: p for d, p in groups.items() if not p or not set(p) <= live}
             if not left:
                 break
             time.sleep(0.05)
-        self.assertEqual(left, set(), "cgroups of workers that are gone")
+        self.assertEqual(left, {}, "cgroups of workers that are gone")
 
     def test_memory_a_javascript_worker_cannot_watch_is_stopped_too(self):
         self.assertEqual(self.node.call("cgjs", "touch", 16), (200, 16))
@@ -115,10 +131,12 @@ class CgroupTest(FnTestCase):
         self.must_deploy(n, "cgone", {"index.py": PY})
         st, (wpid, _) = n.call("cgone", "me")
         self.assertEqual(st, 200, wpid)
-        self.assertIn(wpid, self.node_cgroups(n))
+        self.assertIn([wpid], list(self.node_cgroups(n).values()))
         self.assertFalse(os.path.exists(stale), "an empty cgroup of a gone node is removed")
         n.stop()
-        self.assertEqual(self.node_cgroups(n), {}, "a stopped node leaves no cgroup behind")
+        pre = "fnmesh-%d-" % n.pid
+        self.assertEqual([d for d in os.listdir(self.base) if d.startswith(pre)], [],
+                         "a stopped node leaves no cgroup behind (its spare workers' included)")
 
 
 if __name__ == "__main__":
