@@ -45,6 +45,7 @@
 #include "registry/bundle.h"
 #include "metrics/trace.h"
 #include "registry/registry.h"
+#include "runtime/cgroup.h"
 #include "runtime/worker_pool.h"
 #include "store/store.h"
 
@@ -2037,6 +2038,8 @@ int fm_serve_main(int argc, char **argv) {
                            node->io_threads);
     fm_log(FM_LOG_INFO, kv, "listening on http://%s:%d", node->host, node->port);
     json_decref(kv);
+    /* before any worker exists: a node alone in its cgroup v2 may move into a child */
+    fm_cgroup_describe();
 
     /* Load stored deployments on the control thread's behalf (nothing else
      * writes the registry yet: control requests wait in its queue). */

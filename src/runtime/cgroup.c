@@ -70,6 +70,17 @@ static long long read_key(const char *dir, const char *file, const char *key) {
     return v;
 }
 
+/* The number a one-number file holds; -1 if none. */
+static long long read_file_number(const char *dir, const char *file) {
+    char path[PATH_MAX + 64];
+    if (!fits(snprintf(path, sizeof(path), "%s/%s", dir, file), sizeof(path))) return -1;
+    FILE *f = fopen(path, "re"); /* (cgroup files have no size: read them as streams) */
+    long long v = -1;
+    if (f && fscanf(f, "%lld", &v) != 1) v = -1;
+    if (f) fclose(f);
+    return v;
+}
+
 static bool has_word(const char *list, const char *word, const char *seps) {
     size_t n = strlen(word);
     for (const char *p = list; (p = strstr(p, word)) != NULL; p += n) {
@@ -133,7 +144,8 @@ static bool usable_dir(const char *want, char *out, size_t cap) {
         return false;
     const char *rel = path;
     size_t rl = strlen(root);
-    if (strcmp(root, "/") != 0 && strncmp(path, root, rl) == 0) rel = path + rl;
+    if (strcmp(root, "/") != 0 && strncmp(path, root, rl) == 0 && (path[rl] == '/' || !path[rl]))
+        rel = path + rl;
     if (!fits(snprintf(out, cap, "%s%s", mnt, strcmp(rel, "/") == 0 ? "" : rel), cap)) return false;
     char probe[PATH_MAX + 64];
     if (!fits(snprintf(probe, sizeof(probe), "%s/fnmesh-%d-probe", out, (int)getpid()), sizeof(probe)))
@@ -286,10 +298,22 @@ bool fm_cgroup_release(int id) {
     if (id <= 0 || !cg.version) return false;
     char dir[PATH_MAX + 64];
     if (!name_of(dir, sizeof(dir), cg.mem, id)) return false;
-    long long kills = read_key(dir, cg.version == 2 ? "memory.events" : "memory.oom_control", "oom_kill");
+    /* killed by the OOM killer, and this cgroup did reach its own limit (not
+     * only an ancestor's) */
+    long long kills, hit;
+    if (cg.version == 2) {
+        kills = read_key(dir, "memory.events", "oom_kill");
+        hit = read_key(dir, "memory.events", "max");
+    } else {
+        kills = read_key(dir, "memory.oom_control", "oom_kill");
+        /* (failcnt stays 0 when the memory+swap limit is the one hit) */
+        long long peak = read_file_number(dir, "memory.max_usage_in_bytes");
+        long long limit = read_file_number(dir, "memory.limit_in_bytes");
+        hit = peak > 0 && limit > 0 && peak + (1 << 20) >= limit;
+    }
     rmdir(dir);
     if (cg.pids[0] && name_of(dir, sizeof(dir), cg.pids, id)) rmdir(dir);
-    return kills > 0;
+    return kills > 0 && hit > 0;
 }
 
 void fm_cgroup_join_self(void) {

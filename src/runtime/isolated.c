@@ -620,9 +620,12 @@ static bool next_batchable(void) {
     return q && q->type == 'C' && W.rt->batch_ok(W.ts, W.inst, fm_get_u32((const unsigned char *)q->frame + 4));
 }
 
-/* Two calls or more that may run together at the head of the queue. */
+/* Two calls or more that may run together at the head of the queue, and
+ * no mesh answer waiting (those go first). */
 static bool batchable(void) {
     if (!W.qhead || !W.qhead->next || W.lhead || W.qhead->next->type != 'C') return false;
+    for (const queued *q = W.qhead; q; q = q->next)
+        if (q->type == 'n') return false;
     if (!W.rt->batch_ok(W.ts, W.inst, fm_get_u32((const unsigned char *)W.qhead->next->frame + 4)))
         return false;
     return next_batchable();

@@ -735,7 +735,8 @@ static void worker_died(wp_worker *w) {
             fm_job_fail_timeout(job);
         } else {
             char msg[240];
-            if (w->oom_killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+            bool oom = w->oom_killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+            if (oom)
                 snprintf(msg, sizeof(msg),
                          "memory limit exceeded (%ld MiB): the kernel stopped the %s worker at "
                          "%ld MiB running %s", w->in->memory_mb - FM_WORKER_AS_HEADROOM_MB,
@@ -748,8 +749,7 @@ static void worker_died(wp_worker *w) {
             else
                 snprintf(msg, sizeof(msg), "the %s worker exited (status %d) running %s",
                          w->in->kind->label, WEXITSTATUS(status), job->fn->name);
-            fm_job_fail(job, FM_FUNCTION_ERROR, msg, w->oom_killed ? "MemoryError" : "WorkerCrash",
-                        NULL);
+            fm_job_fail(job, FM_FUNCTION_ERROR, msg, oom ? "MemoryError" : "WorkerCrash", NULL);
         }
         fm_job_finish(job);
         job = w->busy ? pop_busy(w) : NULL; /* the others it was running: the same end */
