@@ -258,15 +258,38 @@ static bool has_file(const char *dir, const char *file) {
     return fits(snprintf(p, sizeof(p), "%s/%s", dir, file), sizeof(p)) && access(p, F_OK) == 0;
 }
 
-int fm_cgroup_make(char *env, size_t cap) {
+/* Memory limit of cgroup `id` (dir: its memory directory) for memory_mb,
+ * unless it has that already. v1 wants memory+swap at least memory: the
+ * larger of the two moves first. */
+static bool set_memory(const char *dir, long memory_mb) {
+    long long want = (long long)(memory_mb + FM_CGROUP_HEADROOM_MB) << 20;
+    char mem[32];
+    snprintf(mem, sizeof(mem), "%lld", want);
+    if (cg.version == 2)
+        return read_file_number(dir, "memory.max") == want || write_text(dir, "memory.max", mem) == 0;
+    long long now = read_file_number(dir, "memory.limit_in_bytes");
+    if (now == want) return true;
+    bool sw = has_file(dir, "memory.memsw.limit_in_bytes");
+    if (sw && want > now && write_text(dir, "memory.memsw.limit_in_bytes", mem) != 0) return false;
+    if (write_text(dir, "memory.limit_in_bytes", mem) != 0) return false;
+    return !sw || want > now || write_text(dir, "memory.memsw.limit_in_bytes", mem) == 0;
+}
+
+int fm_cgroup_make(long memory_mb, char *env, size_t cap) {
     pthread_once(&cg_once, setup);
     if (!cg.version) return 0;
     int id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
-    char mem[PATH_MAX + 64], pids[PATH_MAX + 64] = "";
+    char mem[PATH_MAX + 64], pids[PATH_MAX + 64] = "", n[16];
     if (!name_of(mem, sizeof(mem), cg.mem, id) || mkdir(mem, 0755) != 0) return 0;
     if (cg.pids[0] && (!name_of(pids, sizeof(pids), cg.pids, id) || mkdir(pids, 0755) != 0))
         pids[0] = '\0'; /* best effort: memory is what matters */
-    if (!fits(snprintf(env, cap, CG_ENV "=%s%s%s", mem, pids[0] ? ":" : "", pids), cap)) {
+    snprintf(n, sizeof(n), "%d", FM_CGROUP_MAX_PIDS);
+    bool ok = set_memory(mem, memory_mb);
+    if (ok && cg.version == 2 && has_file(mem, "memory.swap.max"))
+        ok = write_text(mem, "memory.swap.max", "0") == 0;
+    if (ok && cg.version == 2 && cg.v2_pids) ok = write_text(mem, "pids.max", n) == 0;
+    if (ok && pids[0]) write_text(pids, "pids.max", n); /* best effort */
+    if (!ok || !fits(snprintf(env, cap, CG_ENV "=%s%s%s", mem, pids[0] ? ":" : "", pids), cap)) {
         fm_cgroup_release(id);
         return 0;
     }
@@ -275,23 +298,8 @@ int fm_cgroup_make(char *env, size_t cap) {
 
 bool fm_cgroup_limit(int id, long memory_mb) {
     if (id <= 0 || !cg.version) return false;
-    char dir[PATH_MAX + 64], mem[32], pids[16];
-    snprintf(mem, sizeof(mem), "%lld", (long long)(memory_mb + FM_CGROUP_HEADROOM_MB) << 20);
-    snprintf(pids, sizeof(pids), "%d", FM_CGROUP_MAX_PIDS);
-    if (!name_of(dir, sizeof(dir), cg.mem, id)) return false;
-    bool ok;
-    if (cg.version == 2) {
-        ok = write_text(dir, "memory.max", mem) == 0;
-        if (ok && has_file(dir, "memory.swap.max")) ok = write_text(dir, "memory.swap.max", "0") == 0;
-        if (ok && cg.v2_pids) ok = write_text(dir, "pids.max", pids) == 0;
-        return ok;
-    }
-    ok = write_text(dir, "memory.limit_in_bytes", mem) == 0; /* then memory+swap, no more */
-    if (ok && has_file(dir, "memory.memsw.limit_in_bytes"))
-        ok = write_text(dir, "memory.memsw.limit_in_bytes", mem) == 0;
-    if (ok && cg.pids[0] && name_of(dir, sizeof(dir), cg.pids, id))
-        write_text(dir, "pids.max", pids); /* best effort */
-    return ok;
+    char dir[PATH_MAX + 64];
+    return name_of(dir, sizeof(dir), cg.mem, id) && set_memory(dir, memory_mb);
 }
 
 bool fm_cgroup_release(int id) {

@@ -21,15 +21,18 @@
 #define FM_CGROUP_HEADROOM_MB 64
 #define FM_CGROUP_MAX_PIDS 512
 
-/* A new, empty cgroup for a worker about to be started: its id (> 0), and
+/* A new, empty cgroup for a worker about to be started, limited for
+ * memory_mb (its deployment's, or the default for a worker started ahead
+ * of need: fm_cgroup_limit changes it, if need be): its id (> 0), and
  * in env (cap bytes) the environment entry that makes the worker join it
  * as it starts (fm_cgroup_join_self); 0 when the host offers none. Moving
  * a process between cgroups can wait for an RCU grace period (ms): the
  * worker does it at its own start, not the node while a call waits. */
-int fm_cgroup_make(char *env, size_t cap);
+int fm_cgroup_make(long memory_mb, char *env, size_t cap);
 
 /* The worker of cgroup `id` got its deployment: memory.max = memory_mb +
- * FM_CGROUP_HEADROOM_MB (no swap), pids.max. false if it could not be set. */
+ * FM_CGROUP_HEADROOM_MB (no swap; written only if it differs). false if it
+ * could not be set. */
 bool fm_cgroup_limit(int id, long memory_mb);
 
 /* After the worker of cgroup `id` was reaped: removes the cgroup (id 0:

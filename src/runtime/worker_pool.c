@@ -26,6 +26,7 @@
 #include "metrics/metrics.h"
 #include "metrics/trace.h"
 #include "registry/bind.h"
+#include "registry/manifest.h"
 #include "registry/registry.h"
 #include "runtime/python/python_int.h"
 #include "runtime/worker_pool.h"
@@ -250,9 +251,10 @@ static void close_socket(wp_worker *w) {
 }
 
 /* Starts a worker process of `kind` (it initialises its runtime and waits
- * for its deployment): *pid and *fd (the node's end of its socket). */
-static fm_status start_process(const fm_wpool_kind *kind, pid_t *pid, int *fd, int *cg,
-                               fm_err *err) {
+ * for its deployment): *pid, *fd (the node's end of its socket) and *cg (its
+ * cgroup, limited for memory_mb; 0: none). */
+static fm_status start_process(const fm_wpool_kind *kind, long memory_mb, pid_t *pid, int *fd,
+                               int *cg, fm_err *err) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return fm_err_set(err, FM_INTERNAL, "socketpair: %s", strerror(errno));
@@ -273,7 +275,7 @@ static fm_status start_process(const fm_wpool_kind *kind, pid_t *pid, int *fd, i
     char *argv[] = {"fnmesh", (char *)kind->verb, NULL};
     /* its cgroup, which it joins as it starts (the environment says which) */
     char cgenv[2 * PATH_MAX + 160];
-    *cg = fm_cgroup_make(cgenv, sizeof(cgenv));
+    *cg = fm_cgroup_make(memory_mb, cgenv, sizeof(cgenv));
     size_t n = 0;
     while (environ[n]) n++;
     char **envp = malloc((n + 2) * sizeof(char *));
@@ -345,7 +347,7 @@ static void refill_spare(const fm_wpool_kind *kind) {
         fm_err err = FM_ERR_INIT;
         pid_t pid;
         int fd, cg;
-        if (start_process(kind, &pid, &fd, &cg, &err) == FM_OK)
+        if (start_process(kind, FM_DEFAULT_MEMORY_MB, &pid, &fd, &cg, &err) == FM_OK)
             sp->kind = kind, sp->pid = pid, sp->fd = fd, sp->cg = cg;
         fm_err_clear(&err);
     }
@@ -442,7 +444,7 @@ static int attach_process(wp_worker *w, bool spare_ok, fm_err *err) {
     pid_t pid = 0;
     int fd = -1, cg = 0;
     if (!(spare_ok && take_spare(in->kind, &pid, &fd, &cg)) &&
-        start_process(in->kind, &pid, &fd, &cg, err) != FM_OK)
+        start_process(in->kind, in->memory_mb - FM_WORKER_AS_HEADROOM_MB, &pid, &fd, &cg, err) != FM_OK)
         return -1;
     w->pid = pid;
     w->fd = fd;
