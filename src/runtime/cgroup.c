@@ -1,6 +1,6 @@
 /* cgroup.c - a control group per worker process (see cgroup.h).
  *
- * Found once, at the first worker: the node's own cgroup (from
+ * Found once, as the node starts: the node's own cgroup (from
  * /proc/self/cgroup) under the mount of its hierarchy (/proc/self/mountinfo).
  * cgroup v2 is used when the node's cgroup offers the memory controller and
  * lets it be enabled for children (a cgroup that holds processes may not:
@@ -38,9 +38,16 @@ static pthread_once_t cg_once = PTHREAD_ONCE_INIT;
 /* snprintf's result: the whole text fit in cap bytes. */
 static bool fits(int r, size_t cap) { return r >= 0 && (size_t)r < cap; }
 
+#define PATH_IN_CAP (PATH_MAX + 64)
+
+/* dir/file into path (PATH_IN_CAP bytes); false if it does not fit. */
+static bool path_in(char *path, const char *dir, const char *file) {
+    return fits(snprintf(path, PATH_IN_CAP, "%s/%s", dir, file), PATH_IN_CAP);
+}
+
 static int write_text(const char *dir, const char *file, const char *text) {
-    char path[PATH_MAX + 64];
-    if (!fits(snprintf(path, sizeof(path), "%s/%s", dir, file), sizeof(path))) return -1;
+    char path[PATH_IN_CAP];
+    if (!path_in(path, dir, file)) return -1;
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     size_t n = strlen(text);
@@ -53,9 +60,8 @@ static int write_text(const char *dir, const char *file, const char *text) {
 
 /* The value of `key` in a "key value" file (memory.events, memory.oom_control); -1 if none. */
 static long long read_key(const char *dir, const char *file, const char *key) {
-    char path[PATH_MAX + 64];
-    if (!fits(snprintf(path, sizeof(path), "%s/%s", dir, file), sizeof(path))) return -1;
-    FILE *f = fopen(path, "re");
+    char path[PATH_IN_CAP];
+    FILE *f = path_in(path, dir, file) ? fopen(path, "re") : NULL;
     if (!f) return -1;
     char line[256];
     long long v = -1;
@@ -72,13 +78,18 @@ static long long read_key(const char *dir, const char *file, const char *key) {
 
 /* The number a one-number file holds; -1 if none. */
 static long long read_file_number(const char *dir, const char *file) {
-    char path[PATH_MAX + 64];
-    if (!fits(snprintf(path, sizeof(path), "%s/%s", dir, file), sizeof(path))) return -1;
-    FILE *f = fopen(path, "re"); /* (cgroup files have no size: read them as streams) */
+    char path[PATH_IN_CAP];
+    FILE *f = path_in(path, dir, file) ? fopen(path, "re") : NULL;
     long long v = -1;
     if (f && fscanf(f, "%lld", &v) != 1) v = -1;
     if (f) fclose(f);
     return v;
+}
+
+/* dir/file's text (owned), NULL if unreadable. */
+static char *read_text(const char *dir, const char *file) {
+    char path[PATH_IN_CAP];
+    return path_in(path, dir, file) ? fm_read_file(path, NULL) : NULL;
 }
 
 static bool has_word(const char *list, const char *word, const char *seps) {
@@ -174,10 +185,42 @@ static void sweep(const char *dir) {
         int node = 0;
         if (sscanf(e->d_name, "fnmesh-%d-", &node) != 1 || node <= 0) continue;
         if (node == (int)getpid() || kill(node, 0) == 0 || errno != ESRCH) continue;
-        char p[PATH_MAX + 300];
-        if (fits(snprintf(p, sizeof(p), "%s/%s", dir, e->d_name), sizeof(p))) rmdir(p);
+        char p[PATH_IN_CAP];
+        if (path_in(p, dir, e->d_name)) rmdir(p);
     }
     closedir(d);
+}
+
+/* cgroup v2 in the node's cgroup `dir`: the memory controller enabled for
+ * its children (the node first moves into a child of its own when it is
+ * alone there: a cgroup with processes may not enable it). Else false with
+ * why. */
+static bool setup_v2(const char *dir, char *why, size_t cap) {
+    char ctl[512] = "";
+    char *text = read_text(dir, "cgroup.controllers");
+    if (text) snprintf(ctl, sizeof(ctl), "%s", text);
+    free(text);
+    if (!has_word(ctl, "memory", " \n")) {
+        snprintf(why, cap, "cgroup v2 here offers no memory controller (%.60s)", ctl);
+        return false;
+    }
+    if (v2_enable(dir, ctl)) return true;
+    if (errno != EBUSY) {
+        snprintf(why, cap, "cannot enable the memory controller: %s", strerror(errno));
+        return false;
+    }
+    char *procs = read_text(dir, "cgroup.procs");
+    char *nl = procs ? strchr(procs, '\n') : NULL;
+    bool alone = procs && strtol(procs, NULL, 10) == (long)getpid() && (!nl || !nl[1]);
+    free(procs);
+    char self[PATH_IN_CAP], name[40], pid[24];
+    snprintf(name, sizeof(name), "fnmesh-%d-node", (int)getpid());
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    if (alone && path_in(self, dir, name) && (mkdir(self, 0755) == 0 || errno == EEXIST) &&
+        write_text(self, "cgroup.procs", pid) == 0 && v2_enable(dir, ctl))
+        return true;
+    snprintf(why, cap, "the node's cgroup v2 holds other processes");
+    return false;
 }
 
 static void setup(void) {
@@ -189,37 +232,9 @@ static void setup(void) {
 #endif
     char dir[PATH_MAX];
     char why[160] = "no cgroup hierarchy the node may write";
-    if (usable_dir("", dir, sizeof(dir))) {
-        char ctl[512] = "", path[PATH_MAX + 64];
-        char *text = fits(snprintf(path, sizeof(path), "%s/cgroup.controllers", dir), sizeof(path))
-                         ? fm_read_file(path, NULL) : NULL;
-        if (text) snprintf(ctl, sizeof(ctl), "%s", text);
-        free(text);
-        if (!has_word(ctl, "memory", " \n")) {
-            snprintf(why, sizeof(why), "cgroup v2 here offers no memory controller (%.60s)", ctl);
-        } else {
-            bool ok = v2_enable(dir, ctl);
-            if (!ok && errno == EBUSY) { /* processes here: the node moves into a child, if alone */
-                char self[PATH_MAX + 64], pid[24];
-                bool named = fits(snprintf(self, sizeof(self), "%s/fnmesh-%d-node", dir, (int)getpid()), sizeof(self));
-                snprintf(pid, sizeof(pid), "%d", (int)getpid());
-                snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
-                char *procs = fm_read_file(path, NULL);
-                char *nl = procs ? strchr(procs, '\n') : NULL;
-                bool alone = procs && strtol(procs, NULL, 10) == (long)getpid() && (!nl || !nl[1]);
-                free(procs);
-                if (alone && named && (mkdir(self, 0755) == 0 || errno == EEXIST) &&
-                    write_text(self, "cgroup.procs", pid) == 0)
-                    ok = v2_enable(dir, ctl);
-                if (!ok) snprintf(why, sizeof(why), "the node's cgroup v2 holds other processes");
-            } else if (!ok) {
-                snprintf(why, sizeof(why), "cannot enable the memory controller: %s", strerror(errno));
-            }
-            if (ok) {
-                cg.version = 2;
-                snprintf(cg.mem, sizeof(cg.mem), "%s", dir);
-            }
-        }
+    if (usable_dir("", dir, sizeof(dir)) && setup_v2(dir, why, sizeof(why))) {
+        cg.version = 2;
+        snprintf(cg.mem, sizeof(cg.mem), "%s", dir);
     }
     if (!cg.version && usable_dir("memory", dir, sizeof(dir))) {
         cg.version = 1;
@@ -254,8 +269,8 @@ static bool name_of(char *out, size_t cap, const char *dir, int id) {
 
 /* A limit file exists in this hierarchy (swap accounting may be off). */
 static bool has_file(const char *dir, const char *file) {
-    char p[PATH_MAX + 64];
-    return fits(snprintf(p, sizeof(p), "%s/%s", dir, file), sizeof(p)) && access(p, F_OK) == 0;
+    char p[PATH_IN_CAP];
+    return path_in(p, dir, file) && access(p, F_OK) == 0;
 }
 
 /* Memory limit of cgroup `id` (dir: its memory directory) for memory_mb,

@@ -85,8 +85,8 @@ typedef struct fm_runtime {
     /* Optional: runs fn(ud) inside one entry into the engine, so that the
      * calls fn makes through `call`/`call_json` are nested entries, which
      * cost less. fn asks batch_more before each call: false once a call
-     * left work to be finished when the entry ends (an async call), or was
-     * stopped. Isolated workers run the calls they were sent together so. */
+     * left work to be finished when the entry ends (an async call).
+     * Isolated workers run the calls they were sent together so. */
     void (*run_batch)(void *ts, void *instance, void (*fn)(void *ud), void *ud);
     bool (*batch_more)(void *ts);
     /* With run_batch: may calls of export `index` run in a batch? */

@@ -1684,8 +1684,7 @@ static void enter(js_thread *ts, js_instance *inst, fm_job *job, int64_t deadlin
 }
 
 static void leave(js_thread *ts, js_instance *inst) {
-    if (ts->batching && ts->fired) ts->batch_stop = true; /* absorbed once the batch is over */
-    else absorb_termination(inst);
+    absorb_termination(inst);
     ts->cur_inst = NULL;
     ts->cur_job = NULL;
     ts->deadline_us = INT64_MAX;
@@ -1818,18 +1817,17 @@ static void invoke(js_thread *ts, js_instance *inst, uint32_t index, fm_job *job
  * function (__fm_native_batch), so each call is a nested entry. Microtasks
  * run when that outer entry ends, so a batch ends after a call that
  * leaves work for them (an async call: its enter() state, deadline and
- * job, stays for the drain, as for a call alone), and after a call the
- * watchdog stopped (the termination is absorbed at the top level). Work a
- * synchronous call leaves for microtasks runs at the end of the batch,
- * under the last call's deadline. */
+ * job, stays for the drain, as for a call alone). A call the watchdog
+ * stopped has its termination absorbed as it leaves, as alone, and the
+ * batch goes on. Work a synchronous call leaves for microtasks runs at the
+ * end of the batch, under the last call's deadline. */
 static JSValueRef native_batch(JSContextRef ctx, JSObjectRef f, JSObjectRef self, size_t argc,
                                const JSValueRef argv[], JSValueRef *exc) {
     js_thread *ts = tls_ts;
     ts->batch_fn(ts->batch_ud);
     if (!ts->batch_async_id && ts->batch_inst) {
         /* the drain that ends the batch runs under the last call's deadline
-         * (the watchdog's budget is already a call's timeout; a call stopped
-         * in the batch stays `fired`, to be absorbed after it) */
+         * (the watchdog's budget is already a call's timeout) */
         ts->cur_inst = ts->batch_inst;
         ts->cur_job = NULL;
         ts->heap_cap = ts->batch_inst->mem_cap;
